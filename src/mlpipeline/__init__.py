@@ -1,0 +1,1 @@
+"""Reproducible, data-versioned ML pipeline: one module per DVC stage."""

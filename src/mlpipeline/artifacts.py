@@ -1,0 +1,80 @@
+"""File helpers: atomic writes (temporary path, then rename) and content hashes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path | str, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; on success rename it into place, else delete it."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = tmp_root / final.name
+    if is_dir:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def json_text(obj: Any) -> str:
+    """Stable JSON text: sorted keys, fixed indentation, trailing newline."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+def write_json(path: Path | str, obj: Any) -> None:
+    """Write JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json_text(obj), encoding="utf-8")
+
+
+def read_json(path: Path | str) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def save_arrays(directory: Path, **arrays: np.ndarray) -> None:
+    """One .npy per array: unlike .npz (a zip with timestamps) the bytes are reproducible."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        np.save(directory / f"{name}.npy", array, allow_pickle=False)
+
+
+def load_array(path: Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def md5_file(path: Path | str) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def md5_dir(path: Path | str) -> str:
+    """The hash DVC records for a directory: md5 of its sorted (relpath, md5) listing + '.dir'."""
+    root = Path(path)
+    entries = [
+        {"md5": md5_file(f), "relpath": f.relative_to(root).as_posix()}
+        for f in sorted(root.rglob("*"))
+        if f.is_file()
+    ]
+    entries.sort(key=lambda e: e["relpath"])
+    listing = json.dumps(entries, sort_keys=True).encode()
+    return hashlib.md5(listing).hexdigest() + ".dir"

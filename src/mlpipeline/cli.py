@@ -1,0 +1,31 @@
+"""Thin command-line wrapper shared by the stage modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlpipeline.errors import PipelineError
+
+
+def run_stage(stage: Callable[[Any], object], description: str | None = None) -> None:
+    """Parse `--params`, load and validate the config, run `stage`, and turn
+    PipelineError into a one-line message with exit status 1 (no traceback)."""
+    parser = argparse.ArgumentParser(description=description or stage.__doc__)
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="resolved config (params.yaml)"
+    )
+    args = parser.parse_args()
+    try:
+        from mlpipeline.config import load_config
+
+        stage(load_config(args.params))
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,90 @@
+"""Stage `compose`: resolve the Hydra configs in conf/ into params.yaml.
+
+DVC composes conf/ only inside `dvc exp run -S`; this stage (deps: conf/) makes plain
+`dvc repro` do it too, so an edit under conf/ can never train on stale parameters. Its declared
+output is a constant stamp that the next stage depends on, which orders the stages without
+making every config edit re-run the data stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlpipeline.artifacts import atomic_path
+from mlpipeline.config import Config, check_targets, validate_config
+from mlpipeline.errors import PipelineError
+
+STAMP_TEXT = "params.yaml is composed from conf/ by the `compose` stage of dvc.yaml\n"
+
+
+def compose_config(conf_dir: Path, overrides: list[str] | None = None) -> tuple[str, Config]:
+    """Compose conf/ with Hydra overrides; return the resolved YAML text and the typed config.
+
+    The YAML is written exactly as `dvc exp run` writes it (OmegaConf.to_yaml), so the two
+    producers of params.yaml never disagree on formatting.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    conf_dir = Path(conf_dir).resolve()
+    if not (conf_dir / "config.yaml").is_file():
+        raise PipelineError(f"{conf_dir}/config.yaml not found: run from the repository root")
+    try:
+        with initialize_config_dir(str(conf_dir), version_base=None):
+            cfg = compose(config_name="config", overrides=list(overrides or []))
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise PipelineError(_one_line(err)) from None
+    raw: Any = OmegaConf.to_container(cfg)
+    config = validate_config(raw, source="conf/")
+    check_targets(config)
+    return OmegaConf.to_yaml(cfg), config
+
+
+def compose_stage(conf_dir: Path, output: Path, stamp: Path, overrides: list[str]) -> Config:
+    """Write params.yaml (and the stamp) from conf/; nothing is written if validation fails."""
+    text, config = compose_config(conf_dir, overrides)
+    with atomic_path(output) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(STAMP_TEXT, encoding="utf-8")
+    return config
+
+
+def _one_line(err: Exception) -> str:
+    """Hydra's messages span lines ('Available options in ...:\\n\\tcnn\\n\\tmlp')."""
+    text = str(err).strip()
+    if "Available options" in text:
+        head, _, options = text.partition("Available options")
+        group, _, names = options.partition(":")
+        choices = ", ".join(n.strip() for n in names.split() if n.strip())
+        return f"{head.strip()} (available options{group}: {choices})"
+    return " ".join(text.split())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=mlp")
+    parser.add_argument("--conf", type=Path, default=Path("conf"))
+    parser.add_argument("--output", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--stamp", type=Path, default=Path("data/.composed"))
+    args = parser.parse_args()
+    try:
+        config = compose_stage(args.conf, args.output, args.stamp, args.overrides)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    print(
+        f"composed {args.conf}/ -> {args.output}: data={config.data.source.kind} "
+        f"model={config.model.target.rsplit('.', 1)[-1]} "
+        f"optimizer={config.optimizer.target.rsplit('.', 1)[-1]}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""MLflow: where the tracking store is, and logging one pipeline run with its model version."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mlpipeline.errors import PipelineError
+
+
+def repo_root() -> Path:
+    """The main repository root, also from inside `dvc exp run --temp/--queue` workspaces
+    (DVC points DVC_ROOT at the parent repository there)."""
+    if root := os.environ.get("DVC_ROOT"):
+        return Path(root).resolve()
+    here = Path.cwd().resolve()
+    return next((p for p in (here, *here.parents) if (p / ".dvc").is_dir()), here)
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    """MLFLOW_TRACKING_URI, else tracking.uri, else an absolute sqlite:///<root>/mlflow.db."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or configured
+        or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    )
+
+
+def artifact_location(uri: str) -> str | None:
+    """For a SQLite store keep artifacts beside the database; servers choose their own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None
+
+
+def git_state(root: Path) -> dict[str, Any]:
+    """Commit and dirtiness of the working tree, or 'unknown' outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; MLflow params are flat."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+def setup(uri_cfg: str | None, experiment: str) -> str:
+    """Point MLflow at the store and experiment; return the experiment id."""
+    import mlflow
+
+    uri = tracking_uri(uri_cfg)
+    mlflow.set_tracking_uri(uri)
+    try:
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        return mlflow.create_experiment(experiment, artifact_location=artifact_location(uri))
+    except Exception as err:  # MLflow raises many types when the store is unreachable
+        raise PipelineError(
+            f"MLflow tracking store {uri} is not usable ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}); fix MLFLOW_TRACKING_URI or tracking.uri"
+        ) from None
+
+
+def log_pipeline_run(
+    *,
+    uri: str | None,
+    experiment: str,
+    registered_model: str,
+    params: dict[str, Any],
+    history: Iterable[dict[str, Any]],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    onnx_path: Path,
+    card: dict[str, Any],
+    artifacts: Iterable[Path],
+    input_example: Any,
+) -> dict[str, str]:
+    """One MLflow run: params, per-epoch and test metrics, plots, the ONNX model registered
+    as a new version of `registered_model`. Returns run id and model version."""
+    import mlflow
+    import onnx
+    from mlflow.models import infer_signature
+
+    experiment_id = setup(uri, experiment)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params({k: str(v)[:6000] for k, v in flatten(params).items()})
+        for row in history:
+            step = int(row["epoch"])
+            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=step)
+        mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items()})
+        mlflow.set_tags(tags)
+        for path in artifacts:
+            mlflow.log_artifact(str(path), artifact_path="reports")
+        mlflow.log_dict(card, "model_card.json")
+        import onnxruntime
+
+        output = onnxruntime.InferenceSession(
+            str(onnx_path), providers=["CPUExecutionProvider"]
+        ).run(None, {"input": input_example})[0]
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
+            name="model",
+            registered_model_name=registered_model,
+            signature=infer_signature(input_example, output),
+            pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", f"onnx=={onnx.__version__}"],
+        )
+    return {"run_id": run.info.run_id, "model_version": str(info.registered_model_version)}

@@ -1,0 +1,111 @@
+"""Stage `train`: fit the configured network with Lightning; write the model and epoch history.
+
+Seeded and deterministic: two runs on the same CPU write byte-identical model files. Lightning
+checkpoints (which hold paths and loop state) live in a temporary directory; the best weights
+are copied into the self-describing model file that later stages read.
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlpipeline.cli import run_stage
+from mlpipeline.config import Config, check_targets
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_path: Path
+    history: list[dict[str, float]]
+    best_score: float
+    epochs: int
+
+
+def history_path(cfg: Config) -> Path:
+    return cfg.paths.reports / "train" / "history.csv"
+
+
+def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
+    """Train from the prepared data; write `paths.model` and reports/train/history.csv."""
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import Callback
+
+    from mlpipeline.artifacts import atomic_path
+    from mlpipeline.datamodule import ArrayDataModule
+    from mlpipeline.model import Classifier
+    from mlpipeline.nets import build_network, save_model
+
+    check_targets(cfg)
+    # Lightning 2.6 on torch 2.13 warns about its own use of torch's pytree API
+    warnings.filterwarnings("ignore", message=".*treespec.*deprecated")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = ArrayDataModule(
+        cfg.paths.prepared, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed
+    )
+    spec = {
+        "net": cfg.model.spec(),
+        "in_shape": data.meta["input_shape"],
+        "num_classes": len(data.meta["classes"]),
+        "normalization": data.meta["normalization"],
+    }
+    network = build_network(spec)
+    module = Classifier(
+        network,
+        spec["num_classes"],
+        cfg.optimizer.spec(),
+        cfg.scheduler.spec() if cfg.scheduler else None,
+    )
+    history: list[dict[str, float]] = []
+
+    class EpochHistory(Callback):
+        def on_train_epoch_end(self, trainer: L.Trainer, _: L.LightningModule) -> None:
+            row = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            row["epoch"] = trainer.current_epoch
+            row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+            history.append({k: row[k] for k in HISTORY_COLUMNS if k in row})
+
+    with tempfile.TemporaryDirectory(prefix="ckpt-") as ckpt_dir:
+        checkpoint = instantiate(
+            cfg.callbacks.model_checkpoint.spec(), dirpath=ckpt_dir, filename="best"
+        )
+        extra = [instantiate(cfg.callbacks.early_stopping.spec())] if cfg.callbacks.early_stopping else []
+        trainer = instantiate(
+            cfg.trainer.spec(),
+            callbacks=[checkpoint, *extra, EpochHistory(), *(callbacks or [])],
+            logger=False,
+            default_root_dir=ckpt_dir,
+            enable_checkpointing=True,
+        )
+        trainer.fit(module, datamodule=data)
+        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+        module.load_state_dict(best["state_dict"])
+        best_score = float(checkpoint.best_model_score)
+
+    if trainer.is_global_zero:
+        save_model(cfg.paths.model, spec, module.network)
+        with atomic_path(history_path(cfg)) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({k: _fmt(v) for k, v in row.items()} for row in history)
+        print(
+            f"trained {len(history)} epochs; best {checkpoint.monitor} = {best_score:.4f} "
+            f"-> {cfg.paths.model}"
+        )
+    return TrainResult(cfg.paths.model, history, best_score, len(history))
+
+
+def _fmt(value: float) -> str | int:
+    return value if isinstance(value, int) else f"{value:.6g}"
+
+
+if __name__ == "__main__":
+    run_stage(train)
