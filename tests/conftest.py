@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny composed config in a temporary directory, and a temporary copy of
+the repository in which the real `dvc` runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mlpipeline.compose import compose_config
+from mlpipeline.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+# stage commands say `python`/`dvc`: make them the ones of the running venv
+BIN = str(Path(sys.executable).parent)
+
+
+def tiny_overrides(base: Path) -> list[str]:
+    """Paths under `base`, two epochs, a private MLflow store."""
+    paths = ["ingested", "prepared", "reports"]
+    return [
+        *(f"paths.{p}={base}/{p}" for p in paths),
+        f"paths.raw={base}/raw",
+        f"paths.model={base}/models/model.pt",
+        f"paths.onnx={base}/models/model.onnx",
+        f"paths.card={base}/models/model_card.json",
+        f"tracking.uri=sqlite:///{base}/mlflow.db",
+        "trainer.max_epochs=2",
+    ]
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., Config]:
+    """Compose conf/ with tiny settings under tmp_path, plus any extra overrides."""
+    (tmp_path / "raw").mkdir(exist_ok=True)
+
+    def make(*overrides: str) -> Config:
+        return compose_config(ROOT / "conf", [*tiny_overrides(tmp_path), *overrides])[1]
+
+    return make
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    """Run a command with the venv first on PATH; fail with its output when `check`."""
+    full_env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **env}
+    full_env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """The git-tracked files of this repository, committed in a fresh git repository."""
+    dest = tmp_path / "repo"
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+    ):
+        run(cmd, dest)
+    return dest
+
+
+def stages_run(output: str) -> list[str]:
+    """Names of the stages `dvc repro` actually ran, from its output."""
+    return [
+        line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
+    ]

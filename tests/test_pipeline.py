@@ -1,0 +1,114 @@
+"""The real `dvc repro` in temporary copies of this repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, run, stages_run
+
+pytestmark = pytest.mark.slow
+
+
+def lock_outs(repo: Path) -> dict[str, str]:
+    """md5 of every stage output recorded in dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
+
+
+def set_in_conf(repo: Path, file: str, key: str, value: object) -> None:
+    path = repo / "conf" / file
+    data = yaml.safe_load(path.read_text())
+    node = data
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_default_pipeline_reproduces_the_committed_lock_bit_for_bit(repo_copy: Path) -> None:
+    run(["dvc", "repro"], repo_copy)
+    assert (repo_copy / "dvc.lock").read_text() == (ROOT / "dvc.lock").read_text()
+    metrics = json.loads((repo_copy / "reports/metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.95
+
+    again = run(["dvc", "repro"], repo_copy)
+    assert stages_run(again.stdout) == []
+    assert "up to date" in run(["dvc", "status"], repo_copy).stdout
+
+    first = lock_outs(repo_copy)
+    forced = run(["dvc", "repro", "--force"], repo_copy)
+    assert "train" in stages_run(forced.stdout)
+    assert lock_outs(repo_copy) == first
+    assert json.loads((repo_copy / "reports/metrics.json").read_text()) == metrics
+
+
+def test_evaluation_param_reruns_evaluate_not_train(repo_copy: Path) -> None:
+    set_in_conf(repo_copy, "trainer/default.yaml", "max_epochs", 2)
+    run(["dvc", "repro"], repo_copy)
+    set_in_conf(repo_copy, "config.yaml", "evaluate.calibration_bins", 5)
+    ran = stages_run(run(["dvc", "repro"], repo_copy).stdout)
+    # export follows only if metrics.json changed; the data and training stages never
+    assert ran[:2] == ["compose", "evaluate"] and set(ran) <= {"compose", "evaluate", "export"}
+    diff = run(["dvc", "params", "diff", "--all"], repo_copy).stdout
+    assert "evaluate.calibration_bins" in diff
+
+
+def test_csv_source_selected_by_config_runs_end_to_end(repo_copy: Path) -> None:
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=300, n_features=6, n_informative=4, n_classes=3,
+                               random_state=0)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(6)])
+    frame["species"] = np.array(["ant", "bee", "cat"])[y]
+    frame.to_csv(repo_copy / "data/raw/data.csv", index=False)
+    set_in_conf(repo_copy, "data/tabular.yaml", "source.label", "species")
+    config = (repo_copy / "conf/config.yaml").read_text()
+    config = config.replace("- data: digits", "- data: tabular").replace("- model: cnn", "- model: mlp")
+    (repo_copy / "conf/config.yaml").write_text(config)
+    set_in_conf(repo_copy, "trainer/default.yaml", "max_epochs", 3)
+
+    out = run(["dvc", "repro"], repo_copy).stdout
+    assert stages_run(out) == ["compose", "ingest", "prepare", "train", "evaluate", "export"]
+    card = json.loads((repo_copy / "models/model_card.json").read_text())
+    assert card["classes"] == ["ant", "bee", "cat"]
+    assert card["input"]["shape"] == [None, 6]
+    assert card["input"]["feature_names"] == [f"f{i}" for i in range(6)]
+
+
+BAD_INPUTS = {
+    "missing-file": ("ingest", ["data=tabular"], None, "data.source.path"),
+    "no-label-column": ("ingest", ["data=tabular"], "a,b\n1,2\n3,4\n", "label column 'label' not in"),
+    "nan-values": ("prepare", ["data=tabular"], "a,label\n" + "nan,x\n" + "1,x\n2,y\n" * 10, "missing (NaN)"),
+    "inf-values": ("prepare", ["data=tabular"], "a,label\n" + "inf,x\n" + "1,x\n2,y\n" * 10, "infinite"),
+    "single-sample-class": ("prepare", ["data=tabular"], "a,label\n" + "1,x\n2,y\n" * 10 + "3,z\n", "'z' has 1"),
+    "unknown-source-kind": ("compose", ["data.source.kind=xlsx"], None, "'digits', 'csv', 'parquet'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_bad_input_stops_the_stage_with_one_line_and_no_output(tmp_path: Path, case: str) -> None:
+    stage, overrides, csv_text, message = BAD_INPUTS[case]
+    (tmp_path / "data/raw").mkdir(parents=True)
+    if csv_text is not None:
+        (tmp_path / "data/raw/data.csv").write_text(csv_text)
+    compose = ["python", "-m", "mlpipeline.compose", "--conf", str(ROOT / "conf"), *overrides]
+    composed = run(compose, tmp_path, check=stage != "compose")
+    if stage == "compose":
+        proc = composed
+    else:
+        if stage == "prepare":
+            run(["python", "-m", "mlpipeline.ingest"], tmp_path)
+        proc = run(["python", "-m", f"mlpipeline.{stage}"], tmp_path, check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    target = {"compose": "params.yaml", "ingest": "data/ingested", "prepare": "data/prepared"}[stage]
+    assert not (tmp_path / target).exists()
+    assert not [p for p in (tmp_path / "data").rglob(".*") if p.name.startswith(f".{Path(target).name}.")]

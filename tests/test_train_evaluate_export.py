@@ -1,0 +1,79 @@
+"""Stages train, evaluate and export on a two-epoch run, MLflow store included."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import onnxruntime as ort
+import pytest
+from mlflow import MlflowClient
+
+from mlpipeline.artifacts import md5_file
+from mlpipeline.evaluate import evaluate
+from mlpipeline.export import export
+from mlpipeline.ingest import ingest
+from mlpipeline.nets import load_model
+from mlpipeline.prepare import load_prepared, prepare
+from mlpipeline.train import history_path, train
+
+
+@pytest.fixture
+def trained(make_cfg):
+    cfg = make_cfg()
+    ingest(cfg)
+    prepare(cfg)
+    result = train(cfg)
+    return cfg, result
+
+
+def test_train_writes_model_and_epoch_history(trained) -> None:
+    cfg, result = trained
+    network, spec = load_model(cfg.paths.model)
+    assert spec["num_classes"] == 10 and spec["in_shape"] == [1, 8, 8]
+    header, *rows = history_path(cfg).read_text().splitlines()
+    assert header == "epoch,train_loss,train_acc,val_loss,val_acc,val_f1,lr"
+    assert len(rows) == result.epochs == 2
+
+
+def test_training_twice_gives_identical_bytes(trained) -> None:
+    cfg, _ = trained
+    first = md5_file(cfg.paths.model)
+    train(cfg)
+    assert md5_file(cfg.paths.model) == first
+
+
+def test_evaluate_writes_metrics_and_plot_data(trained) -> None:
+    cfg, _ = trained
+    result = evaluate(cfg)
+    metrics = json.loads((cfg.paths.reports / "metrics.json").read_text())
+    assert set(metrics) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro", "auroc_macro"}
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["test_samples"] == 270
+    assert np.asarray(result["confusion"]).sum() == 270
+    for name in ("confusion", "roc", "pr", "per_class"):
+        assert (cfg.paths.reports / "eval" / f"{name}.csv").stat().st_size > 0
+
+
+def test_export_matches_pytorch_and_registers_a_version(trained) -> None:
+    cfg, _ = trained
+    evaluate(cfg)
+    card = export(cfg)
+    x, _ = load_prepared(cfg.paths.prepared, "test")
+    session = ort.InferenceSession(str(cfg.paths.onnx))
+    for batch in (1, 7, len(x)):  # the batch axis is dynamic
+        probs = session.run(None, {"input": x[:batch]})[0]
+        assert probs.shape == (batch, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert card["hashes"]["onnx"] == md5_file(cfg.paths.onnx)
+    assert json.loads(cfg.paths.card.read_text()) == card
+
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    client = MlflowClient()
+    (version,) = client.search_model_versions(f"name = '{cfg.tracking.registered_model}'")
+    run = client.get_run(version.run_id)
+    assert run.data.tags["onnx_md5"] == card["hashes"]["onnx"]
+    assert run.data.params["optimizer.lr"] == str(cfg.optimizer.kwargs()["lr"])
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
+    assert run.data.metrics["test_accuracy"] == card["metrics"]["accuracy"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+    assert "reports/confusion_matrix.png" in artifacts
