@@ -57,5 +57,5 @@ def test_misspelt_target_argument_suggests_the_right_one(make_cfg) -> None:
 
 
 def test_missing_params_file_says_how_to_make_it(tmp_path: Path) -> None:
-    with pytest.raises(PipelineError, match="mlpipeline.compose"):
+    with pytest.raises(PipelineError, match=r"mlpipeline\.compose"):
         load_config(tmp_path / "params.yaml")

@@ -15,7 +15,11 @@ from mlpipeline.ingest import ingest
 def write_table(path: Path, rows: int = 60, **columns) -> Path:
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(
-        {"a": rng.normal(size=rows), "b": rng.normal(size=rows), "label": ["x", "y", "z"] * (rows // 3)}
+        {
+            "a": rng.normal(size=rows),
+            "b": rng.normal(size=rows),
+            "label": ["x", "y", "z"] * (rows // 3),
+        }
     )
     for name, values in columns.items():
         frame[name] = values
@@ -59,7 +63,9 @@ def test_schema_errors_name_the_problem_and_leave_no_output(
     path = tmp_path / "raw" / "data.csv"
     setup(path)
     cfg = make_cfg("data=tabular", f"data.source.path={path}")
-    with pytest.raises(PipelineError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
+    with pytest.raises(
+        PipelineError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+    ):
         ingest(cfg)
     assert not cfg.paths.ingested.exists()
 

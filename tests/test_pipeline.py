@@ -62,14 +62,17 @@ def test_evaluation_param_reruns_evaluate_not_train(repo_copy: Path) -> None:
 def test_csv_source_selected_by_config_runs_end_to_end(repo_copy: Path) -> None:
     from sklearn.datasets import make_classification
 
-    x, y = make_classification(n_samples=300, n_features=6, n_informative=4, n_classes=3,
-                               random_state=0)
+    x, y = make_classification(
+        n_samples=300, n_features=6, n_informative=4, n_classes=3, random_state=0
+    )
     frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(6)])
     frame["species"] = np.array(["ant", "bee", "cat"])[y]
     frame.to_csv(repo_copy / "data/raw/data.csv", index=False)
     set_in_conf(repo_copy, "data/tabular.yaml", "source.label", "species")
     config = (repo_copy / "conf/config.yaml").read_text()
-    config = config.replace("- data: digits", "- data: tabular").replace("- model: cnn", "- model: mlp")
+    config = config.replace("- data: digits", "- data: tabular").replace(
+        "- model: cnn", "- model: mlp"
+    )
     (repo_copy / "conf/config.yaml").write_text(config)
     set_in_conf(repo_copy, "trainer/default.yaml", "max_epochs", 3)
 
@@ -83,11 +86,36 @@ def test_csv_source_selected_by_config_runs_end_to_end(repo_copy: Path) -> None:
 
 BAD_INPUTS = {
     "missing-file": ("ingest", ["data=tabular"], None, "data.source.path"),
-    "no-label-column": ("ingest", ["data=tabular"], "a,b\n1,2\n3,4\n", "label column 'label' not in"),
-    "nan-values": ("prepare", ["data=tabular"], "a,label\n" + "nan,x\n" + "1,x\n2,y\n" * 10, "missing (NaN)"),
-    "inf-values": ("prepare", ["data=tabular"], "a,label\n" + "inf,x\n" + "1,x\n2,y\n" * 10, "infinite"),
-    "single-sample-class": ("prepare", ["data=tabular"], "a,label\n" + "1,x\n2,y\n" * 10 + "3,z\n", "'z' has 1"),
-    "unknown-source-kind": ("compose", ["data.source.kind=xlsx"], None, "'digits', 'csv', 'parquet'"),
+    "no-label-column": (
+        "ingest",
+        ["data=tabular"],
+        "a,b\n1,2\n3,4\n",
+        "label column 'label' not in",
+    ),
+    "nan-values": (
+        "prepare",
+        ["data=tabular"],
+        "a,label\n" + "nan,x\n" + "1,x\n2,y\n" * 10,
+        "missing (NaN)",
+    ),
+    "inf-values": (
+        "prepare",
+        ["data=tabular"],
+        "a,label\n" + "inf,x\n" + "1,x\n2,y\n" * 10,
+        "infinite",
+    ),
+    "single-sample-class": (
+        "prepare",
+        ["data=tabular"],
+        "a,label\n" + "1,x\n2,y\n" * 10 + "3,z\n",
+        "'z' has 1",
+    ),
+    "unknown-source-kind": (
+        "compose",
+        ["data.source.kind=xlsx"],
+        None,
+        "'digits', 'csv', 'parquet'",
+    ),
 }
 
 
@@ -109,6 +137,10 @@ def test_bad_input_stops_the_stage_with_one_line_and_no_output(tmp_path: Path, c
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
-    target = {"compose": "params.yaml", "ingest": "data/ingested", "prepare": "data/prepared"}[stage]
+    target = {"compose": "params.yaml", "ingest": "data/ingested", "prepare": "data/prepared"}[
+        stage
+    ]
     assert not (tmp_path / target).exists()
-    assert not [p for p in (tmp_path / "data").rglob(".*") if p.name.startswith(f".{Path(target).name}.")]
+    assert not [
+        p for p in (tmp_path / "data").rglob(".*") if p.name.startswith(f".{Path(target).name}.")
+    ]

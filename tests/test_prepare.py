@@ -26,9 +26,7 @@ def test_digits_split_is_stratified_disjoint_and_seeded(make_cfg) -> None:
     for _, y in result.splits.values():
         assert np.bincount(y, minlength=10).min() >= 17  # every class in every split
     again = prepare(cfg)
-    assert all(
-        np.array_equal(result.splits[k][0], again.splits[k][0]) for k in result.splits
-    )
+    assert all(np.array_equal(result.splits[k][0], again.splits[k][0]) for k in result.splits)
 
 
 def test_normalisation_uses_the_training_split_only(make_cfg) -> None:
@@ -43,7 +41,10 @@ def test_normalisation_uses_the_training_split_only(make_cfg) -> None:
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
-        (lambda x, y: x.__setitem__((3, 0), np.nan), r"1 missing \(NaN\) and 0 infinite .*\['f0'\]"),
+        (
+            lambda x, y: x.__setitem__((3, 0), np.nan),
+            r"1 missing \(NaN\) and 0 infinite .*\['f0'\]",
+        ),
         (lambda x, y: x.__setitem__((5, 1), np.inf), r"0 missing \(NaN\) and 1 infinite"),
         (lambda x, y: y.__setitem__(0, 2), "'c' has 1"),
     ],

@@ -30,7 +30,7 @@ def trained(make_cfg):
 
 def test_train_writes_model_and_epoch_history(trained) -> None:
     cfg, result = trained
-    network, spec = load_model(cfg.paths.model)
+    _network, spec = load_model(cfg.paths.model)
     assert spec["num_classes"] == 10 and spec["in_shape"] == [1, 8, 8]
     header, *rows = history_path(cfg).read_text().splitlines()
     assert header == "epoch,train_loss,train_acc,val_loss,val_acc,val_f1,lr"
@@ -48,7 +48,13 @@ def test_evaluate_writes_metrics_and_plot_data(trained) -> None:
     cfg, _ = trained
     result = evaluate(cfg)
     metrics = json.loads((cfg.paths.reports / "metrics.json").read_text())
-    assert set(metrics) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro", "auroc_macro"}
+    assert set(metrics) >= {
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "auroc_macro",
+    }
     assert 0 <= metrics["accuracy"] <= 1 and metrics["test_samples"] == 270
     assert np.asarray(result["confusion"]).sum() == 270
     for name in ("confusion", "roc", "pr", "per_class"):

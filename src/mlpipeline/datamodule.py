@@ -44,7 +44,9 @@ class ArrayDataModule(L.LightningDataModule):
         super().__init__()
         self.directory = Path(directory)
         if not (self.directory / "meta.json").is_file():
-            raise PipelineError(f"{self.directory}/meta.json not found: run the prepare stage first")
+            raise PipelineError(
+                f"{self.directory}/meta.json not found: run the prepare stage first"
+            )
         self.meta = read_json(self.directory / "meta.json")
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.data: dict[str, TensorBatches] = {}

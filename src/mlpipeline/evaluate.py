@@ -48,17 +48,25 @@ def compute_metrics(
         probs, target, thresholds=thresholds, average="micro", **common
     )
     return {
-        "scalars": {k: round(float(v), 6) for k, v in scalars.items()} | {"test_samples": len(target)},
+        "scalars": {k: round(float(v), 6) for k, v in scalars.items()}
+        | {"test_samples": len(target)},
         "per_class": [
-            {"class": c, **{k: round(float(v[i]), 6) for k, v in per_class.items()}, "support": int(support[i])}
+            {
+                "class": c,
+                **{k: round(float(v[i]), 6) for k, v in per_class.items()},
+                "support": int(support[i]),
+            }
             for i, c in enumerate(classes)
         ],
         "confusion": M.multiclass_confusion_matrix(probs, target, **common).tolist(),
         "predicted": probs.argmax(dim=1).tolist(),
-        "roc": [{"fpr": round(float(a), 6), "tpr": round(float(b), 6)} for a, b in zip(fpr, tpr)],
+        "roc": [
+            {"fpr": round(float(a), 6), "tpr": round(float(b), 6)}
+            for a, b in zip(fpr, tpr, strict=False)
+        ],
         "pr": [
             {"recall": round(float(r), 6), "precision": round(float(p), 6)}
-            for r, p in zip(recall, precision)
+            for r, p in zip(recall, precision, strict=False)
         ],
     }
 
@@ -87,7 +95,10 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     write_json(reports / "metrics.json", result["scalars"])
     _write_csv(
         reports / "eval" / "confusion.csv",
-        [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(y, result["predicted"])],
+        [
+            {"actual": classes[a], "predicted": classes[p]}
+            for a, p in zip(y, result["predicted"], strict=False)
+        ],
     )
     _write_csv(reports / "eval" / "roc.csv", result["roc"])
     _write_csv(reports / "eval" / "pr.csv", result["pr"])

@@ -71,8 +71,15 @@ def check_onnx(path: Path, network: Any, x: np.ndarray, atol: float) -> float:
     return diff
 
 
-def model_card(cfg: Config, spec: dict[str, Any], meta: dict[str, Any], onnx_md5: str,
-               metrics: dict[str, Any], diff: float, n_test: int) -> dict[str, Any]:
+def model_card(
+    cfg: Config,
+    spec: dict[str, Any],
+    meta: dict[str, Any],
+    onnx_md5: str,
+    metrics: dict[str, Any],
+    diff: float,
+    n_test: int,
+) -> dict[str, Any]:
     """Everything a consumer of the ONNX file needs, and where it came from."""
     return {
         "name": cfg.tracking.registered_model,
@@ -99,8 +106,11 @@ def model_card(cfg: Config, spec: dict[str, Any], meta: dict[str, Any], onnx_md5
             "onnx": onnx_md5,
         },
         "training": {"seed": cfg.seed, "network": spec["net"]},
-        "export_check": {"test_samples": n_test, "atol": cfg.export.atol,
-                         "max_abs_diff": float(f"{diff:.1e}")},
+        "export_check": {
+            "test_samples": n_test,
+            "atol": cfg.export.atol,
+            "max_abs_diff": float(f"{diff:.1e}"),
+        },
     }
 
 

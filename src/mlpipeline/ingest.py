@@ -57,8 +57,9 @@ def load_table(source: TableSource, raw_dir: Path) -> Dataset:
     except Exception as err:  # pandas raises many types for unreadable files
         raise PipelineError(f"cannot read {path} as {source.kind}: {err}") from None
     if source.label not in frame.columns:
+        columns = ", ".join(map(str, frame.columns))
         raise PipelineError(
-            f"label column '{source.label}' not in {path} (columns: {', '.join(map(str, frame.columns))}); "
+            f"label column '{source.label}' not in {path} (columns: {columns}); "
             "set data.source.label to one of them"
         )
     features = source.features or [c for c in frame.columns if c != source.label]

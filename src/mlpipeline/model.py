@@ -55,4 +55,7 @@ class Classifier(L.LightningModule):
         if self.scheduler_spec is None:
             return optimizer
         scheduler = instantiate(self.scheduler_spec, optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -122,5 +122,7 @@ def predict_proba(network: nn.Module, x: Any, batch_size: int = 1024) -> torch.T
     """Softmax probabilities for a float32 array, in batches, on the CPU."""
     x = torch.as_tensor(x, dtype=torch.float32)
     with torch.inference_mode():
-        parts = [network(x[i : i + batch_size]).softmax(dim=1) for i in range(0, len(x), batch_size)]
+        parts = [
+            network(x[i : i + batch_size]).softmax(dim=1) for i in range(0, len(x), batch_size)
+        ]
     return torch.cat(parts)

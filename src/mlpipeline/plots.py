@@ -39,10 +39,24 @@ def render_plots(reports: Path, out_dir: Path) -> list[Path]:
     ax.imshow(matrix, cmap="Blues")
     for (i, j), n in np.ndenumerate(matrix):
         if n:
-            ax.text(j, i, n, ha="center", va="center", fontsize=8,
-                    color="white" if n > matrix.max() / 2 else "black")
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
-           yticklabels=classes, xlabel="predicted", ylabel="actual", title="Confusion matrix (test)")
+            ax.text(
+                j,
+                i,
+                n,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if n > matrix.max() / 2 else "black",
+            )
+    ax.set(
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xticklabels=classes,
+        yticklabels=classes,
+        xlabel="predicted",
+        ylabel="actual",
+        title="Confusion matrix (test)",
+    )
     save(fig, "confusion_matrix.png")
 
     fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(9, 4))

@@ -39,8 +39,9 @@ def check_quality(x: np.ndarray, y: np.ndarray, meta: dict[str, Any], split: Spl
             cols = [meta["feature_names"][i] for i in np.flatnonzero(bad.any(axis=0))]
             where = f" in columns {cols}"
         raise PipelineError(
-            f"{n_nan} missing (NaN) and {n_inf} infinite feature values{where}, rows "
-            f"{rows[:5].tolist()}{'...' if len(rows) > 5 else ''}: impute or drop them in the source"
+            f"{n_nan} missing (NaN) and {n_inf} infinite feature values{where}, "
+            f"rows "
+            f"{rows[:5].tolist()}{'...' if len(rows) > 5 else ''}: impute or drop them"
         )
     classes = meta["classes"]
     counts = np.bincount(y, minlength=len(classes))
@@ -62,9 +63,7 @@ def split_indices(y: np.ndarray, split: Split, seed: int) -> dict[str, np.ndarra
 
     idx = np.arange(len(y))
     try:
-        train, rest = train_test_split(
-            idx, train_size=split.train, stratify=y, random_state=seed
-        )
+        train, rest = train_test_split(idx, train_size=split.train, stratify=y, random_state=seed)
         val, test = train_test_split(
             rest,
             test_size=split.test / (split.val + split.test),

@@ -38,6 +38,7 @@ def artifact_location(uri: str) -> str | None:
 
 def git_state(root: Path) -> dict[str, Any]:
     """Commit and dirtiness of the working tree, or 'unknown' outside git."""
+
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", *args], cwd=root, capture_output=True, text=True, check=True
@@ -120,6 +121,9 @@ def log_pipeline_run(
             name="model",
             registered_model_name=registered_model,
             signature=infer_signature(input_example, output),
-            pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", f"onnx=={onnx.__version__}"],
+            pip_requirements=[
+                f"onnxruntime=={onnxruntime.__version__}",
+                f"onnx=={onnx.__version__}",
+            ],
         )
     return {"run_id": run.info.run_id, "model_version": str(info.registered_model_version)}

@@ -77,7 +77,11 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
         checkpoint = instantiate(
             cfg.callbacks.model_checkpoint.spec(), dirpath=ckpt_dir, filename="best"
         )
-        extra = [instantiate(cfg.callbacks.early_stopping.spec())] if cfg.callbacks.early_stopping else []
+        extra = (
+            [instantiate(cfg.callbacks.early_stopping.spec())]
+            if cfg.callbacks.early_stopping
+            else []
+        )
         trainer = instantiate(
             cfg.trainer.spec(),
             callbacks=[checkpoint, *extra, EpochHistory(), *(callbacks or [])],
