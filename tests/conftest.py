@@ -29,6 +29,7 @@ def tiny_overrides(base: Path) -> list[str]:
         f"paths.model={base}/models/model.pt",
         f"paths.onnx={base}/models/model.onnx",
         f"paths.card={base}/models/model_card.json",
+        f"paths.reference={base}/models/reference.npy",
         f"tracking.uri=sqlite:///{base}/mlflow.db",
         "trainer.max_epochs=2",
     ]

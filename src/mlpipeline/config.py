@@ -46,6 +46,7 @@ class Paths(Section):
     model: Path
     onnx: Path
     card: Path
+    reference: Path
     reports: Path
 
 

@@ -51,8 +51,9 @@ def _export(torch: Any, wrapped: Any, example: np.ndarray, path: Path, opset: in
     )
 
 
-def check_onnx(path: Path, network: Any, x: np.ndarray, atol: float) -> float:
-    """Compare ONNX Runtime with PyTorch on `x`; return the max abs probability difference."""
+def check_onnx(path: Path, network: Any, x: np.ndarray, atol: float) -> tuple[float, np.ndarray]:
+    """Compare ONNX Runtime with PyTorch on `x`; return the max abs probability difference
+    and the ONNX probabilities (kept as reference outputs for the serving checks)."""
     import onnxruntime as ort
 
     from mlpipeline.nets import predict_proba
@@ -68,7 +69,7 @@ def check_onnx(path: Path, network: Any, x: np.ndarray, atol: float) -> float:
             f"{diff:.2e} (export.atol {atol:g}), {mismatched} different predicted classes; "
             "try another export.opset or loosen export.atol"
         )
-    return diff
+    return diff, p_onnx
 
 
 def model_card(
@@ -133,10 +134,13 @@ def export(cfg: Config) -> dict[str, Any]:
     with (
         atomic_path(cfg.paths.onnx) as onnx_tmp,
         atomic_path(cfg.paths.card) as card_tmp,
+        atomic_path(cfg.paths.reference) as reference_tmp,
         tempfile.TemporaryDirectory() as scratch,
     ):
         to_onnx(network, x[:2], onnx_tmp, cfg.export.opset)
-        diff = check_onnx(onnx_tmp, network, x, cfg.export.atol)
+        diff, reference = check_onnx(onnx_tmp, network, x, cfg.export.atol)
+        with open(reference_tmp, "wb") as handle:
+            np.save(handle, reference, allow_pickle=False)
         card = model_card(cfg, spec, meta, md5_file(onnx_tmp), metrics, diff, len(x))
         card_tmp.write_text(json_text(card), encoding="utf-8")
 
