@@ -59,3 +59,24 @@ def test_misspelt_target_argument_suggests_the_right_one(make_cfg) -> None:
 def test_missing_params_file_says_how_to_make_it(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match=r"mlpipeline\.compose"):
         load_config(tmp_path / "params.yaml")
+
+
+def test_dvc_yaml_paths_match_the_configured_paths() -> None:
+    import yaml
+
+    paths = yaml.safe_load((ROOT / "conf/paths/default.yaml").read_text())
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+    def declared(stage: str) -> set[str]:
+        entries = [*stages[stage].get("deps", [])]
+        for kind in ("outs", "metrics", "plots"):
+            entries += [
+                e if isinstance(e, str) else next(iter(e)) for e in stages[stage].get(kind, [])
+            ]
+        return set(entries)
+
+    assert paths["raw"] in declared("ingest") and paths["ingested"] in declared("ingest")
+    assert paths["prepared"] in declared("prepare")
+    assert paths["model"] in declared("train")
+    assert f"{paths['reports']}/metrics.json" in declared("evaluate")
+    assert {paths["onnx"], paths["card"], paths["reference"]} <= declared("export")
