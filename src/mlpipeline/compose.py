@@ -49,6 +49,8 @@ def compose_config(conf_dir: Path, overrides: list[str] | None = None) -> tuple[
 def compose_stage(conf_dir: Path, output: Path, stamp: Path, overrides: list[str]) -> Config:
     """Write params.yaml (and the stamp) from conf/; nothing is written if validation fails."""
     text, config = compose_config(conf_dir, overrides)
+    for line in changes(output, text):
+        print(f"compose: {line}")
     with atomic_path(output) as tmp:
         tmp.write_text(text, encoding="utf-8")
     with atomic_path(stamp) as tmp:
@@ -56,11 +58,30 @@ def compose_stage(conf_dir: Path, output: Path, stamp: Path, overrides: list[str
     return config
 
 
+def changes(old_path: Path, new_text: str) -> list[str]:
+    """What the new composition changes in the existing params.yaml, one line per key, so
+    an edit under conf/ (or a `dvc exp run -S` value it replaces) is visible in the log."""
+    import yaml
+
+    from mlpipeline.tracking import flatten
+
+    if not old_path.is_file():
+        return []
+    old = flatten(yaml.safe_load(old_path.read_text(encoding="utf-8")) or {})
+    new = flatten(yaml.safe_load(new_text))
+    return [
+        f"{key}: {old.get(key, '(absent)')} -> {new.get(key, '(absent)')}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
+
+
 def _one_line(err: Exception) -> str:
     """Hydra's messages span lines ('Available options in ...:\\n\\tcnn\\n\\tmlp')."""
     text = str(err).strip()
     if "Available options" in text:
         head, _, options = text.partition("Available options")
+        options = options.split("Config search path")[0]  # Hydra appends its search path
         group, _, names = options.partition(":")
         choices = ", ".join(n.strip() for n in names.split() if n.strip())
         return f"{head.strip()} (available options{group}: {choices})"

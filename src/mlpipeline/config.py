@@ -115,6 +115,11 @@ class Tracking(Section):
     registered_model: str = Field(min_length=1)
 
 
+class Sweep(Section):
+    metric: Literal["val_loss", "val_acc", "val_f1"]
+    direction: Literal["minimize", "maximize"]
+
+
 class Config(Section):
     """The whole resolved configuration, as in params.yaml."""
 
@@ -129,6 +134,7 @@ class Config(Section):
     evaluate: Evaluate
     export: Export
     tracking: Tracking
+    sweep: Sweep
 
     def targets(self) -> dict[str, Target]:
         """Every `_target_` section by its dotted key, e.g. `callbacks.early_stopping`."""

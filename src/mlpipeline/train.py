@@ -90,9 +90,12 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
             enable_checkpointing=True,
         )
         trainer.fit(module, datamodule=data)
-        best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
-        module.load_state_dict(best["state_dict"])
-        best_score = float(checkpoint.best_model_score)
+        # debug presets (fast_dev_run, overfit_batches) save no checkpoint: keep the last weights
+        if checkpoint.best_model_path:
+            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+            module.load_state_dict(best["state_dict"])
+        score = checkpoint.best_model_score
+        best_score = float(score) if score is not None else float("nan")
 
     if trainer.is_global_zero:
         save_model(cfg.paths.model, spec, module.network)

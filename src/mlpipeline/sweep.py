@@ -1,0 +1,217 @@
+"""Hydra multirun over training: grids (basic or parallel joblib launcher) and Optuna searches.
+
+    python -m mlpipeline.sweep -m optimizer.lr=1e-3,1e-2 model=cnn,mlp
+    python -m mlpipeline.sweep -m optimizer.lr=1e-3,1e-2 model=cnn,mlp hydra/launcher=joblib
+    python -m mlpipeline.sweep hparams_search=optuna
+
+Every trial config is validated before any trial starts. Each trial prepares the data and trains
+in its own output directory (<sweep dir>/<job number>/), logs one MLflow run nested under the
+sweep's parent run, and returns its best validation value of `sweep.metric` (what Optuna
+optimises). At the end the best trial's overrides, score and config are printed and written to
+<sweep dir>/best.yaml.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from mlpipeline.artifacts import atomic_path, json_text
+from mlpipeline.config import Config, check_targets, validate_config
+from mlpipeline.errors import PipelineError
+
+PARENT_RUN_ENV = "MLPIPELINE_SWEEP_PARENT_RUN"
+RESULT_FILE = "result.json"
+
+
+def best_value(history: list[dict[str, float]], metric: str, direction: str) -> float:
+    """The best epoch's value of `metric` in a training history."""
+    values = [row[metric] for row in history if metric in row]
+    if not values:
+        raise PipelineError(
+            f"sweep.metric {metric} was never logged; use val_loss, val_acc or val_f1"
+        )
+    return max(values) if direction == "maximize" else min(values)
+
+
+def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str | None) -> float:
+    """ingest -> prepare -> train inside `out_dir`; log the trial to MLflow; return its score."""
+    import mlflow
+
+    from mlpipeline import tracking
+    from mlpipeline.ingest import ingest
+    from mlpipeline.prepare import prepare
+    from mlpipeline.train import train
+
+    paths = cfg.paths.model_copy(
+        update={
+            "ingested": out_dir / "data/ingested",
+            "prepared": out_dir / "data/prepared",
+            "model": out_dir / "models/model.pt",
+            "reports": out_dir / "reports",
+        }
+    )
+    cfg = cfg.model_copy(update={"paths": paths})
+    ingest(cfg)
+    prepare(cfg)
+    result = train(cfg)
+    score = best_value(result.history, cfg.sweep.metric, cfg.sweep.direction)
+
+    experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"trial {out_dir.name}", parent_run_id=parent_run
+    ) as run:
+        mlflow.log_params(
+            {
+                k: str(v)[:6000]
+                for k, v in tracking.flatten(cfg.model_dump(mode="json", by_alias=True)).items()
+            }
+        )
+        for row in result.history:
+            mlflow.log_metrics(
+                {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
+            )
+        mlflow.log_metric(f"best_{cfg.sweep.metric}", score)
+        mlflow.set_tags({"mlpipeline.kind": "trial", "overrides": " ".join(overrides)})
+    (out_dir / RESULT_FILE).write_text(
+        json_text(
+            {
+                "score": score,
+                "metric": cfg.sweep.metric,
+                "overrides": overrides,
+                "epochs": result.epochs,
+                "mlflow_run_id": run.info.run_id,
+            }
+        ),
+        encoding="utf-8",
+    )
+    return score
+
+
+def _task(dict_cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    try:
+        cfg = validate_config(OmegaConf.to_container(dict_cfg, resolve=True), source="trial config")
+        return run_trial(
+            cfg,
+            Path(hydra_cfg.runtime.output_dir),
+            list(hydra_cfg.overrides.task),
+            os.environ.get(PARENT_RUN_ENV),
+        )
+    except PipelineError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+class SweepSummary(Callback):
+    """Opens the sweep's parent MLflow run before the first trial; at the end collects the
+    trials' result files, prints them and writes and logs the best one."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow import MlflowClient
+
+        from mlpipeline import tracking
+
+        experiment_id = tracking.setup(config.tracking.uri, config.tracking.experiment)
+        run = MlflowClient(tracking.tracking_uri(config.tracking.uri)).create_run(
+            experiment_id,
+            run_name=f"sweep {Path(config.hydra.sweep.dir).name}",
+            tags={"mlpipeline.kind": "sweep", "sweep_dir": str(config.hydra.sweep.dir)},
+        )
+        # trials read it from the environment: joblib's worker processes inherit it
+        os.environ[PARENT_RUN_ENV] = run.info.run_id
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow import MlflowClient
+
+        from mlpipeline import tracking
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        trials = [
+            {**json.loads(p.read_text()), "dir": str(p.parent)}
+            for p in sorted(sweep_dir.glob(f"*/{RESULT_FILE}"), key=lambda p: int(p.parent.name))
+        ]
+        parent = os.environ.pop(PARENT_RUN_ENV, None)
+        client = MlflowClient(tracking.tracking_uri(config.tracking.uri))
+        if not trials:
+            if parent:
+                client.set_terminated(parent, status="FAILED")
+            return
+        maximize = config.sweep.direction == "maximize"
+        best = (max if maximize else min)(trials, key=lambda t: t["score"])
+        summary = {
+            "metric": config.sweep.metric,
+            "direction": config.sweep.direction,
+            "best": best,
+            "trials": trials,
+        }
+        with atomic_path(sweep_dir / "best.yaml") as tmp:
+            tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(summary)), encoding="utf-8")
+        if parent:
+            client.log_metric(parent, f"best_{config.sweep.metric}", best["score"])
+            client.set_tag(parent, "best_overrides", " ".join(best["overrides"]))
+            client.log_artifact(parent, str(sweep_dir / "best.yaml"))
+            client.set_terminated(parent)
+        print(
+            f"\nsweep: {len(trials)} trials in {sweep_dir}, {config.sweep.metric} ({config.sweep.direction})"
+        )
+        for t in trials:
+            mark = "*" if t is best else " "
+            print(f" {mark} {t['score']:.4f}  {' '.join(t['overrides']) or '(defaults)'}")
+        print(
+            f"best: {best['score']:.4f} with {' '.join(best['overrides'])} -> {sweep_dir / 'best.yaml'}"
+        )
+
+
+def prevalidate(conf_dir: Path, argv: list[str]) -> int:
+    """Compose and validate every grid point named on the command line before any trial
+    runs; return how many were checked. Search-space overrides (interval) are left to the
+    sweeper, which validates each trial again."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from mlpipeline.compose import compose_config
+
+    tokens = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(tokens)
+    except Exception as err:  # Hydra's grammar errors
+        raise PipelineError(" ".join(str(err).split())) from None
+    fixed, axes = [], []
+    for o in parsed:
+        if o.is_hydra_override():
+            continue
+        if not o.is_sweep_override():
+            fixed.append(o.input_line)
+        elif o.is_discrete_sweep():
+            prefix = o.get_key_element()
+            axes.append([f"{prefix}={v}" for v in o.sweep_string_iterator()])
+    combos = list(itertools.product(*axes))
+    for combo in combos:
+        _, cfg = compose_config(conf_dir, [*fixed, *combo])
+        check_targets(cfg)
+    return len(combos)
+
+
+def main() -> None:
+    """Validate the grid, then hand over to Hydra (which parses sys.argv)."""
+    import hydra
+
+    conf_dir = Path(os.environ.get("MLPIPELINE_CONF", "conf")).resolve()
+    try:
+        prevalidate(conf_dir, sys.argv[1:])
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    hydra.main(config_path=str(conf_dir), config_name="config", version_base=None)(_task)()
+
+
+if __name__ == "__main__":
+    main()
