@@ -160,15 +160,13 @@ class SweepSummary(Callback):
             client.set_tag(parent, "best_overrides", " ".join(best["overrides"]))
             client.log_artifact(parent, str(sweep_dir / "best.yaml"))
             client.set_terminated(parent)
-        print(
-            f"\nsweep: {len(trials)} trials in {sweep_dir}, {config.sweep.metric} ({config.sweep.direction})"
-        )
+        metric = f"{config.sweep.metric} ({config.sweep.direction})"
+        print(f"\nsweep: {len(trials)} trials in {sweep_dir}, {metric}")
         for t in trials:
             mark = "*" if t is best else " "
             print(f" {mark} {t['score']:.4f}  {' '.join(t['overrides']) or '(defaults)'}")
-        print(
-            f"best: {best['score']:.4f} with {' '.join(best['overrides'])} -> {sweep_dir / 'best.yaml'}"
-        )
+        overrides = " ".join(best["overrides"])
+        print(f"best: {best['score']:.4f} with {overrides} -> {sweep_dir / 'best.yaml'}")
 
 
 def prevalidate(conf_dir: Path, argv: list[str]) -> int:
