@@ -43,8 +43,6 @@ def best_value(history: list[dict[str, float]], metric: str, direction: str) -> 
 
 def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str | None) -> float:
     """ingest -> prepare -> train inside `out_dir`; log the trial to MLflow; return its score."""
-    import mlflow
-
     from mlpipeline import tracking
     from mlpipeline.ingest import ingest
     from mlpipeline.prepare import prepare
@@ -63,6 +61,8 @@ def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str 
     prepare(cfg)
     result = train(cfg)
     score = best_value(result.history, cfg.sweep.metric, cfg.sweep.direction)
+
+    import mlflow  # after training: its import would delay the first step by ~2 s
 
     experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
     with mlflow.start_run(
