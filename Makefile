@@ -34,13 +34,34 @@ test: install ## run all tests, the real pipeline included
 test-fast: install ## unit tests only
 	$(BIN)/python -m pytest -m "not slow and not docker" -n 2
 
-lint: install ## ruff over the code
+lint: install ## ruff over the code; actionlint and zizmor (offline) over .github/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	scripts/lint-workflows.sh
 
 bench: install ## run the benchmarks under bench/ and record their results
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/sweeps.py
 
 clean: ## remove the venv, the MLflow store and Python caches (DVC outputs stay)
 	rm -rf $(VENV) mlflow.db mlruns mlartifacts outputs multirun .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Serving (issue 4): the ONNX model behind FastAPI, locally and as a container image.
+.PHONY: serve image smoke
+
+serve: install ## serve models/model.onnx at http://127.0.0.1:8080 (env PORT, MODEL_PATH, ...)
+	$(BIN)/python -m mlpipeline.serve
+
+image: install ## build the serving image through the Docker SDK (env BASE_IMAGE, IMAGE_TAG)
+	$(BIN)/python -m mlpipeline.image build
+
+smoke: image ## run the image, check it on the test split, report its size and time to ready
+	$(BIN)/python -m mlpipeline.image smoke
+
+# Pull-request report (issue 5). BASE comes from the command line or the environment and reaches
+# the program as a shell variable, so a branch name is never parsed as shell code.
+.PHONY: report
+
+report: install ## report the working tree against BASE (git ref, default origin/main) in reports/pr/
+	$(BIN)/python -m mlpipeline.report --base "$${BASE:-origin/main}" --out reports/pr

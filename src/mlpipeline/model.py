@@ -37,7 +37,7 @@ class Classifier(L.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         self.train_acc(logits, y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
@@ -46,7 +46,7 @@ class Classifier(L.LightningModule):
         logits = self(x)
         self.val_acc(logits, y)
         self.val_f1(logits, y)
-        self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True)
+        self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True, sync_dist=True)
         self.log("val_acc", self.val_acc, prog_bar=True)
         self.log("val_f1", self.val_f1)
 

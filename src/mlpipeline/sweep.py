@@ -28,6 +28,9 @@ from mlpipeline.config import Config, check_targets, validate_config
 from mlpipeline.errors import PipelineError
 
 PARENT_RUN_ENV = "MLPIPELINE_SWEEP_PARENT_RUN"
+# Lightning's DDP launcher re-runs this command (multirun flags included) for ranks 1..N-1;
+# rank 0 passes them its resolved trial config here so they join its training and do nothing else
+TRIAL_ENV = "MLPIPELINE_DDP_TRIAL"
 RESULT_FILE = "result.json"
 
 
@@ -59,7 +62,14 @@ def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str 
     cfg = cfg.model_copy(update={"paths": paths})
     ingest(cfg)
     prepare(cfg)
-    result = train(cfg)
+    env_before = dict(os.environ)
+    os.environ[TRIAL_ENV] = json.dumps(cfg.model_dump(mode="json", by_alias=True))
+    try:
+        result = train(cfg)
+    finally:
+        # DDP leaves rank and port variables behind; the next trial's workers must not see them
+        os.environ.clear()
+        os.environ.update(env_before)
     score = best_value(result.history, cfg.sweep.metric, cfg.sweep.direction)
 
     import mlflow  # after training: its import would delay the first step by ~2 s
@@ -202,6 +212,11 @@ def main() -> None:
     """Validate the grid, then hand over to Hydra (which parses sys.argv)."""
     import hydra
 
+    if (trial := os.environ.get(TRIAL_ENV)) and int(os.environ.get("LOCAL_RANK", "0")) > 0:
+        from mlpipeline.train import train
+
+        train(validate_config(json.loads(trial), source="DDP trial config"))
+        return
     conf_dir = Path(os.environ.get("MLPIPELINE_CONF", "conf")).resolve()
     try:
         prevalidate(conf_dir, sys.argv[1:])

@@ -108,6 +108,10 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
         score = checkpoint.best_model_score
         best_score = float(score) if score is not None else float("nan")
 
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Lightning leaves the DDP process group up; the next fit in this process (the next
+        # sweep trial) would reuse it with peers that have exited
+        torch.distributed.destroy_process_group()
     if trainer.is_global_zero:
         save_model(cfg.paths.model, spec, module.network)
         with atomic_path(history_path(cfg)) as tmp, open(tmp, "w", newline="") as handle:
