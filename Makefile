@@ -44,7 +44,8 @@ bench: install ## run the benchmarks under bench/ and record their results
 	$(BIN)/python bench/sweeps.py
 
 clean: ## remove the venv, the MLflow store and Python caches (DVC outputs stay)
-	rm -rf $(VENV) mlflow.db mlruns mlartifacts outputs multirun .pytest_cache .ruff_cache
+	rm -rf $(VENV) mlflow.db mlruns mlartifacts mlflow-server.db mlartifacts-server outputs multirun \
+		.pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Serving (issue 4): the ONNX model behind FastAPI, locally and as a container image.
@@ -65,3 +66,9 @@ smoke: image ## run the image, check it on the test split, report its size and t
 
 report: install ## report the working tree against BASE (git ref, default origin/main) in reports/pr/
 	$(BIN)/python -m mlpipeline.report --base "$${BASE:-origin/main}" --out reports/pr
+
+# Shared tracking server (issue 6): runs, metrics, registry in a database; artifacts served by it.
+.PHONY: mlflow-server
+
+mlflow-server: install ## MLflow tracking server on 127.0.0.1:$MLFLOW_PORT (default 5000); env MLFLOW_BACKEND_URI, MLFLOW_ARTIFACTS
+	scripts/mlflow-server.sh

@@ -48,8 +48,8 @@ def make_cfg(tmp_path: Path) -> Callable[..., Config]:
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
     """Run a command with the venv first on PATH; fail with its output when `check`."""
-    full_env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **env}
-    full_env.pop("MLFLOW_TRACKING_URI", None)
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env |= {"PATH": f"{BIN}:{os.environ['PATH']}", **env}
     proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
