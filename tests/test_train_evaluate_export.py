@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import mlflow
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -73,8 +72,7 @@ def test_export_matches_pytorch_and_registers_a_version(trained) -> None:
     assert card["hashes"]["onnx"] == md5_file(cfg.paths.onnx)
     assert json.loads(cfg.paths.card.read_text()) == card
 
-    mlflow.set_tracking_uri(cfg.tracking.uri)
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
     (version,) = client.search_model_versions(f"name = '{cfg.tracking.registered_model}'")
     run = client.get_run(version.run_id)
     assert run.data.tags["onnx_md5"] == card["hashes"]["onnx"]

@@ -68,6 +68,8 @@ def setup(uri_cfg: str | None, experiment: str) -> str:
 
     uri = tracking_uri(uri_cfg)
     mlflow.set_tracking_uri(uri)
+    # the registry would otherwise keep the first store this process resolved
+    mlflow.set_registry_uri(uri)
     try:
         found = mlflow.get_experiment_by_name(experiment)
         if found is not None:
