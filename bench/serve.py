@@ -1,0 +1,358 @@
+"""Serving benchmark: this project's service against `mlflow models serve` of the same
+registered model, side by side in one run, with the same load generator (wrk).
+
+For single rows and 64-row batches at concurrency 1, 16 and 64: requests/s and p50/p99
+latency for both servers, each one process (WORKERS=1 here, `-w 1` for MLflow); medians over
+rounds that alternate the two servers. Then the HTTP overhead (end-to-end p50 at concurrency 1
+against the in-process ONNX Runtime call on the same batch) and a soak run: 10,000 requests at
+concurrency 64 against this service, counting errors and its resident memory before and after.
+
+Usage (from the repository root, after `dvc repro`; wrk from Debian: apt-get install wrk):
+    python bench/serve.py [--duration 5] [--rounds 3] [--json results.json]
+Servers listen on 127.0.0.1 only. MLflow's store: env MLFLOW_TRACKING_URI, default
+sqlite:///<repo>/mlflow.db; the model version served is the one whose run logged the ONNX md5
+of models/model.onnx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from mlpipeline.artifacts import md5_file
+from mlpipeline.serve import Settings, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CONCURRENCY = (1, 16, 64)
+BATCHES = (1, 64)
+
+WRK_SCRIPT = r"""
+local f = assert(io.open(os.getenv("WRK_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "connect": %d, "read": %d, "write": %d, ' ..
+    '"status": %d, "timeout": %d, "p50_us": %d, "p99_us": %d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+@contextmanager
+def server(cmd: list[str], env: dict[str, str], ready_url: str) -> Iterator[subprocess.Popen]:
+    """Start a server in its own process group, wait until `ready_url` answers 200, and stop
+    the group (this process's child and its workers) afterwards."""
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            cmd, env={**os.environ, **env}, stdout=log, stderr=log, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    sys.exit(f"error: {cmd[0]} exited: {log.read().decode()[-2000:]}")
+                try:
+                    if httpx.get(ready_url, timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    sys.exit(f"error: {ready_url} not ready after 120 s")
+                time.sleep(0.2)
+            yield proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wrk(url: str, body: Path, script: Path, concurrency: int, seconds: float) -> dict[str, Any]:
+    """One wrk run (one thread: the servers get the other core); its summary as a dict."""
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    env = {**os.environ, "WRK_BODY": str(body)}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["errors"] = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return result
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-figure medians over rounds (the host is shared: single runs swing widely); errors
+    are summed."""
+    out = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_us", "p99_us")}
+    return {**out, "errors": sum(r["errors"] for r in runs), "rounds": runs}
+
+
+def soak(url: str, body: bytes, total: int, concurrency: int) -> dict[str, int]:
+    """Exactly `total` POSTs with `concurrency` in flight (wrk runs by duration, not count);
+    a non-200 answer or a transport error counts as an error."""
+
+    async def run() -> dict[str, int]:
+        sent, errors = 0, 0
+        limits = httpx.Limits(max_connections=concurrency)
+        headers = {"content-type": "application/json"}
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+            async def worker() -> None:
+                nonlocal sent, errors
+                while sent < total:
+                    sent += 1
+                    try:
+                        answer = await client.post(url, content=body, headers=headers)
+                        errors += answer.status_code != 200
+                    except httpx.HTTPError:
+                        errors += 1
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return {"requests": sent, "errors": errors}
+
+    return asyncio.run(run())
+
+
+def mlflow_version(tracking_uri: str, onnx_md5: str) -> str:
+    """The registered version of the card's model whose run logged this ONNX file."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    versions = client.search_model_versions("name = 'digits-classifier'")
+    matching = [
+        v for v in versions if client.get_run(v.run_id).data.tags.get("onnx_md5") == onnx_md5
+    ]
+    if not matching:
+        sys.exit(f"error: no registered digits-classifier version has onnx_md5 {onnx_md5}")
+    return str(max(int(v.version) for v in matching))
+
+
+def in_process(x: np.ndarray, repeats: int) -> dict[int, dict[str, float]]:
+    """ONNX Runtime alone, with the service's own session settings, per batch size (µs)."""
+    model = load_model(Settings(model_path=ROOT / "models/model.onnx"))
+    out = {}
+    for batch in BATCHES:
+        rows = x[:batch]
+        for _ in range(100):
+            model.predict(rows)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model.predict(rows)
+            times.append((time.perf_counter() - start) * 1e6)
+        times.sort()
+        out[batch] = {"p50_us": statistics.median(times), "p99_us": times[int(0.99 * len(times))]}
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    """Markdown: one row per batch size and concurrency, both servers side by side."""
+    lines = [
+        "| rows/request | concurrency | ours req/s | MLflow req/s | throughput × | "
+        "ours p50 / p99 ms | MLflow p50 / p99 ms | p99 ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for point in results["load"]:
+        ours, theirs = point["ours"], point["mlflow"]
+        lines.append(
+            f"| {point['batch']} | {point['concurrency']} | {ours['rps']:,.0f} | "
+            f"{theirs['rps']:,.0f} | {ours['rps'] / theirs['rps']:.1f} | "
+            f"{ours['p50_us'] / 1e3:.2f} / {ours['p99_us'] / 1e3:.2f} | "
+            f"{theirs['p50_us'] / 1e3:.2f} / {theirs['p99_us'] / 1e3:.2f} | "
+            f"{ours['p99_us'] / theirs['p99_us']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load point")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per point (medians shown)")
+    parser.add_argument("--soak", type=int, default=10_000, help="requests in the soak run")
+    parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument(
+        "--pythonpath",
+        help="prepend this to both servers' PYTHONPATH (e.g. a directory holding httptools "
+        "and uvloop, which uvicorn then uses for both)",
+    )
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("error: wrk not found: apt-get install wrk")
+    onnx = ROOT / "models/model.onnx"
+    x_path = ROOT / "data/prepared/test/x.npy"
+    for path in (onnx, x_path):
+        if not path.is_file():
+            sys.exit(f"error: {path} not found: run `dvc repro` first")
+    x = np.load(x_path)
+    uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT}/mlflow.db")
+    version = mlflow_version(uri, md5_file(onnx))
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    script = scratch / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    bodies = {}
+    for batch in BATCHES:
+        bodies[batch] = scratch / f"body{batch}.json"
+        bodies[batch].write_text(json.dumps({"inputs": x[:batch].tolist()}))
+
+    ours_port, mlflow_port = free_port(), free_port()
+    ours_url = f"http://127.0.0.1:{ours_port}"
+    mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+    ours_cmd = [sys.executable, "-m", "mlpipeline.serve"]
+    extra = {}
+    if args.pythonpath:
+        extra["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [args.pythonpath, os.environ.get("PYTHONPATH")])
+        )
+    ours_env = {"MODEL_PATH": str(onnx), "PORT": str(ours_port), "WORKERS": "1", **extra}
+    mlflow_cmd = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "models",
+        "serve",
+        "-m",
+        f"models:/digits-classifier/{version}",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(mlflow_port),
+        "-w",
+        "1",
+    ]
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "mlflow_model": f"models:/digits-classifier/{version}",
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "load_average_before": os.getloadavg(),
+        "pythonpath": args.pythonpath,
+        "load": [],
+    }
+    with (
+        server(ours_cmd, ours_env, f"{ours_url}/ready") as ours_proc,
+        server(mlflow_cmd, {"MLFLOW_TRACKING_URI": uri, **extra}, f"{mlflow_url}/ping"),
+    ):
+        targets = {"ours": f"{ours_url}/predict", "mlflow": f"{mlflow_url}/invocations"}
+        # same answers first: the comparison is only fair if both compute the same thing
+        a = httpx.post(targets["ours"], json={"inputs": x[:64].tolist()}).json()
+        b = httpx.post(targets["mlflow"], json={"inputs": x[:64].tolist()}).json()
+        diff = np.abs(
+            np.asarray(a["probabilities"]) - np.asarray(b["predictions"]["probabilities"])
+        ).max()
+        results["answers_max_abs_diff"] = float(diff)
+        for url in targets.values():  # warm-up
+            wrk(url, bodies[1], script, 16, 2)
+            wrk(url, bodies[64], script, 16, 2)
+        runs: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
+        for _ in range(args.rounds):
+            for batch in BATCHES:
+                for concurrency in CONCURRENCY:
+                    for name, url in targets.items():  # alternate, so drift hits both alike
+                        run = wrk(url, bodies[batch], script, concurrency, args.duration)
+                        runs.setdefault((batch, concurrency, name), []).append(run)
+                        print(f"{name:6} rows {batch:2} c {concurrency:2}: {run}", flush=True)
+        for batch in BATCHES:
+            for concurrency in CONCURRENCY:
+                point: dict[str, Any] = {"batch": batch, "concurrency": concurrency}
+                for name in targets:
+                    point[name] = median_run(runs[(batch, concurrency, name)])
+                results["load"].append(point)
+
+        ort_times = in_process(x, repeats=5000)
+        results["overhead"] = {
+            str(batch): {
+                "in_process_ort_p50_us": ort_times[batch]["p50_us"],
+                "http_p50_us": next(
+                    p["ours"]["p50_us"]
+                    for p in results["load"]
+                    if p["batch"] == batch and p["concurrency"] == 1
+                ),
+            }
+            for batch in BATCHES
+        }
+
+        wrk(targets["ours"], bodies[1], script, 64, 3)  # settle allocations first
+        before = rss_mb(ours_proc.pid)
+        soaked = soak(targets["ours"], bodies[1].read_bytes(), args.soak, 64)
+        after = rss_mb(ours_proc.pid)
+        results["soak"] = {
+            "requests": soaked["requests"],
+            "errors": soaked["errors"],
+            "rss_before_mb": before,
+            "rss_after_mb": after,
+            "rss_growth_pct": 100 * (after - before) / before,
+        }
+    shutil.rmtree(scratch)
+    results["load_average_after"] = os.getloadavg()
+
+    print()
+    print(
+        f"load average (1/5/15 min) before {results['load_average_before']}, "
+        f"after {results['load_average_after']}; {os.cpu_count()} CPUs"
+    )
+    print(table(results))
+    print()
+    for batch, row in results["overhead"].items():
+        print(
+            f"{batch} row(s): in-process ORT p50 {row['in_process_ort_p50_us']:.0f} µs, "
+            f"HTTP end-to-end p50 {row['http_p50_us']:.0f} µs at concurrency 1"
+        )
+    s = results["soak"]
+    print(
+        f"soak: {s['requests']} requests at concurrency 64, {s['errors']} errors, RSS "
+        f"{s['rss_before_mb']:.1f} → {s['rss_after_mb']:.1f} MB ({s['rss_growth_pct']:+.1f} %)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
