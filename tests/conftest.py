@@ -20,6 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_mlflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which the pipeline honours;
+    without this, one test's store leaks into the next test in the same worker."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def tiny_overrides(base: Path) -> list[str]:
     """Paths under `base`, two epochs, a private MLflow store."""
     paths = ["ingested", "prepared", "reports"]
