@@ -264,16 +264,17 @@ def report(results: Results, args: argparse.Namespace, loadavg: str) -> str:
         "",
     ]
     tp = results.throughput
-    keys = ("plain", "lightning", "lightning_progress_bar")
+    keys = ("plain", "lightning_bare", "lightning", "lightning_progress_bar")
     sps = {key: [r[key] for r in tp["rounds"]] for key in keys}
     # each round's runs went back to back, so per-round ratios cancel drifts in machine load
     vs_plain = {
         key: statistics.median(a / b for a, b in zip(sps[key], sps["plain"], strict=True))
         for key in keys
     }
-    tp_ok = vs_plain["lightning"] >= GOALS["throughput_ratio"]
+    stage = vs_plain["lightning_progress_bar"]  # the train stage runs with its progress bar
+    tp_ok = stage >= GOALS["throughput_ratio"]
     lines += [
-        f"### 3. Training throughput: Lightning / plain PyTorch = {vs_plain['lightning']:.2f} "
+        f"### 3. Training throughput: train stage (Lightning) / plain PyTorch = {stage:.2f} "
         f"(goal >= {GOALS['throughput_ratio']}: {verdict(tp_ok, tp['quiet'])})",
         "",
         f"{tp['samples_per_epoch']} training samples, batch size {tp['batch_size']}, "
@@ -287,8 +288,9 @@ def report(results: Results, args: argparse.Namespace, loadavg: str) -> str:
     ]
     labels = {
         "plain": "plain PyTorch",
-        "lightning": "Lightning, progress bar off",
-        "lightning_progress_bar": "Lightning, progress bar on (as the train stage runs)",
+        "lightning_bare": "Lightning's floor: a training_step with only the loss, no bar",
+        "lightning": "the train stage's module, progress bar off",
+        "lightning_progress_bar": "the train stage's module and progress bar (as it runs)",
     }
     for key, label in labels.items():
         per_round = ", ".join(f"{v:.0f}" for v in sps[key])
@@ -302,7 +304,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="no-op dvc repro pairs")
     parser.add_argument("--import-reps", type=int, default=3, help="import-only runs per stage")
     parser.add_argument("--epochs", type=int, default=10, help="timed epochs per training run")
-    parser.add_argument("--rounds", type=int, default=3, help="training runs per loop")
+    parser.add_argument("--rounds", type=int, default=10, help="training runs per loop")
     parser.add_argument(
         "--wait", type=float, default=120, help="seconds to wait for an idle CPU before a run"
     )

@@ -82,23 +82,36 @@ class EpochTimer(L.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def lightning_epochs(cfg: Config, epochs: int, progress_bar: bool) -> list[float]:
-    """Seconds per epoch of Trainer.fit with the real Classifier and conf/trainer settings."""
+class BareClassifier(Classifier):
+    """Lightning's floor: the same module with nothing but the loss in its training step."""
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+
+def lightning_epochs(
+    cfg: Config, epochs: int, progress_bar: bool, module_cls: type[Classifier] = Classifier
+) -> list[float]:
+    """Seconds per epoch of Trainer.fit with the real Classifier and conf/trainer settings;
+    `progress_bar` adds the train stage's progress bar (conf/callbacks)."""
     data = make_data(cfg)
     num_classes = len(data.meta["classes"])
-    module = Classifier(
+    module = module_cls(
         make_network(cfg, data),
         num_classes,
         cfg.optimizer.spec(),
         cfg.scheduler.spec() if cfg.scheduler else None,
     )
     timer = EpochTimer()
+    bar = cfg.callbacks.progress_bar
+    extra = [instantiate(bar.spec())] if progress_bar and bar else []
     trainer = instantiate(
         cfg.trainer.spec(),
         accelerator="cpu",  # the plain loop runs on the CPU too
         max_epochs=epochs,
         limit_val_batches=0,
-        callbacks=[timer],
+        callbacks=[timer, *extra],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=progress_bar,
@@ -132,6 +145,9 @@ def main() -> None:
         # the three runs go back to back so that they share the machine's conditions
         times = {
             "plain": plain_epochs(cfg, args.epochs + 1),
+            "lightning_bare": lightning_epochs(
+                cfg, args.epochs + 1, progress_bar=False, module_cls=BareClassifier
+            ),
             "lightning": lightning_epochs(cfg, args.epochs + 1, progress_bar=False),
             "lightning_progress_bar": lightning_epochs(cfg, args.epochs + 1, progress_bar=True),
         }

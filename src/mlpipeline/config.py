@@ -96,6 +96,7 @@ class Trainer(Target):
 class Callbacks(Section):
     early_stopping: Target | None = None
     model_checkpoint: Target
+    progress_bar: Target | None = None
 
 
 class Evaluate(Section):

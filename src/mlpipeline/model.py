@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 
@@ -25,6 +26,8 @@ class Classifier(L.LightningModule):
         super().__init__()
         self.network = network
         self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
+        self.train_loss = MeanMetric()
+        self.epoch_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes=num_classes, average="macro")
@@ -36,9 +39,23 @@ class Classifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        self.train_acc(logits, y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        # A `self.log` or torchmetrics call per step costs a tenth of a small model's step:
+        # keep the epoch's losses and predictions, and compute and log its metrics once, on
+        # its last batch (before the on_train_epoch_end hooks that read them)
+        self.epoch_outputs.append((loss.detach(), logits.detach().argmax(dim=1), y))
+        if self.trainer.is_last_batch:
+            losses, preds, targets = zip(*self.epoch_outputs, strict=True)
+            self.epoch_outputs.clear()
+            sizes = torch.tensor([len(t) for t in targets], dtype=torch.float32)
+            self.train_loss.update(torch.stack(losses), weight=sizes.to(self.device))
+            self.train_acc.update(torch.cat(preds), torch.cat(targets))
+            # compute() syncs across DDP ranks
+            self.log(
+                "train_loss", self.train_loss.compute(), on_step=False, on_epoch=True, prog_bar=True
+            )
+            self.log("train_acc", self.train_acc.compute(), on_step=False, on_epoch=True)
+            self.train_loss.reset()
+            self.train_acc.reset()
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:

@@ -88,11 +88,11 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
         checkpoint = instantiate(
             cfg.callbacks.model_checkpoint.spec(), dirpath=ckpt_dir, filename="best"
         )
-        extra = (
-            [instantiate(cfg.callbacks.early_stopping.spec())]
-            if cfg.callbacks.early_stopping
-            else []
-        )
+        extra = [
+            instantiate(section.spec())
+            for section in (cfg.callbacks.early_stopping, cfg.callbacks.progress_bar)
+            if section
+        ]
         trainer = instantiate(
             cfg.trainer.spec(),
             callbacks=[checkpoint, *extra, EpochHistory(), FirstStep(), *(callbacks or [])],
