@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlpipeline.errors import PipelineError
+from mlpipeline.errors import exit_on_error
 
 
 def run_stage(stage: Callable[[Any], object], description: str | None = None) -> None:
@@ -19,13 +18,7 @@ def run_stage(stage: Callable[[Any], object], description: str | None = None) ->
         "--params", type=Path, default=Path("params.yaml"), help="resolved config (params.yaml)"
     )
     args = parser.parse_args()
-    try:
+    with exit_on_error():
         from mlpipeline.config import load_config
 
         stage(load_config(args.params))
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        sys.exit(130)

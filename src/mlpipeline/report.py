@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from mlpipeline.artifacts import atomic_path, read_json
-from mlpipeline.errors import PipelineError
+from mlpipeline.errors import PipelineError, exit_on_error
 
 REPORT_NAME = "report.md"
 # alt text for the pictures mlpipeline.plots.render_plots writes; unknown names use their stem
@@ -267,14 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--repo", type=Path, default=Path("."), help="repository root (.)")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_error("interrupted; the previous report, if any, is unchanged"):
         path = build_report(args.repo, args.base, args.out)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("error: interrupted; the previous report, if any, is unchanged", file=sys.stderr)
-        sys.exit(130)
     print(f"wrote {path}")
 
 
