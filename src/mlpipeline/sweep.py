@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlpipeline.artifacts import atomic_path, json_text
 from mlpipeline.config import Config, check_targets, validate_config
-from mlpipeline.errors import PipelineError
+from mlpipeline.errors import PipelineError, exit_on_error
 
 PARENT_RUN_ENV = "MLPIPELINE_SWEEP_PARENT_RUN"
 # Lightning's DDP launcher re-runs this command (multirun flags included) for ranks 1..N-1;
@@ -71,6 +71,9 @@ def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str 
         os.environ.clear()
         os.environ.update(env_before)
     score = best_value(result.history, cfg.sweep.metric, cfg.sweep.direction)
+    if not result.global_zero:
+        # ranks started by torchrun or SLURM (not by Lightning) run the whole trial: one logs it
+        return score
 
     import mlflow  # after training: its import would delay the first step by ~2 s
 
@@ -218,11 +221,8 @@ def main() -> None:
         train(validate_config(json.loads(trial), source="DDP trial config"))
         return
     conf_dir = Path(os.environ.get("MLPIPELINE_CONF", "conf")).resolve()
-    try:
+    with exit_on_error():
         prevalidate(conf_dir, sys.argv[1:])
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
     hydra.main(config_path=str(conf_dir), config_name="config", version_base=None)(_task)()
 
 

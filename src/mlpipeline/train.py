@@ -27,6 +27,7 @@ class TrainResult:
     history: list[dict[str, float]]
     best_score: float
     epochs: int
+    global_zero: bool = True  # False in the other processes of a DDP run
 
 
 def history_path(cfg: Config) -> Path:
@@ -122,7 +123,7 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
             f"trained {len(history)} epochs; best {checkpoint.monitor} = {best_score:.4f} "
             f"-> {cfg.paths.model} (first training step {startup[0]:.1f} s after process start)"
         )
-    return TrainResult(cfg.paths.model, history, best_score, len(history))
+    return TrainResult(cfg.paths.model, history, best_score, len(history), trainer.is_global_zero)
 
 
 def _fmt(value: float) -> str | int:
