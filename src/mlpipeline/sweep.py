@@ -112,6 +112,7 @@ def _task(dict_cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
+    _share_cores(hydra_cfg.launcher.get("n_jobs"))
     try:
         cfg = validate_config(OmegaConf.to_container(dict_cfg, resolve=True), source="trial config")
         return run_trial(
@@ -122,6 +123,19 @@ def _task(dict_cfg: DictConfig) -> float:
         )
     except PipelineError as err:
         raise SystemExit(f"error: {err}") from None
+
+
+def _share_cores(n_jobs: int | None) -> None:
+    """Under a parallel launcher (joblib: n_jobs trials at once), give each trial its share
+    of the cores: torch's default of one thread per core in every trial oversubscribes the
+    CPU, and its spinning threads then slow all trials down."""
+    if not n_jobs or n_jobs == 1:
+        return
+    import torch
+
+    cores = os.cpu_count() or 1
+    jobs = max(1, cores + 1 + n_jobs) if n_jobs < 0 else n_jobs  # joblib: -1 = all cores
+    torch.set_num_threads(max(1, cores // jobs))
 
 
 class SweepSummary(Callback):
