@@ -28,8 +28,8 @@ pipeline: install ## reproduce the pipeline (dvc repro) on the built-in dataset
 	$(BIN)/dvc repro
 	@$(BIN)/dvc metrics show
 
-test: install ## run all tests, the real pipeline included
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+test: install ## run all tests, the real pipeline included (the stack's: make test-stack)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not stack"
 
 test-fast: install ## unit tests only
 	$(BIN)/python -m pytest -m "not slow and not docker" -n 2
@@ -72,3 +72,12 @@ report: install ## report the working tree against BASE (git ref, default origin
 
 mlflow-server: install ## MLflow tracking server on 127.0.0.1:$MLFLOW_PORT (default 5000); env MLFLOW_BACKEND_URI, MLFLOW_ARTIFACTS
 	scripts/mlflow-server.sh
+
+# Team stack (issue 6): docker-compose.yml, the tracking server and the model server as images.
+.PHONY: stack-smoke test-stack
+
+stack-smoke: install ## build and start docker-compose.yml's stack, check both services, remove it (env BASE_IMAGE)
+	$(BIN)/python -m mlpipeline.stack smoke
+
+test-stack: install ## the stack's own test (a tiny model; not in `make test`: the MLflow image builds for minutes)
+	$(BIN)/python -m pytest -m stack tests/test_stack.py
