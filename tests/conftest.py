@@ -20,13 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # beside the markers in pyproject.toml; `make test` deselects it, `make test-stack` runs it
-    config.addinivalue_line(
-        "markers", "stack: builds and runs docker-compose.yml's stack (minutes); not in make test"
-    )
-
-
 @pytest.fixture(autouse=True)
 def _fresh_mlflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which the pipeline honours;
