@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlpipeline.artifacts import md5_file
-from mlpipeline.errors import PipelineError
+from mlpipeline.errors import PipelineError, exit_on_error
 
 MB = 1e6
 ATOL = 1e-5
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     check.add_argument("--json", type=Path, help="also write the report here as JSON")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_error("interrupted"):
         if args.command == "build":
             client = connect()
             image = build_image(client, args.context, args.tag, args.base_image, quiet=args.quiet)
@@ -423,12 +423,6 @@ def main(argv: list[str] | None = None) -> None:
         print(describe(report))
         if args.json:
             args.json.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":
