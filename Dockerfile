@@ -9,7 +9,7 @@ COPY requirements.lock /tmp/requirements.lock
 # Versions come from requirements.lock (as constraints: only the packages named are installed).
 # onnxruntime goes in without its declared dependencies: sympy (80 MB), protobuf, flatbuffers,
 # coloredlogs and packaging serve its offline tools only, never InferenceSession.
-# uvicorn's C HTTP parser and event loop (httptools, uvloop) go in when the lock pins them.
+# uvicorn's C HTTP parser (httptools) goes in when the lock pins it.
 # The deletions drop what a server never imports: pip itself, test suites, type stubs, f2py,
 # and onnxruntime's quantization/transformers/model tools (which would need those packages).
 RUN python -m venv /opt/venv \
@@ -17,7 +17,7 @@ RUN python -m venv /opt/venv \
       -c /tmp/requirements.lock --no-deps onnxruntime \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: \
       -c /tmp/requirements.lock numpy fastapi uvicorn prometheus-client pydantic-settings orjson \
-      $(grep -oE '^(httptools|uvloop)==[^ ;]+' /tmp/requirements.lock) \
+      $(grep -oE '^httptools==[^ ;]+' /tmp/requirements.lock) \
  && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \
  && cd /opt/venv/lib/python3*/site-packages \
  && rm -rf onnxruntime/tools onnxruntime/quantization onnxruntime/transformers \

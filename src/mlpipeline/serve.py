@@ -475,6 +475,10 @@ def main() -> None:
         "port": settings.port,
         "log_level": settings.log_level,
         "access_log": settings.access_log,
+        # httptools parses HTTP (when installed: twice h11's requests/s); the loop stays
+        # asyncio's: uvloop was as fast here but, at 64 connections with 64-row bodies, held
+        # 1 % of requests for over a second (bench/SERVING.md)
+        "loop": "asyncio",
     }
     if settings.workers == 1:
         uvicorn.run(app, **options)
