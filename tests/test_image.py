@@ -209,6 +209,8 @@ def test_smoke_reports_size_and_time_to_ready(
     assert report.rows == 50 and report.max_abs_diff <= img.ATOL
     assert report.health == "healthy" and report.user == "app"
     assert report.image_mb > report.base_mb > 0 and report.ready_s > 0
+    # the budget: what the image adds to its base (torch or pip creeping in breaks it)
+    assert report.image_mb - report.base_mb <= 170
     assert "added" in img.describe(report)
 
 
