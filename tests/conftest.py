@@ -3,8 +3,11 @@ the repository in which the real `dvc` runs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,6 +21,28 @@ from mlpipeline.config import Config
 ROOT = Path(__file__).resolve().parents[1]
 # stage commands say `python`/`dvc`: make them the ones of the running venv
 BIN = str(Path(sys.executable).parent)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a server started with start_new_session=True, and its children (mlflow starts
+    uvicorn and a job runner): SIGTERM to the group, SIGKILL if it lingers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    # children that outlived the leader share its group id
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(autouse=True)

@@ -10,9 +10,6 @@ did (a missing package is an error, not a skip)."""
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -22,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, run, stages_run
+from conftest import BIN, free_port, run, stages_run, stop
 from test_pipeline import set_in_conf
 
 pytestmark = pytest.mark.slow
@@ -97,12 +94,6 @@ def test_local_directory_remote_round_trip(repo_copy: Path, tmp_path: Path) -> N
 MOTO_SERVER = Path(BIN) / "moto_server"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def s3_server(tmp_path: Path) -> Iterator[str]:
     """moto_server on 127.0.0.1 and a free port; yields its endpoint URL, always stops it."""
@@ -136,13 +127,7 @@ def s3_server(tmp_path: Path) -> Iterator[str]:
             time.sleep(0.3)
         yield endpoint
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop(proc)
         log.close()
 
 

@@ -4,12 +4,9 @@ registered model version are read back through the MLflow client API and the ser
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, run, stages_run
+from conftest import BIN, ROOT, free_port, run, stages_run, stop
 from test_pipeline import set_in_conf
 
 pytestmark = pytest.mark.slow
@@ -27,28 +24,8 @@ pytestmark = pytest.mark.slow
 STARTUP_TIMEOUT_S = 180  # about 40 s seen on a busy 2-core machine
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End the server's process group (mlflow starts uvicorn and a job runner as children)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    # children that outlived the leader share its group id
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture
