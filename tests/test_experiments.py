@@ -66,6 +66,16 @@ def test_exp_run_overrides_values_and_groups(tiny_repo: Path) -> None:
     assert load_model(tiny_repo / "models/model.pt")[1]["net"]["_target_"].endswith("MLP")
 
 
+def test_exp_run_keeps_overrides_beside_uncommitted_conf_edits(tiny_repo: Path) -> None:
+    # DVC composes conf/ (this edit included) with -S; the compose stage must not undo -S
+    set_in_conf(tiny_repo, "optimizer/adamw.yaml", "lr", 0.005)
+    out = run(["dvc", "exp", "run", "-S", "optimizer.weight_decay=0.02"], tiny_repo).stdout
+    assert "keeping params.yaml as `dvc exp run` composed it" in out
+    lock = yaml.safe_load((tiny_repo / "dvc.lock").read_text())
+    optimizer = lock["stages"]["train"]["params"]["params.yaml"]["optimizer"]
+    assert (optimizer["lr"], optimizer["weight_decay"]) == (0.005, 0.02)
+
+
 def test_queued_experiments_run_in_parallel_and_log_to_the_main_store(tiny_repo: Path) -> None:
     run(["dvc", "exp", "run", "--queue", "-S", "optimizer.lr=0.001,0.002,0.01"], tiny_repo)
     run(["dvc", "queue", "start", "-j", "2"], tiny_repo)

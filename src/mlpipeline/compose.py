@@ -4,18 +4,23 @@ DVC composes conf/ only inside `dvc exp run -S`; this stage (deps: conf/) makes 
 `dvc repro` do it too, so an edit under conf/ can never train on stale parameters. Its declared
 output is a constant stamp that the next stage depends on, which orders the stages without
 making every config edit re-run the data stages.
+
+Inside `dvc exp run` (DVC sets DVC_EXP_NAME), params.yaml is left as DVC wrote it: with
+`hydra.enabled`, DVC composes conf/ (uncommitted edits included) with the `-S` overrides just
+before the run, and composing again here would drop those overrides; with `--no-hydra` the user
+manages params.yaml. It is still validated.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 from pathlib import Path
 from typing import Any
 
 from mlpipeline.artifacts import atomic_path
-from mlpipeline.config import Config, check_targets, validate_config
-from mlpipeline.errors import PipelineError
+from mlpipeline.config import Config, check_targets, load_config, validate_config
+from mlpipeline.errors import PipelineError, exit_on_error
 
 STAMP_TEXT = "params.yaml is composed from conf/ by the `compose` stage of dvc.yaml\n"
 
@@ -46,13 +51,21 @@ def compose_config(conf_dir: Path, overrides: list[str] | None = None) -> tuple[
     return OmegaConf.to_yaml(cfg), config
 
 
-def compose_stage(conf_dir: Path, output: Path, stamp: Path, overrides: list[str]) -> Config:
-    """Write params.yaml (and the stamp) from conf/; nothing is written if validation fails."""
-    text, config = compose_config(conf_dir, overrides)
-    for line in changes(output, text):
-        print(f"compose: {line}")
-    with atomic_path(output) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+def compose_stage(
+    conf_dir: Path, output: Path, stamp: Path, overrides: list[str], experiment: str | None = None
+) -> Config:
+    """Write params.yaml (and the stamp) from conf/; nothing is written if validation fails.
+    In a DVC experiment (`experiment` names it) an existing params.yaml is kept, validated."""
+    if experiment and output.is_file() and not overrides:
+        config = load_config(output)
+        check_targets(config)
+        print(f"compose: experiment {experiment}: keeping {output} as `dvc exp run` composed it")
+    else:
+        text, config = compose_config(conf_dir, overrides)
+        for line in changes(output, text):
+            print(f"compose: {line}")
+        with atomic_path(output) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     with atomic_path(stamp) as tmp:
         tmp.write_text(STAMP_TEXT, encoding="utf-8")
     return config
@@ -60,7 +73,7 @@ def compose_stage(conf_dir: Path, output: Path, stamp: Path, overrides: list[str
 
 def changes(old_path: Path, new_text: str) -> list[str]:
     """What the new composition changes in the existing params.yaml, one line per key, so
-    an edit under conf/ (or a `dvc exp run -S` value it replaces) is visible in the log."""
+    an edit under conf/ is visible in the log."""
     import yaml
 
     from mlpipeline.tracking import flatten
@@ -95,11 +108,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("params.yaml"))
     parser.add_argument("--stamp", type=Path, default=Path("data/.composed"))
     args = parser.parse_args()
-    try:
-        config = compose_stage(args.conf, args.output, args.stamp, args.overrides)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    with exit_on_error():
+        config = compose_stage(
+            args.conf, args.output, args.stamp, args.overrides, os.environ.get("DVC_EXP_NAME")
+        )
     print(
         f"composed {args.conf}/ -> {args.output}: data={config.data.source.kind} "
         f"model={config.model.target.rsplit('.', 1)[-1]} "
