@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import httpx
 import numpy as np
 
 from mlpipeline.artifacts import md5_file
+from mlpipeline.image import free_port
 from mlpipeline.serve import Settings, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,12 +58,6 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99)))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:

@@ -214,13 +214,18 @@ def test_smoke_reports_size_and_time_to_ready(
     assert "added" in img.describe(report)
 
 
-@pytest.mark.parametrize("command", ["build", "smoke"])
-def test_cli_without_a_daemon_says_so_in_one_line(command: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "module, command",
+    [("mlpipeline.image", "build"), ("mlpipeline.image", "smoke"), ("mlpipeline.stack", "smoke")],
+)
+def test_cli_without_a_daemon_says_so_in_one_line(
+    module: str, command: str, tmp_path: Path
+) -> None:
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((1, *ROW), dtype=np.float32))
     extra = ["--x", str(x), "--reference", str(x)] if command == "smoke" else []
     proc = subprocess.run(
-        [sys.executable, "-m", "mlpipeline.image", command, *extra],
+        [sys.executable, "-m", module, command, *extra],
         env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"},
         capture_output=True,
         text=True,

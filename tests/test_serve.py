@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlpipeline.errors import PipelineError
+from mlpipeline.image import free_port
 from mlpipeline.serve import Settings, create_app, load_model
 
 with warnings.catch_warnings():
@@ -67,12 +67,6 @@ def export_tiny_model(directory: Path, n_test: int = 50) -> Path:
     np.save(directory / "x.npy", x)
     np.save(directory / "reference.npy", session.run(None, {INPUT: x})[0])
     return directory
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def bad_requests() -> list[tuple[str, bytes, str | None, int, str]]:

@@ -216,11 +216,9 @@ def wait_ready(container: Container, url: str, timeout_s: float = 60.0) -> None:
                 pass
             container.reload()
             if container.status in ("exited", "dead"):
-                raise PipelineError(f"container exited before ready: {_log_tail(container)}")
+                raise PipelineError(f"container exited before ready: {log_tail(container)}")
             time.sleep(0.02)
-    raise PipelineError(
-        f"{url}/ready did not answer within {timeout_s:g} s: {_log_tail(container)}"
-    )
+    raise PipelineError(f"{url}/ready did not answer within {timeout_s:g} s: {log_tail(container)}")
 
 
 def wait_healthy(container: Container, timeout_s: float = 60.0) -> str:
@@ -248,7 +246,7 @@ def stop_container(container: Container) -> None:
         container.remove(force=True)
 
 
-def _log_tail(container: Container, lines: int = 5) -> str:
+def log_tail(container: Container, lines: int = 5) -> str:
     try:
         text = container.logs(tail=lines).decode(errors="replace").strip()
     except DockerException:
@@ -372,6 +370,29 @@ def describe(report: SmokeReport) -> str:
     )
 
 
+def add_check_inputs(parser: argparse.ArgumentParser) -> None:
+    """The options of a smoke check (here and in mlpipeline.stack): inputs, reference, --json."""
+    parser.add_argument(
+        "--x", type=Path, default=Path("data/prepared/test/x.npy"), help="test split inputs"
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=Path("models/reference.npy"),
+        help="the export stage's ONNX probabilities on those inputs",
+    )
+    parser.add_argument("--json", type=Path, help="also write the report here as JSON")
+
+
+def load_check_inputs(x: Path, reference: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The smoke check's inputs and reference outputs; PipelineError if the pipeline has not
+    written them."""
+    for path in (x, reference):
+        if not path.is_file():
+            raise PipelineError(f"{path} not found: run `dvc repro` first")
+    return np.load(x), np.load(reference)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: `build` and `smoke`; PipelineError becomes one line and exit status 1."""
     try:
@@ -397,16 +418,7 @@ def main(argv: list[str] | None = None) -> None:
         "smoke", parents=[common], help="run the image and check it on the test split"
     )
     check.add_argument("--port", type=int, help="port for the container (default: a free one)")
-    check.add_argument(
-        "--x", type=Path, default=Path("data/prepared/test/x.npy"), help="test split inputs"
-    )
-    check.add_argument(
-        "--reference",
-        type=Path,
-        default=Path("models/reference.npy"),
-        help="the export stage's ONNX probabilities on those inputs",
-    )
-    check.add_argument("--json", type=Path, help="also write the report here as JSON")
+    add_check_inputs(check)
     args = parser.parse_args(argv)
     with exit_on_error("interrupted"):
         if args.command == "build":
@@ -414,11 +426,8 @@ def main(argv: list[str] | None = None) -> None:
             image = build_image(client, args.context, args.tag, args.base_image, quiet=args.quiet)
             print(f"built {args.tag} ({image.short_id}, {image.attrs['Size'] / MB:.1f} MB)")
             return
-        for path in (args.x, args.reference):
-            if not path.is_file():
-                raise PipelineError(f"{path} not found: run `dvc repro` first")
+        x, reference = load_check_inputs(args.x, args.reference)
         client = connect()
-        x, reference = np.load(args.x), np.load(args.reference)
         report = smoke(client, args.tag, args.base_image, x, reference, args.port)
         print(describe(report))
         if args.json:

@@ -161,7 +161,7 @@ def wait_healthy(
             ):
                 raise PipelineError(
                     f"service {service} is {state['Status']}, health {status}: "
-                    f"{img._log_tail(container)}"
+                    f"{img.log_tail(container)}"
                 )
         if time.monotonic() > deadline:
             waiting = sorted(set(containers) - set(healthy))
@@ -323,23 +323,11 @@ def main(argv: list[str] | None = None) -> None:
         "daemon has no bridge network",
     )
     check.add_argument("--root", type=Path, default=Path("."), help="repository root")
-    check.add_argument(
-        "--x", type=Path, default=Path("data/prepared/test/x.npy"), help="test split inputs"
-    )
-    check.add_argument(
-        "--reference",
-        type=Path,
-        default=Path("models/reference.npy"),
-        help="the export stage's ONNX probabilities on those inputs",
-    )
     check.add_argument("--quiet", action="store_true", help="no build log")
-    check.add_argument("--json", type=Path, help="also write the report here as JSON")
+    img.add_check_inputs(check)
     args = parser.parse_args(argv)
     with exit_on_error("interrupted; the stack was removed"):
-        for path in (args.x, args.reference):
-            if not path.is_file():
-                raise PipelineError(f"{path} not found: run `dvc repro` first")
-        x, reference = np.load(args.x), np.load(args.reference)
+        x, reference = img.load_check_inputs(args.x, args.reference)
         client = img.connect()
         host = {"auto": None, "bridge": False, "host": True}[args.network]
         report = smoke(
