@@ -21,6 +21,8 @@ from mlpipeline.image import free_port  # noqa: F401  (the tests import it from 
 ROOT = Path(__file__).resolve().parents[1]
 # stage commands say `python`/`dvc`: make them the ones of the running venv
 BIN = str(Path(sys.executable).parent)
+# longer than any command of the suite takes here, far shorter than a DDP rendezvous timeout
+RUN_TIMEOUT_S = 600
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -73,10 +75,22 @@ def make_cfg(tmp_path: Path) -> Callable[..., Config]:
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
-    """Run a command with the venv first on PATH; fail with its output when `check`."""
+    """Run a command with the venv first on PATH in its own process group; fail with its
+    output when `check` and it fails, or when it is still running after RUN_TIMEOUT_S."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env |= {"PATH": f"{BIN}:{os.environ['PATH']}", **env}
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True)
+    popen = subprocess.Popen(
+        cmd, cwd=cwd, env=full_env, text=True, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = popen.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        # a hung DDP peer holds the pipes open forever: end the whole process group
+        stop(popen)
+        out, err = popen.communicate()
+        pytest.fail(f"{' '.join(cmd)} still running after {RUN_TIMEOUT_S} s:\n{out}\n{err}")
+    proc = subprocess.CompletedProcess(cmd, popen.returncode, out, err)
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -102,8 +102,10 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
             enable_checkpointing=True,
         )
         trainer.fit(module, datamodule=data)
-        # debug presets (fast_dev_run, overfit_batches) save no checkpoint: keep the last weights
-        if checkpoint.best_model_path:
+        # debug presets (fast_dev_run, overfit_batches) save no checkpoint: keep the last weights.
+        # Only rank 0 writes the model, and the checkpoint lives in rank 0's temporary directory
+        # (Lightning broadcasts its path), gone once rank 0 leaves this block: other ranks skip.
+        if checkpoint.best_model_path and trainer.is_global_zero:
             best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
             module.load_state_dict(best["state_dict"])
         score = checkpoint.best_model_score
