@@ -53,7 +53,8 @@ def _export(torch: Any, wrapped: Any, example: np.ndarray, path: Path, opset: in
 
 def check_onnx(path: Path, network: Any, x: np.ndarray, atol: float) -> tuple[float, np.ndarray]:
     """Compare ONNX Runtime with PyTorch on `x`; return the max abs probability difference
-    and the ONNX probabilities (kept as reference outputs for the serving checks)."""
+    and PyTorch's probabilities, the reference outputs for the serving checks (ONNX Runtime
+    picks its kernels by CPU and cannot be pinned, so its last bits vary between machines)."""
     import onnxruntime as ort
 
     from mlpipeline.nets import predict_proba
@@ -69,7 +70,7 @@ def check_onnx(path: Path, network: Any, x: np.ndarray, atol: float) -> tuple[fl
             f"{diff:.2e} (export.atol {atol:g}), {mismatched} different predicted classes; "
             "try another export.opset or loosen export.atol"
         )
-    return diff, p_onnx
+    return diff, p_torch
 
 
 def model_card(
@@ -78,7 +79,6 @@ def model_card(
     meta: dict[str, Any],
     onnx_md5: str,
     metrics: dict[str, Any],
-    diff: float,
     n_test: int,
 ) -> dict[str, Any]:
     """Everything a consumer of the ONNX file needs, and where it came from."""
@@ -107,11 +107,8 @@ def model_card(
             "onnx": onnx_md5,
         },
         "training": {"seed": cfg.seed, "network": spec["net"]},
-        "export_check": {
-            "test_samples": n_test,
-            "atol": cfg.export.atol,
-            "max_abs_diff": float(f"{diff:.1e}"),
-        },
+        # the measured difference depends on the CPU (see check_onnx): it goes to MLflow only
+        "export_check": {"test_samples": n_test, "atol": cfg.export.atol, "passed": True},
     }
 
 
@@ -141,7 +138,7 @@ def export(cfg: Config) -> dict[str, Any]:
         diff, reference = check_onnx(onnx_tmp, network, x, cfg.export.atol)
         with open(reference_tmp, "wb") as handle:
             np.save(handle, reference, allow_pickle=False)
-        card = model_card(cfg, spec, meta, md5_file(onnx_tmp), metrics, diff, len(x))
+        card = model_card(cfg, spec, meta, md5_file(onnx_tmp), metrics, len(x))
         card_tmp.write_text(json_text(card), encoding="utf-8")
 
         with open(history_path(cfg), newline="") as handle:
@@ -164,7 +161,11 @@ def export(cfg: Config) -> dict[str, Any]:
                 **({"dvc_exp_name": name} if (name := os.environ.get("DVC_EXP_NAME")) else {}),
             },
             onnx_path=onnx_tmp,
-            card=card | {"git_commit": git["commit"]},
+            card=card
+            | {
+                "git_commit": git["commit"],
+                "export_check": card["export_check"] | {"max_abs_diff": diff},
+            },
             artifacts=[metrics_path, *render_plots(cfg.paths.reports, Path(scratch))],
             input_example=x[:2],
         )
