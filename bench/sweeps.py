@@ -1,11 +1,13 @@
 """Sweep benchmarks: a 4-trial grid serial vs joblib (2 processes), the DVC queue with -j 1 vs
--j 2, and per-trial overhead (process start to first training step). Writes bench/SWEEPS.md.
+-j 2, per-trial overhead (process start to first training step), and the machine's parallel
+ceiling for the same training work (bench/ceiling.py). Writes bench/SWEEPS.md.
 
     .venv/bin/python bench/sweeps.py
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -104,6 +106,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def median_ceiling(repo: Path, runs: int) -> dict[str, dict[str, float]]:
+    """bench/ceiling.py `runs` times (the host's neighbours make single runs vary by 30 %);
+    for each kind of work, the run with the median ceiling."""
+    outs = [sh(["python", str(ROOT / "bench/ceiling.py"), str(repo)], ROOT) for _ in range(runs)]
+    results = [json.loads(out.strip().splitlines()[-1]) for out in outs]
+    return {
+        kind: sorted((r[kind] for r in results), key=lambda c: c["ceiling"])[runs // 2]
+        for kind in results[0]
+    }
+
+
 def first_step(work: Path) -> float:
     _, out = timed(["python", "-m", "mlpipeline.sweep", "trainer.max_epochs=1"], work)
     return float(re.search(r"first training step ([\d.]+) s", out).group(1))
@@ -122,6 +135,7 @@ def main() -> None:
             for name, overrides in GRIDS.items()
         }
         repo = repo_copy(Path(tmp) / "repo")
+        ceiling = median_ceiling(repo, runs=3)
         q1 = queue(repo, 1)
         q2 = queue(repo, 2)
 
@@ -133,7 +147,16 @@ def main() -> None:
         ),
         platform.processor(),
     )
-    rows = []
+    rows = [
+        (
+            f"ceiling: {kind} work twice, serial ({os.cpu_count()} threads) vs two at once "
+            "(1 thread each)",
+            f"{c['serial_s']:.2f} s vs {c['two_at_once_s']:.2f} s",
+            f"the most two at once can gain here: {c['ceiling']:.2f}x (one run alone on 1 "
+            f"thread: {c['one_alone_1_thread_s']:.2f} s)",
+        )
+        for kind, c in ceiling.items()
+    ]
     for name, (serial, parallel) in grids.items():
         rows += [
             (f"4-trial grid ({name} trials), basic launcher (serial)", f"{serial:.1f} s", ""),
@@ -164,7 +187,10 @@ def main() -> None:
         f"start {os.getloadavg()[0]:.1f}.\nCommand: `.venv/bin/python bench/sweeps.py` (grids: "
         f"{grids_text}; short is the default config, up to 30 epochs with early stopping; "
         f"queue: `dvc exp run --queue -S '{QUEUE_LRS[1]}'` then `dvc queue start -j N`, timed "
-        "until its workers exit).\n\n| what | wall time | note |\n| --- | --- | --- |\n"
+        "until its workers exit; ceiling: `bench/ceiling.py`, process start-up left out, median "
+        "of 3 runs; spin: a pure-Python loop, train: 40 epochs of bench/throughput.py's plain "
+        "loop).\n\n"
+        "| what | wall time | note |\n| --- | --- | --- |\n"
         f"{table}\n"
     )
     (ROOT / "bench" / "SWEEPS.md").write_text(text)

@@ -1,0 +1,81 @@
+"""The machine's parallel ceiling for sweeps: the same work done twice, one run after the other
+with torch's default threads (as the basic launcher runs trials), against two runs at once with
+one thread each (as the joblib launcher and `dvc queue start -j 2` share two cores). Work:
+40 training epochs of the default network (bench/throughput.py's plain loop), and a pure-Python
+loop that measures the virtual CPUs alone. Process start-up is left out: each run waits for an
+agreed instant before it starts working and reports when it finished.
+
+Usage: python bench/ceiling.py REPO   (REPO: a repository copy whose data/prepared exists)
+Prints one JSON object on the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+START_DELAY_S = 15.0  # enough for two processes to import torch at once on a busy machine
+
+
+def work(kind: str, repo: Path, threads: int, at: float) -> float:
+    """Do one unit of `kind` starting at wall-clock `at`; return when it finished."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if kind == "train":
+        from throughput import load_config, plain_epochs
+
+        os.chdir(repo)
+        cfg = load_config("params.yaml")
+    time.sleep(max(at - time.time(), 0))
+    if kind == "train":
+        plain_epochs(cfg, 40)
+    else:
+        sum(i * i for i in range(30_000_000))
+    return time.time()
+
+
+def runs(kind: str, repo: Path, threads: int, at_once: int) -> float:
+    """Seconds from the agreed start until the last of `at_once` runs finished."""
+    at = time.time() + START_DELAY_S
+    cmd = [sys.executable, __file__, str(repo), "--one", kind, "--threads", str(threads)]
+    procs = [
+        subprocess.Popen([*cmd, "--at", str(at)], stdout=subprocess.PIPE, text=True)
+        for _ in range(at_once)
+    ]
+    ends = [float(p.communicate()[0].split()[-1]) for p in procs]
+    return max(ends) - at
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("repo", type=Path)
+    parser.add_argument("--one", choices=["train", "spin"], help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--at", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(work(args.one, args.repo.resolve(), args.threads, args.at))
+        return
+    cores = os.cpu_count() or 1
+    result = {}
+    for kind in ("spin", "train"):
+        alone = runs(kind, args.repo, 1, 1)  # one thread, nothing else running
+        serial = 2 * runs(kind, args.repo, cores, 1)
+        parallel = runs(kind, args.repo, 1, 2)
+        result[kind] = {
+            "one_alone_1_thread_s": round(alone, 2),
+            "serial_s": round(serial, 2),
+            "two_at_once_s": round(parallel, 2),
+            "ceiling": round(serial / parallel, 2),
+        }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
