@@ -28,7 +28,9 @@ def work(kind: str, repo: Path, threads: int, at: float) -> float:
 
     torch.set_num_threads(threads)
     if kind == "train":
-        from throughput import load_config, plain_epochs
+        from throughput import plain_epochs
+
+        from mlpipeline.config import load_config
 
         os.chdir(repo)
         cfg = load_config("params.yaml")

@@ -25,9 +25,8 @@ def pin_cpu_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     """
     if platform.machine() != "x86_64" or not cpuinfo.is_file():
         return {}
-    flags = next(
-        (line.split(":", 1)[1].split() for line in cpuinfo.open() if line.startswith("flags")), []
-    )
+    with cpuinfo.open() as lines:
+        flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
     if not {"avx2", "fma"} <= set(flags):
         return {}  # forcing AVX2 kernels onto such a CPU would crash it
     pinned = {k: v for k, v in CPU_KERNEL_PINS.items() if k not in os.environ}

@@ -108,7 +108,7 @@ def model_card(
         },
         "training": {"seed": cfg.seed, "network": spec["net"]},
         # the measured difference depends on the CPU (see check_onnx): it goes to MLflow only
-        "export_check": {"test_samples": n_test, "atol": cfg.export.atol, "passed": True},
+        "export_check": {"test_samples": n_test, "atol": cfg.export.atol},
     }
 
 
