@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -73,8 +74,14 @@ def server(cmd: list[str], env: dict[str, str], ready_url: str) -> Iterator[subp
     """Start a server in its own process group, wait until `ready_url` answers 200, and stop
     the group (this process's child and its workers) afterwards."""
     with tempfile.TemporaryFile() as log:
+        # the venv's bin first: `mlflow models serve` runs `uvicorn` through a shell
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         proc = subprocess.Popen(
-            cmd, env={**os.environ, **env}, stdout=log, stderr=log, start_new_session=True
+            cmd,
+            env={**os.environ, "PATH": path, **env},
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         try:
             deadline = time.monotonic() + 120
@@ -92,7 +99,8 @@ def server(cmd: list[str], env: dict[str, str], ready_url: str) -> Iterator[subp
                 time.sleep(0.2)
             yield proc
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # the group may have exited already
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
