@@ -1,4 +1,5 @@
-"""mlpipeline/__init__.py: the CPU kernels are pinned before torch chooses them."""
+"""mlpipeline/__init__.py: the CPU kernels are pinned before torch chooses them, and the
+stages compute with kernels whose results do not depend on the CPU."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_pins_every_library_on_an_avx2_cpu(clean_env: pytest.MonkeyPatch, tmp_pa
 
 def test_a_value_already_set_wins(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "cpuinfo").write_text(AVX2_FLAGS)
-    clean_env.setenv("MKL_CBWR", "COMPATIBLE")
+    clean_env.setenv("MKL_CBWR", "AUTO")
     assert "MKL_CBWR" not in pin_cpu_kernels(tmp_path / "cpuinfo")
 
 
@@ -49,9 +50,10 @@ def test_leaves_a_cpu_without_avx2_alone(
 def test_torch_runs_the_pinned_kernels_in_a_stage_process() -> None:
     # a fresh process, as a stage is: importing mlpipeline first is what a stage does
     code = (
-        "import os, mlpipeline, torch; "
-        "print(torch.backends.cpu.get_cpu_capability(), os.environ['MKL_CBWR'])"
+        "import os, mlpipeline, torch; mlpipeline.use_portable_kernels(1); "
+        "print(torch.backends.cpu.get_cpu_capability(), os.environ['MKL_CBWR'], "
+        "torch.get_num_threads(), torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled())"
     )
     env = {k: v for k, v in os.environ.items() if k not in CPU_KERNEL_PINS}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.split() == ["AVX2", "AVX2"], out.stderr
+    assert out.stdout.split() == ["AVX2", "COMPATIBLE", "1", "False", "False"], out.stderr

@@ -6,22 +6,24 @@ import os
 import platform
 from pathlib import Path
 
-# What each library reads to choose its CPU kernels; a value already set wins.
+# What torch and MKL read once, on first use, to choose their CPU kernels; a value already set
+# wins. MKL honours a fixed branch other than COMPATIBLE on Intel CPUs only (elsewhere it falls
+# back to its CPU-dependent AUTO branch without a word), so COMPATIBLE is the one branch that
+# computes the same on Intel and AMD.
 CPU_KERNEL_PINS = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorised kernels
-    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN (convolutions)
-    "MKL_CBWR": "AVX2",  # MKL (matrix products): AVX2 code, fixed cache sizes, static schedule
+    "MKL_CBWR": "COMPATIBLE",  # MKL's matrix products: fixed code, cache sizes and schedule
 }
 
 
 def pin_cpu_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
-    """Cap torch, oneDNN and MKL at AVX2 kernels on x86-64 CPUs that have AVX2 and FMA.
+    """Pin torch's and MKL's CPU kernels on x86-64 CPUs that have AVX2 and FMA.
 
     Left alone, each picks kernels and blocking by the CPU it finds, so the same commit trains
-    different last bits on different CPUs (seen: two AMD EPYC machines, one without AVX-512,
-    wrote different `models/model.pt` hashes). Pinned, CPUs with AVX2 or more run the same
-    code, for the same number of threads. Takes effect only before torch first computes,
-    hence here, on import. Returns the variables it set.
+    different last bits on different CPUs (seen: AMD EPYC with and without AVX-512, and Intel
+    Xeon with AVX-512, three `models/model.pt` hashes). Takes effect only before torch first
+    computes, hence here, on import; `use_portable_kernels` does the rest. Returns the
+    variables it set.
     """
     if platform.machine() != "x86_64" or not cpuinfo.is_file():
         return {}
@@ -32,6 +34,20 @@ def pin_cpu_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     pinned = {k: v for k, v in CPU_KERNEL_PINS.items() if k not in os.environ}
     os.environ.update(pinned)
     return pinned
+
+
+def use_portable_kernels(threads: int | None) -> None:
+    """Make torch's CPU arithmetic a function of the inputs alone: `threads` intra-op threads
+    (None: torch's default, one per core, so the bits then follow the core count), and
+    convolutions in torch's own kernels (im2col and MKL) instead of oneDNN's or NNPACK's, whose
+    blocking, and so the order of their sums, follows the CPU's cache sizes. Call it before the
+    first computation. GPU kernels are untouched."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = False
+    torch.backends.nnpack.set_flags(False)
 
 
 pin_cpu_kernels()

@@ -125,6 +125,7 @@ class Config(Section):
     """The whole resolved configuration, as in params.yaml."""
 
     seed: int = Field(ge=0)
+    cpu_threads: int | None = Field(ge=1)
     paths: Paths
     data: Data
     model: Target

@@ -80,9 +80,11 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def evaluate(cfg: Config) -> dict[str, Any]:
     """Score the trained model on the test split and write metrics and plot data."""
+    from mlpipeline import use_portable_kernels
     from mlpipeline.nets import load_model, predict_proba
     from mlpipeline.prepare import load_prepared
 
+    use_portable_kernels(cfg.cpu_threads)
     network, _ = load_model(cfg.paths.model)
     meta = read_json(cfg.paths.prepared / "meta.json")
     x, y = load_prepared(cfg.paths.prepared, "test")

@@ -114,12 +114,13 @@ def model_card(
 
 def export(cfg: Config) -> dict[str, Any]:
     """Write `paths.onnx` and `paths.card` and log the run to MLflow; return the card."""
-    from mlpipeline import tracking
+    from mlpipeline import tracking, use_portable_kernels
     from mlpipeline.nets import load_model
     from mlpipeline.plots import render_plots
     from mlpipeline.prepare import load_prepared
     from mlpipeline.train import history_path
 
+    use_portable_kernels(cfg.cpu_threads)
     network, spec = load_model(cfg.paths.model)
     meta = read_json(cfg.paths.prepared / "meta.json")
     x, _ = load_prepared(cfg.paths.prepared, "test")

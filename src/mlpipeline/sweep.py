@@ -27,11 +27,26 @@ from mlpipeline.artifacts import atomic_path, json_text
 from mlpipeline.config import Config, check_targets, validate_config
 from mlpipeline.errors import PipelineError, exit_on_error
 
-PARENT_RUN_ENV = "MLPIPELINE_SWEEP_PARENT_RUN"
+# the sweep's MLflow run id, in the sweep directory, where every launcher's trials find it (the
+# joblib launcher's workers fork from a server started before the run exists: no environment)
+PARENT_RUN_FILE = ".mlflow_parent_run"
 # Lightning's DDP launcher re-runs this command (multirun flags included) for ranks 1..N-1;
 # rank 0 passes them its resolved trial config here so they join its training and do nothing else
 TRIAL_ENV = "MLPIPELINE_DDP_TRIAL"
 RESULT_FILE = "result.json"
+# what a trial imports (torch, Lightning, torchmetrics, MLflow, scikit-learn: ~5 s): the joblib
+# launcher's workers fork from a server that has imported them already
+TRIAL_MODULES = [
+    "__main__",
+    "mlpipeline.model",
+    "mlpipeline.datamodule",
+    "mlpipeline.train",
+    "mlpipeline.tracking",
+    "mlpipeline.ingest",
+    "mlpipeline.prepare",
+    "mlflow",
+    "sklearn.datasets",
+]
 
 
 def best_value(history: list[dict[str, float]], metric: str, direction: str) -> float:
@@ -87,10 +102,7 @@ def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str 
                 for k, v in tracking.flatten(cfg.model_dump(mode="json", by_alias=True)).items()
             }
         )
-        for row in result.history:
-            mlflow.log_metrics(
-                {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
-            )
+        tracking.log_history(result.history)
         mlflow.log_metric(f"best_{cfg.sweep.metric}", score)
         mlflow.set_tags({"mlpipeline.kind": "trial", "overrides": " ".join(overrides)})
     (out_dir / RESULT_FILE).write_text(
@@ -112,30 +124,51 @@ def _task(dict_cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
-    _share_cores(hydra_cfg.launcher.get("n_jobs"))
     try:
         cfg = validate_config(OmegaConf.to_container(dict_cfg, resolve=True), source="trial config")
         return run_trial(
-            cfg,
+            share_cores(cfg, hydra_cfg.launcher.get("n_jobs")),
             Path(hydra_cfg.runtime.output_dir),
             list(hydra_cfg.overrides.task),
-            os.environ.get(PARENT_RUN_ENV),
+            _parent_run(Path(hydra_cfg.sweep.dir)),
         )
     except PipelineError as err:
         raise SystemExit(f"error: {err}") from None
 
 
-def _share_cores(n_jobs: int | None) -> None:
-    """Under a parallel launcher (joblib: n_jobs trials at once), give each trial its share
-    of the cores: torch's default of one thread per core in every trial oversubscribes the
-    CPU, and its spinning threads then slow all trials down."""
-    if not n_jobs or n_jobs == 1:
-        return
-    import torch
-
+def share_cores(cfg: Config, n_jobs: int | None) -> Config:
+    """Under a parallel launcher (joblib: n_jobs trials at once) with `cpu_threads: null`, give
+    each trial its share of the cores: torch's default of one thread per core in every trial
+    oversubscribes the CPU, and its spinning threads then slow all trials down. A fixed
+    cpu_threads stays as configured (it is part of the model's bits)."""
+    if cfg.cpu_threads is not None or not n_jobs or n_jobs == 1:
+        return cfg
     cores = os.cpu_count() or 1
     jobs = max(1, cores + 1 + n_jobs) if n_jobs < 0 else n_jobs  # joblib: -1 = all cores
-    torch.set_num_threads(max(1, cores // jobs))
+    return cfg.model_copy(update={"cpu_threads": max(1, cores // jobs)})
+
+
+def warm_joblib_workers() -> None:
+    """Have the joblib launcher's workers forked from a server that has imported what a trial
+    needs, and start that server now, so that its imports overlap the parent's validation of
+    the grid. Loky, the backend Hydra's joblib launcher always uses, otherwise starts every
+    worker as a fresh interpreter that imports torch, Lightning and MLflow again (~5 s each).
+    The server forks before any computation, so its children start clean."""
+    import multiprocessing
+    import multiprocessing.forkserver
+
+    from joblib.externals.loky.backend import context
+
+    if context.get_start_method() == "forkserver":
+        return
+    multiprocessing.set_forkserver_preload(TRIAL_MODULES)
+    context.set_start_method("forkserver", force=True)
+    multiprocessing.forkserver.ensure_running()
+
+
+def _parent_run(sweep_dir: Path) -> str | None:
+    path = sweep_dir / PARENT_RUN_FILE
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
 
 
 class SweepSummary(Callback):
@@ -147,14 +180,18 @@ class SweepSummary(Callback):
 
         from mlpipeline import tracking
 
+        if "joblib" in str(config.hydra.launcher.get("_target_", "")):
+            warm_joblib_workers()  # a no-op when main() saw the launcher on the command line
+
         experiment_id = tracking.setup(config.tracking.uri, config.tracking.experiment)
         run = MlflowClient(tracking.tracking_uri(config.tracking.uri)).create_run(
             experiment_id,
             run_name=f"sweep {Path(config.hydra.sweep.dir).name}",
             tags={"mlpipeline.kind": "sweep", "sweep_dir": str(config.hydra.sweep.dir)},
         )
-        # trials read it from the environment: joblib's worker processes inherit it
-        os.environ[PARENT_RUN_ENV] = run.info.run_id
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id, encoding="utf-8")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow import MlflowClient
@@ -166,7 +203,7 @@ class SweepSummary(Callback):
             {**json.loads(p.read_text()), "dir": str(p.parent)}
             for p in sorted(sweep_dir.glob(f"*/{RESULT_FILE}"), key=lambda p: int(p.parent.name))
         ]
-        parent = os.environ.pop(PARENT_RUN_ENV, None)
+        parent = _parent_run(sweep_dir)
         client = MlflowClient(tracking.tracking_uri(config.tracking.uri))
         if not trials:
             if parent:
@@ -235,6 +272,8 @@ def main() -> None:
         train(validate_config(json.loads(trial), source="DDP trial config"))
         return
     conf_dir = Path(os.environ.get("MLPIPELINE_CONF", "conf")).resolve()
+    if any(a.replace(" ", "").startswith("hydra/launcher=joblib") for a in sys.argv[1:]):
+        warm_joblib_workers()
     with exit_on_error():
         prevalidate(conf_dir, sys.argv[1:])
     hydra.main(config_path=str(conf_dir), config_name="config", version_base=None)(_task)()

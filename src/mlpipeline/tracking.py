@@ -82,6 +82,24 @@ def setup(uri_cfg: str | None, experiment: str) -> str:
         ) from None
 
 
+def log_history(history: Iterable[dict[str, Any]]) -> None:
+    """The active run's per-epoch metrics in one batch: one store transaction, not one per
+    epoch (concurrent sweep trials share one SQLite file)."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(key, float(value), now, int(row["epoch"]))
+        for row in history
+        for key, value in row.items()
+        if key != "epoch"
+    ]
+    mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=metrics)
+
+
 def log_pipeline_run(
     *,
     uri: str | None,
@@ -105,9 +123,7 @@ def log_pipeline_run(
     experiment_id = setup(uri, experiment)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in flatten(params).items()})
-        for row in history:
-            step = int(row["epoch"])
-            mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=step)
+        log_history(history)
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items()})
         mlflow.set_tags(tags)
         for path in artifacts:

@@ -42,12 +42,14 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import Callback
 
+    from mlpipeline import use_portable_kernels
     from mlpipeline.artifacts import atomic_path
     from mlpipeline.datamodule import ArrayDataModule
     from mlpipeline.model import Classifier
     from mlpipeline.nets import build_network, save_model
 
     check_targets(cfg)
+    use_portable_kernels(cfg.cpu_threads)
     # Lightning 2.6 on torch 2.13 warns about its own use of torch's pytree API
     warnings.filterwarnings("ignore", message=".*treespec.*deprecated")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
