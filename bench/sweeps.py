@@ -76,26 +76,36 @@ def repo_copy(dest: Path) -> Path:
 
 
 def queue(repo: Path, jobs: int) -> float:
+    """Seconds from `dvc queue start -j N` until the 4th experiment is committed (its ref
+    appears). The workers' own exit comes up to 10 s later (they poll an empty queue every
+    10 s), so timing them would add a random wait to each figure."""
     sh(["dvc", "exp", "run", "--queue", "-S", QUEUE_LRS[jobs]], repo)
     start, wall = time.perf_counter(), time.time() - 1
     sh(["dvc", "queue", "start", "-j", str(jobs)], repo)
-    # the workers exit once the queue is empty; polling `dvc queue status` instead would
-    # take the repository lock the running experiments need
-    celery = repo / ".dvc/tmp/exps/celery"
-    while len(fresh := [p for p in celery.glob("*.pid") if p.stat().st_mtime >= wall]) < jobs:
-        if time.perf_counter() - start > 60:
-            sys.exit(f"dvc queue start -j {jobs}: no worker pid files after 60 s")
+    # polling `dvc queue status` would take the repository lock the experiments need; git's
+    # refs are read without it
+    while len(exp_refs(repo)) < 4:
+        if time.perf_counter() - start > 900:
+            sys.exit(f"dvc queue start -j {jobs}: 4 experiments not done after 900 s")
         time.sleep(0.2)
-    pids = [int(p.read_text()) for p in fresh]
+    elapsed = time.perf_counter() - start
+    celery = repo / ".dvc/tmp/exps/celery"
+    pids = [int(p.read_text()) for p in celery.glob("*.pid") if p.stat().st_mtime >= wall]
     while any(_alive(pid) for pid in pids):
         time.sleep(0.5)
-    elapsed = time.perf_counter() - start
     status = sh(["dvc", "queue", "status"], repo)
     if status.count("Success") < 4:
         sys.exit(f"queue run failed:\n{status}")
     sh(["dvc", "exp", "remove", "--all"], repo)
     sh(["dvc", "queue", "remove", "--all"], repo)
     return elapsed
+
+
+def exp_refs(repo: Path) -> list[str]:
+    """Finished experiments: refs/exps/<baseline commit, split 2/38>/<name> (the queue's own
+    refs, refs/exps/celery/... and refs/exps/exec/..., do not match)."""
+    refs = sh(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).split()
+    return [r for r in refs if re.fullmatch(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/[^/]+", r)]
 
 
 def _alive(pid: int) -> bool:

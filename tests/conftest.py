@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny composed config in a temporary directory, and a temporary copy of
-the repository in which the real `dvc` runs."""
+"""Shared fixtures: a tiny composed config in a temporary directory, and temporary copies of
+the repository in which the real `dvc` runs: as committed (repo_copy), or already reproduced
+with two-epoch training (tiny_repo)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlpipeline.compose import compose_config
 from mlpipeline.config import Config
@@ -96,10 +98,8 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess
     return proc
 
 
-@pytest.fixture
-def repo_copy(tmp_path: Path) -> Path:
+def copy_tracked_files(dest: Path) -> Path:
     """The git-tracked files of this repository, committed in a fresh git repository."""
-    dest = tmp_path / "repo"
     files = subprocess.run(
         ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split("\0")
@@ -107,13 +107,52 @@ def repo_copy(tmp_path: Path) -> Path:
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
-    for cmd in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
-    ):
-        run(cmd, dest)
+    run(["git", "init", "-q"], dest)
+    commit_all(dest, "copy")
     return dest
+
+
+def commit_all(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
+
+
+def set_in_conf(repo: Path, file: str, key: str, value: object) -> None:
+    """Set `key` (dotted) in conf/<file> of `repo`."""
+    path = repo / "conf" / file
+    data = yaml.safe_load(path.read_text())
+    node = data
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """The repository as committed, in a fresh git repository."""
+    return copy_tracked_files(tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def tiny_baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once per test process: the repository with two-epoch training, reproduced by
+    `dvc repro` and committed. Tests take copies of it (tiny_repo), never this one."""
+    repo = copy_tracked_files(tmp_path_factory.mktemp("baseline") / "repo")
+    set_in_conf(repo, "trainer/default.yaml", "max_epochs", 2)
+    run(["dvc", "repro"], repo)
+    commit_all(repo, "tiny")
+    # the store holds its artifact directory's absolute path: each copy starts a store of its own
+    (repo / "mlflow.db").unlink()
+    shutil.rmtree(repo / "mlartifacts", ignore_errors=True)
+    return repo
+
+
+@pytest.fixture
+def tiny_repo(tiny_baseline: Path, tmp_path: Path) -> Path:
+    """A copy of tiny_baseline: reproduced (two epochs), committed, its DVC cache included."""
+    return Path(shutil.copytree(tiny_baseline, tmp_path / "repo", symlinks=True))
 
 
 def stages_run(output: str) -> list[str]:

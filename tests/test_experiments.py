@@ -11,23 +11,12 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from conftest import ROOT, run, stages_run
-from test_pipeline import set_in_conf
+from conftest import ROOT, run, set_in_conf, stages_run
 
 from mlpipeline.artifacts import md5_file
 from mlpipeline.nets import load_model
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def tiny_repo(repo_copy: Path) -> Path:
-    """The repository copy with two-epoch training, reproduced and committed as a baseline."""
-    set_in_conf(repo_copy, "trainer/default.yaml", "max_epochs", 2)
-    run(["dvc", "repro"], repo_copy)
-    run(["git", "add", "-A"], repo_copy)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], repo_copy)
-    return repo_copy
 
 
 def mlflow_runs(repo: Path):

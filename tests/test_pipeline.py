@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, run, stages_run
+from conftest import ROOT, run, set_in_conf, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -18,17 +18,6 @@ def lock_outs(repo: Path) -> dict[str, str]:
     """md5 of every stage output recorded in dvc.lock."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
-
-
-def set_in_conf(repo: Path, file: str, key: str, value: object) -> None:
-    path = repo / "conf" / file
-    data = yaml.safe_load(path.read_text())
-    node = data
-    *parents, last = key.split(".")
-    for part in parents:
-        node = node[part]
-    node[last] = value
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def test_default_pipeline_reproduces_the_committed_lock_bit_for_bit(repo_copy: Path) -> None:
@@ -52,14 +41,12 @@ def test_default_pipeline_reproduces_the_committed_lock_bit_for_bit(repo_copy: P
     assert json.loads((repo_copy / "reports/metrics.json").read_text()) == metrics
 
 
-def test_evaluation_param_reruns_evaluate_not_train(repo_copy: Path) -> None:
-    set_in_conf(repo_copy, "trainer/default.yaml", "max_epochs", 2)
-    run(["dvc", "repro"], repo_copy)
-    set_in_conf(repo_copy, "config.yaml", "evaluate.calibration_bins", 5)
-    ran = stages_run(run(["dvc", "repro"], repo_copy).stdout)
+def test_evaluation_param_reruns_evaluate_not_train(tiny_repo: Path) -> None:
+    set_in_conf(tiny_repo, "config.yaml", "evaluate.calibration_bins", 5)
+    ran = stages_run(run(["dvc", "repro"], tiny_repo).stdout)
     # export follows only if metrics.json changed; the data and training stages never
     assert ran[:2] == ["compose", "evaluate"] and set(ran) <= {"compose", "evaluate", "export"}
-    diff = run(["dvc", "params", "diff", "--all"], repo_copy).stdout
+    diff = run(["dvc", "params", "diff", "--all"], tiny_repo).stdout
     assert "evaluate.calibration_bins" in diff
 
 

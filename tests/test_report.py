@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run
-from test_pipeline import set_in_conf
+from conftest import run, set_in_conf
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -47,10 +46,8 @@ def table_rows(text: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-def test_report_shows_the_changed_parameter_metrics_hashes_and_plots(repo_copy: Path) -> None:
-    set_in_conf(repo_copy, "trainer/default.yaml", "max_epochs", 2)
-    make(repo_copy, "pipeline")
-    commit(repo_copy, "two epochs")
+def test_report_shows_the_changed_parameter_metrics_hashes_and_plots(tiny_repo: Path) -> None:
+    repo_copy = tiny_repo  # reproduced with two epochs and committed
     before = json.loads((repo_copy / "reports/metrics.json").read_text())
     set_in_conf(repo_copy, "optimizer/adamw.yaml", "lr", 0.01)
     make(repo_copy, "pipeline")

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, free_port, run, stages_run, stop
-from test_pipeline import set_in_conf
+from conftest import BIN, ROOT, free_port, run, set_in_conf, stages_run, stop
 
 pytestmark = pytest.mark.slow
 

@@ -64,17 +64,25 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def setup(uri_cfg: str | None, experiment: str) -> str:
     """Point MLflow at the store and experiment; return the experiment id."""
+    import contextlib
+
     import mlflow
+    from filelock import FileLock
 
     uri = tracking_uri(uri_cfg)
     mlflow.set_tracking_uri(uri)
     # the registry would otherwise keep the first store this process resolved
     mlflow.set_registry_uri(uri)
+    # Opening a new SQLite store creates and migrates its tables; two processes doing it at
+    # once (the first `dvc queue start -j 2`, parallel sweep trials) break the migration, and
+    # both would create the experiment: one at a time.
+    db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
     try:
-        found = mlflow.get_experiment_by_name(experiment)
-        if found is not None:
-            return found.experiment_id
-        return mlflow.create_experiment(experiment, artifact_location=artifact_location(uri))
+        with FileLock(f"{db}.lock") if db else contextlib.nullcontext():
+            found = mlflow.get_experiment_by_name(experiment)
+            if found is not None:
+                return found.experiment_id
+            return mlflow.create_experiment(experiment, artifact_location=artifact_location(uri))
     except Exception as err:  # MLflow raises many types when the store is unreachable
         raise PipelineError(
             f"MLflow tracking store {uri} is not usable ({type(err).__name__}: "

@@ -73,14 +73,15 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
 
     startup: list[float] = []
 
-    class FirstStep(Callback):
-        """Seconds from process start to the first training step: the per-run overhead."""
+    class Record(Callback):
+        """The epoch history, and the seconds from process start to the first training step
+        (the per-run overhead). One callback, not two: Lightning calls every callback's
+        hooks on every step, implemented or not."""
 
-        def on_train_batch_start(self, *_: Any) -> None:
+        def on_train_epoch_start(self, *_: Any) -> None:
             if not startup:
                 startup.append(time.time() - psutil.Process().create_time())
 
-    class EpochHistory(Callback):
         def on_train_epoch_end(self, trainer: L.Trainer, _: L.LightningModule) -> None:
             row = {k: float(v) for k, v in trainer.callback_metrics.items()}
             row["epoch"] = trainer.current_epoch
@@ -98,7 +99,7 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
         ]
         trainer = instantiate(
             cfg.trainer.spec(),
-            callbacks=[checkpoint, *extra, EpochHistory(), FirstStep(), *(callbacks or [])],
+            callbacks=[checkpoint, *extra, Record(), *(callbacks or [])],
             logger=False,
             default_root_dir=ckpt_dir,
             enable_checkpointing=True,
