@@ -1,9 +1,9 @@
 """The machine's parallel ceiling for sweeps: the same work done twice, one run after the other
-with torch's default threads (as the basic launcher runs trials), against two runs at once with
-one thread each (as the joblib launcher and `dvc queue start -j 2` share two cores). Work:
-40 training epochs of the default network (bench/throughput.py's plain loop), and a pure-Python
-loop that measures the virtual CPUs alone. Process start-up is left out: each run waits for an
-agreed instant before it starts working and reports when it finished.
+(as the basic launcher runs trials), against two runs at once (as the joblib launcher and
+`dvc queue start -j 2` share two cores), one torch thread each (cpu_threads). Work: 40 training
+epochs of the default network (bench/throughput.py's plain loop), and a pure-Python loop that
+measures the virtual CPUs alone. Process start-up is left out: each run waits for an agreed
+instant before it starts working and reports when it finished.
 
 Usage: python bench/ceiling.py REPO   (REPO: a repository copy whose data/prepared exists)
 Prints one JSON object on the last line of stdout.
@@ -24,16 +24,13 @@ START_DELAY_S = 15.0  # enough for two processes to import torch at once on a bu
 
 def work(kind: str, repo: Path, threads: int, at: float) -> float:
     """Do one unit of `kind` starting at wall-clock `at`; return when it finished."""
-    import torch
-
-    torch.set_num_threads(threads)
     if kind == "train":
         from throughput import plain_epochs
 
         from mlpipeline.config import load_config
 
         os.chdir(repo)
-        cfg = load_config("params.yaml")
+        cfg = load_config("params.yaml").model_copy(update={"cpu_threads": threads})
     time.sleep(max(at - time.time(), 0))
     if kind == "train":
         plain_epochs(cfg, 40)
@@ -64,14 +61,11 @@ def main() -> None:
     if args.one:
         print(work(args.one, args.repo.resolve(), args.threads, args.at))
         return
-    cores = os.cpu_count() or 1
     result = {}
     for kind in ("spin", "train"):
-        alone = runs(kind, args.repo, 1, 1)  # one thread, nothing else running
-        serial = 2 * runs(kind, args.repo, cores, 1)
+        serial = 2 * runs(kind, args.repo, 1, 1)  # one run alone, twice
         parallel = runs(kind, args.repo, 1, 2)
         result[kind] = {
-            "one_alone_1_thread_s": round(alone, 2),
             "serial_s": round(serial, 2),
             "two_at_once_s": round(parallel, 2),
             "ceiling": round(serial / parallel, 2),

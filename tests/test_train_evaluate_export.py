@@ -81,3 +81,35 @@ def test_export_matches_pytorch_and_registers_a_version(trained) -> None:
     assert run.data.metrics["test_accuracy"] == card["metrics"]["accuracy"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
     assert "reports/confusion_matrix.png" in artifacts
+
+
+def test_trainer_clipping_and_accumulation_settings_apply(make_cfg) -> None:
+    # the module optimizes manually, where Lightning refuses these two trainer settings: the
+    # train stage hands them to the module, which applies them
+    import lightning as L
+    import torch
+
+    class Watch(L.Callback):
+        def __init__(self) -> None:
+            self.norms: list[float] = []
+
+        def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
+            grads = [p.grad for p in module.parameters() if p.grad is not None]
+            self.norms.append(
+                float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+            )
+
+        def on_train_end(self, trainer, module) -> None:
+            self.steps = trainer.global_step
+
+    cfg = make_cfg(
+        "+trainer.gradient_clip_val=0.001",
+        "+trainer.accumulate_grad_batches=4",
+        "trainer.max_epochs=1",
+    )
+    ingest(cfg)
+    prepare(cfg)
+    watch = Watch()
+    train(cfg, callbacks=[watch])
+    assert watch.steps == 5  # 20 batches of 64, a step every 4
+    assert len(watch.norms) == 5 and max(watch.norms) <= 0.001 * (1 + 1e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -14,7 +15,15 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 
 class Classifier(L.LightningModule):
-    """Trains `network` (logits out) with the optimizer and scheduler specs from the config."""
+    """Trains `network` (logits out) with the optimizer and scheduler specs from the config, and
+    keeps each epoch's metrics (`history`) and when its first training step began.
+
+    Optimization is manual: one backward and one optimizer step per batch, without Lightning's
+    per-step closure and its optimizer hooks, a quarter of its loop's cost per step, or 5 % of
+    this small network's training throughput (bench/RESULTS.md). Lightning leaves gradient
+    clipping and accumulation to the module in this mode: the trainer settings of the same
+    names arrive here (mlpipeline.train passes them), with the same meaning.
+    """
 
     def __init__(
         self,
@@ -22,28 +31,53 @@ class Classifier(L.LightningModule):
         num_classes: int,
         optimizer: dict[str, Any],
         scheduler: dict[str, Any] | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        accumulate_grad_batches: int = 1,
     ) -> None:
         super().__init__()
+        self.automatic_optimization = False
         self.network = network
         self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
+        self.clip_val, self.clip_algorithm = gradient_clip_val, gradient_clip_algorithm or "norm"
+        self.accumulate = accumulate_grad_batches
         self.train_loss = MeanMetric()
         self.epoch_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes=num_classes, average="macro")
+        self.history: list[dict[str, float]] = []
+        self.first_step_at: float | None = None  # time.time()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets this around each of the ~20 hook calls of a training step, and through
+        # nn.Module.__setattr__ (which looks for parameters, buffers and submodules) that costs
+        # 2 % of this small network's step
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], index: int) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
+        logits = self.network(x)
         loss = F.cross_entropy(logits, y)
+        self.manual_backward(loss / self.accumulate if self.accumulate > 1 else loss)
+        last = self.trainer.is_last_batch
+        if (index + 1) % self.accumulate == 0 or last:
+            optimizer = self.optimizers()
+            if self.clip_val:
+                self.clip_gradients(optimizer, self.clip_val, self.clip_algorithm)
+            optimizer.step()
+            optimizer.zero_grad()
         # A `self.log` or torchmetrics call per step costs a tenth of a small model's step:
         # keep the epoch's losses and predictions, and compute and log its metrics once, on
         # its last batch (before the on_train_epoch_end hooks that read them)
         self.epoch_outputs.append((loss.detach(), logits.detach().argmax(dim=1), y))
-        if self.trainer.is_last_batch:
+        if last:
             losses, preds, targets = zip(*self.epoch_outputs, strict=True)
             self.epoch_outputs.clear()
             sizes = torch.tensor([len(t) for t in targets], dtype=torch.float32)
@@ -57,6 +91,21 @@ class Classifier(L.LightningModule):
             self.train_loss.reset()
             self.train_acc.reset()
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        if self.first_step_at is None:
+            self.first_step_at = time.time()
+
+    def on_train_epoch_end(self) -> None:
+        # Module hooks, not a callback: Lightning calls each callback's hooks on every step.
+        # Validation has run; the monitoring callbacks (checkpoint, early stopping) come next.
+        row = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+        row["epoch"] = self.current_epoch
+        row["lr"] = self.optimizers().param_groups[0]["lr"]  # the rate this epoch trained at
+        self.history.append(row)
+        # the next epoch's rate (automatic optimization would step here too, before validation)
+        if self.scheduler_spec is not None:
+            self.lr_schedulers().step()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         x, y = batch

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config, check_targets
 
+# Trainer settings that the module applies itself, as it optimizes manually
+MODULE_TRAINER_ARGS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr")
 
 
@@ -40,7 +41,6 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
     import psutil
     import torch
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import Callback
 
     from mlpipeline import use_portable_kernels
     from mlpipeline.artifacts import atomic_path
@@ -63,31 +63,15 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
         "normalization": data.meta["normalization"],
     }
     network = build_network(spec)
+    trainer_args = cfg.trainer.spec()
     module = Classifier(
         network,
         spec["num_classes"],
         cfg.optimizer.spec(),
         cfg.scheduler.spec() if cfg.scheduler else None,
+        # the module optimizes manually, so it clips and accumulates (mlpipeline.model)
+        **{k: trainer_args.pop(k) for k in MODULE_TRAINER_ARGS if k in trainer_args},
     )
-    history: list[dict[str, float]] = []
-
-    startup: list[float] = []
-
-    class Record(Callback):
-        """The epoch history, and the seconds from process start to the first training step
-        (the per-run overhead). One callback, not two: Lightning calls every callback's
-        hooks on every step, implemented or not."""
-
-        def on_train_epoch_start(self, *_: Any) -> None:
-            if not startup:
-                startup.append(time.time() - psutil.Process().create_time())
-
-        def on_train_epoch_end(self, trainer: L.Trainer, _: L.LightningModule) -> None:
-            row = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            row["epoch"] = trainer.current_epoch
-            row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
-            history.append({k: row[k] for k in HISTORY_COLUMNS if k in row})
-
     with tempfile.TemporaryDirectory(prefix="ckpt-") as ckpt_dir:
         checkpoint = instantiate(
             cfg.callbacks.model_checkpoint.spec(), dirpath=ckpt_dir, filename="best"
@@ -98,8 +82,8 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
             if section
         ]
         trainer = instantiate(
-            cfg.trainer.spec(),
-            callbacks=[checkpoint, *extra, Record(), *(callbacks or [])],
+            trainer_args,
+            callbacks=[checkpoint, *extra, *(callbacks or [])],
             logger=False,
             default_root_dir=ckpt_dir,
             enable_checkpointing=True,
@@ -118,6 +102,7 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
         # Lightning leaves the DDP process group up; the next fit in this process (the next
         # sweep trial) would reuse it with peers that have exited
         torch.distributed.destroy_process_group()
+    history = [{k: row[k] for k in HISTORY_COLUMNS if k in row} for row in module.history]
     if trainer.is_global_zero:
         save_model(cfg.paths.model, spec, module.network)
         with atomic_path(history_path(cfg)) as tmp, open(tmp, "w", newline="") as handle:
@@ -126,7 +111,8 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
             writer.writerows({k: _fmt(v) for k, v in row.items()} for row in history)
         print(
             f"trained {len(history)} epochs; best {checkpoint.monitor} = {best_score:.4f} "
-            f"-> {cfg.paths.model} (first training step {startup[0]:.1f} s after process start)"
+            f"-> {cfg.paths.model} (first training step "
+            f"{module.first_step_at - psutil.Process().create_time():.1f} s after process start)"
         )
     return TrainResult(cfg.paths.model, history, best_score, len(history), trainer.is_global_zero)
 
