@@ -1,4 +1,4 @@
-"""Training throughput: the train stage itself against a plain PyTorch loop.
+"""Training throughput: the train stage itself against a plain PyTorch loop, epoch by epoch.
 
 The stage is `mlpipeline.train.train` as `dvc repro` runs it (its Lightning module, callbacks,
 progress bar, validation, checkpointing and early stopping), timed by one more callback over
@@ -7,7 +7,13 @@ is left out. The plain loop trains the same network (built from params.yaml's sp
 DataLoader (ArrayDataModule.train_dataloader()) with the same optimizer, batch size, CPU
 threads and kernels (mlpipeline.use_portable_kernels), with deterministic algorithms on: forward,
 cross-entropy, zero_grad, backward, step. Lightning's floor is a module whose training step does
-only that, in a Trainer without callbacks. The first epoch of each run is a warm-up, not counted.
+only that, in a Trainer without callbacks.
+
+The plain loop runs one epoch of its own just before each Lightning epoch, in the same process
+(from that callback, outside the timed window): each ratio compares two epochs measured within
+a tenth of a second of each other, so the load of the machine's other tenants, which moves
+figures by up to 60 % from one minute to the next here, weighs on both alike. The first epoch
+of each run is a warm-up and is not counted.
 
 Usage: python bench/throughput.py REPO [--epochs N] [--rounds R]
 REPO is a repository copy whose data/prepared exists (bench/pipeline.py passes its temp copy).
@@ -63,56 +69,60 @@ def make_network(cfg: Config, data: ArrayDataModule) -> torch.nn.Module:
     )
 
 
-def plain_epochs(cfg: Config, epochs: int) -> Times:
-    """Per epoch of forward, cross-entropy, zero_grad, backward, optimizer step."""
-    use_portable_kernels(cfg.cpu_threads)
-    data = make_data(cfg)
-    network = make_network(cfg, data).train()
-    optimizer = instantiate(cfg.optimizer.spec(), params=network.parameters())
-    torch.use_deterministic_algorithms(True)  # as Lightning's deterministic=True does
-    loader = data.train_dataloader()
-    times: Times = {"wall": [], "cpu": []}
-    for _ in range(epochs):
-        wall, cpu = time.perf_counter(), time.process_time()
-        for x, y in loader:
-            loss = F.cross_entropy(network(x), y)
-            optimizer.zero_grad()
+class PlainLoop:
+    """The plain PyTorch loop over the stage's network, data loader and optimizer."""
+
+    def __init__(self, cfg: Config) -> None:
+        use_portable_kernels(cfg.cpu_threads)
+        torch.use_deterministic_algorithms(True)  # as Lightning's deterministic=True does
+        data = make_data(cfg)
+        self.network = make_network(cfg, data).train()
+        self.optimizer = instantiate(cfg.optimizer.spec(), params=self.network.parameters())
+        self.loader = data.train_dataloader()
+
+    def epoch(self) -> float:
+        """Seconds of one epoch of forward, cross-entropy, zero_grad, backward, step."""
+        start = time.perf_counter()
+        for x, y in self.loader:
+            loss = F.cross_entropy(self.network(x), y)
+            self.optimizer.zero_grad()
             loss.backward()
-            optimizer.step()
-        times["wall"].append(time.perf_counter() - wall)
-        times["cpu"].append(time.process_time() - cpu)
-    return times
+            self.optimizer.step()
+        return time.perf_counter() - start
 
 
-class TrainingTimer(L.Callback):
-    """Wall and CPU seconds of each epoch's training batches (validation comes after them)."""
+class Paired(L.Callback):
+    """Before each Lightning epoch, one plain-loop epoch; then times the Lightning epoch's
+    training batches (validation comes after them)."""
 
-    def __init__(self) -> None:
-        self.times: Times = {"wall": [], "cpu": []}
+    def __init__(self, plain: PlainLoop) -> None:
+        self.plain_loop = plain
+        self.plain: list[float] = []
+        self.lightning: list[float] = []
 
     def on_train_epoch_start(self, *_: Any) -> None:
-        self.start = (time.perf_counter(), time.process_time())
+        self.plain.append(self.plain_loop.epoch())
+        self.start = time.perf_counter()
 
     def on_train_batch_end(self, *_: Any) -> None:
-        self.end = (time.perf_counter(), time.process_time())
+        self.end = time.perf_counter()
 
     def on_train_epoch_end(self, *_: Any) -> None:
-        self.times["wall"].append(self.end[0] - self.start[0])
-        self.times["cpu"].append(self.end[1] - self.start[1])
+        self.lightning.append(self.end - self.start)
 
 
-def stage_epochs(cfg: Config, epochs: int, out: Path) -> Times:
-    """The train stage's own run, writing its model and history under `out`."""
+def stage_epochs(cfg: Config, epochs: int, out: Path) -> Paired:
+    """The train stage's own run (model and history written under `out`), paired."""
     paths = cfg.paths.model_copy(update={"model": out / "model.pt", "reports": out / "reports"})
     trainer = cfg.trainer.model_copy(update={"max_epochs": epochs})
-    timer = TrainingTimer()
+    paired = Paired(PlainLoop(cfg))
     with (
         open(os.devnull, "w") as null,
         contextlib.redirect_stdout(null),
         contextlib.redirect_stderr(null),
     ):
-        train(cfg.model_copy(update={"paths": paths, "trainer": trainer}), callbacks=[timer])
-    return timer.times
+        train(cfg.model_copy(update={"paths": paths, "trainer": trainer}), callbacks=[paired])
+    return paired
 
 
 class FloorClassifier(Classifier):
@@ -120,7 +130,7 @@ class FloorClassifier(Classifier):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
-        loss = F.cross_entropy(self(x), y)
+        loss = F.cross_entropy(self.network(x), y)
         optimizer = self.optimizers()
         optimizer.zero_grad()
         self.manual_backward(loss)
@@ -128,39 +138,44 @@ class FloorClassifier(Classifier):
         return loss
 
 
-def floor_epochs(cfg: Config, epochs: int) -> Times:
-    """Trainer.fit of FloorClassifier with conf/trainer settings, no callbacks, no bar."""
-    use_portable_kernels(cfg.cpu_threads)
+def floor_epochs(cfg: Config, epochs: int) -> Paired:
+    """Trainer.fit of FloorClassifier with conf/trainer settings, no callbacks, no bar, paired."""
+    paired = Paired(PlainLoop(cfg))
     data = make_data(cfg)
     module = FloorClassifier(
         make_network(cfg, data), len(data.meta["classes"]), cfg.optimizer.spec(), None
     )
-    timer = TrainingTimer()
     settings = {k: v for k, v in cfg.trainer.spec().items() if k not in MODULE_TRAINER_ARGS}
     trainer = instantiate(
         settings,
         accelerator="cpu",  # the plain loop runs on the CPU too
         max_epochs=epochs,
         limit_val_batches=0,
-        callbacks=[timer],
+        callbacks=[paired],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
     trainer.fit(module, datamodule=data)
-    return timer.times
+    return paired
 
 
-def samples_per_second(times: list[float], samples: int) -> float:
-    """From the median epoch after the first (a warm-up)."""
-    return samples / statistics.median(times[1:])
+def summary(paired: Paired, samples: int) -> dict[str, float]:
+    """samples/s of the median epoch of each loop and the median of the per-epoch ratios, the
+    first epoch (a warm-up) left out."""
+    plain, lightning = paired.plain[1:], paired.lightning[1:]
+    return {
+        "plain": samples / statistics.median(plain),
+        "lightning": samples / statistics.median(lightning),
+        "ratio": statistics.median(p / q for p, q in zip(plain, lightning, strict=True)),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo", type=Path)
-    parser.add_argument("--epochs", type=int, default=10, help="timed epochs per run")
+    parser.add_argument("--epochs", type=int, default=20, help="timed epochs per run")
     parser.add_argument("--rounds", type=int, default=3, help="quiet rounds (one run per loop)")
     args = parser.parse_args()
     os.chdir(args.repo)  # params.yaml paths are relative to the repository root
@@ -168,21 +183,12 @@ def main() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     cfg = load_config("params.yaml")
     samples = len(make_data(cfg).data["train"])
-    # the stage may stop early: give it room for the timed epochs plus early stopping's slack
-    epochs = args.epochs + 1
 
     def one_round() -> dict[str, dict[str, float]]:
-        # the three runs go back to back so that they share the machine's conditions
         with tempfile.TemporaryDirectory() as out:
-            times = {
-                "plain": plain_epochs(cfg, epochs),
-                "lightning_floor": floor_epochs(cfg, epochs),
-                "stage": stage_epochs(cfg, epochs, Path(out)),
-            }
-        return {
-            key: {kind: samples_per_second(t[kind], samples) for kind in ("wall", "cpu")}
-            for key, t in times.items()
-        }
+            stage = stage_epochs(cfg, args.epochs + 1, Path(out))
+        floor = floor_epochs(cfg, args.epochs + 1)
+        return {"stage": summary(stage, samples), "floor": summary(floor, samples)}
 
     rounds, quiet = repeat_quietly(one_round, args.rounds, tries=2 * args.rounds)
     info = {
@@ -190,7 +196,7 @@ def main() -> None:
         "batch_size": cfg.data.batch_size,
         "epochs": args.epochs,
         "threads": torch.get_num_threads(),
-        "rounds": rounds,  # samples/s per loop, from wall and from CPU time
+        "rounds": rounds,
         "quiet": quiet,
     }
     print(json.dumps(info))
