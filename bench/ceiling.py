@@ -5,7 +5,10 @@ epochs of the default network (bench/throughput.py's plain loop), and a pure-Pyt
 measures the virtual CPUs alone. Process start-up is left out: each run waits for an agreed
 instant before it starts working and reports when it finished.
 
-Usage: python bench/ceiling.py REPO   (REPO: a repository copy whose data/prepared exists)
+The host's other tenants move single figures by up to 60 % from one minute to the next, so
+each figure is the median over --repeats interleaved pairs (one run alone, then two at once).
+
+Usage: python bench/ceiling.py REPO [--repeats N]   (REPO: a repository copy with data/prepared)
 Prints one JSON object on the last line of stdout.
 """
 
@@ -14,26 +17,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-START_DELAY_S = 15.0  # enough for two processes to import torch at once on a busy machine
+START_DELAY_S = 10.0  # enough for two processes to import torch at once on a busy machine
 
 
 def work(kind: str, repo: Path, threads: int, at: float) -> float:
     """Do one unit of `kind` starting at wall-clock `at`; return when it finished."""
     if kind == "train":
-        from throughput import plain_epochs
+        from throughput import PlainLoop
 
         from mlpipeline.config import load_config
 
         os.chdir(repo)
-        cfg = load_config("params.yaml").model_copy(update={"cpu_threads": threads})
+        loop = PlainLoop(load_config("params.yaml").model_copy(update={"cpu_threads": threads}))
     time.sleep(max(at - time.time(), 0))
     if kind == "train":
-        plain_epochs(cfg, 40)
+        for _ in range(25):
+            loop.epoch()
     else:
         sum(i * i for i in range(30_000_000))
     return time.time()
@@ -57,18 +62,22 @@ def main() -> None:
     parser.add_argument("--one", choices=["train", "spin"], help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--at", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved pairs per kind")
     args = parser.parse_args()
     if args.one:
         print(work(args.one, args.repo.resolve(), args.threads, args.at))
         return
     result = {}
     for kind in ("spin", "train"):
-        serial = 2 * runs(kind, args.repo, 1, 1)  # one run alone, twice
-        parallel = runs(kind, args.repo, 1, 2)
+        pairs = []
+        for _ in range(args.repeats):
+            alone = runs(kind, args.repo, 1, 1)
+            pairs.append((2 * alone, runs(kind, args.repo, 1, 2)))  # serial: alone, twice
         result[kind] = {
-            "serial_s": round(serial, 2),
-            "two_at_once_s": round(parallel, 2),
-            "ceiling": round(serial / parallel, 2),
+            "serial_s": round(statistics.median(a for a, _ in pairs), 2),
+            "two_at_once_s": round(statistics.median(b for _, b in pairs), 2),
+            "ceiling": round(statistics.median(a / b for a, b in pairs), 2),
+            "ceilings": [round(a / b, 2) for a, b in pairs],
         }
     print(json.dumps(result))
 

@@ -268,7 +268,7 @@ def report(results: Results, args: argparse.Namespace, loadavg: str) -> str:
     stage = statistics.median(ratios["stage"])
     tp_ok = stage >= GOALS["throughput_ratio"]
     lines += [
-        f"### 3. Training throughput: train stage / plain PyTorch = {stage:.2f} "
+        f"### 3. Training throughput: train stage / plain PyTorch = {stage:.3f} "
         f"(goal >= {GOALS['throughput_ratio']}: {verdict(tp_ok, tp['quiet'])})",
         "",
         f"{tp['samples_per_epoch']} training samples, batch size {tp['batch_size']}, "

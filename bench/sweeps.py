@@ -2,11 +2,15 @@
 -j 2, per-trial overhead (process start to first training step), and the machine's parallel
 ceiling for the same training work (bench/ceiling.py). Writes bench/SWEEPS.md.
 
-    .venv/bin/python bench/sweeps.py
+    .venv/bin/python bench/sweeps.py [--pairs N]
+
+The host's other tenants move single timings by up to 60 % from one minute to the next, so
+each speed-up is the median over N interleaved pairs (serial run, then parallel run).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -33,8 +37,8 @@ GRIDS = {
         "data.batch_size=32,64",
     ],
 }
-# different values per run: DVC's run cache would otherwise skip every repeated experiment
-QUEUE_LRS = {1: "optimizer.lr=0.001,0.002,0.005,0.01", 2: "optimizer.lr=0.0015,0.0025,0.006,0.012"}
+# values never queued before: DVC's run cache would otherwise skip every repeated experiment
+QUEUE_BASE_LRS = (0.001, 0.002, 0.005, 0.01)
 
 
 def sh(cmd: list[str], cwd: Path) -> str:
@@ -56,7 +60,11 @@ def grid(work: Path, overrides: list[str], launcher: list[str]) -> float:
     if (work / "sweep").exists():
         shutil.rmtree(work / "sweep")
     cmd = ["python", "-m", "mlpipeline.sweep", "-m", *overrides, "hydra.sweep.dir=sweep", *launcher]
-    return timed(cmd, work)[0]
+    seconds = timed(cmd, work)[0]
+    print(
+        f"grid {' '.join(overrides)} {' '.join(launcher) or '(basic)'}: {seconds:.1f} s", flush=True
+    )
+    return seconds
 
 
 def repo_copy(dest: Path) -> Path:
@@ -75,11 +83,19 @@ def repo_copy(dest: Path) -> Path:
     return dest
 
 
+def queue_values(run: int) -> str:
+    """optimizer.lr values for the run-th queue run: new ones each time."""
+    return "optimizer.lr=" + ",".join(f"{lr * (1 + run / 100):.6g}" for lr in QUEUE_BASE_LRS)
+
+
+QUEUE_RUNS = iter(range(1000))
+
+
 def queue(repo: Path, jobs: int) -> float:
     """Seconds from `dvc queue start -j N` until the 4th experiment is committed (its ref
     appears). The workers' own exit comes up to 10 s later (they poll an empty queue every
     10 s), so timing them would add a random wait to each figure."""
-    sh(["dvc", "exp", "run", "--queue", "-S", QUEUE_LRS[jobs]], repo)
+    sh(["dvc", "exp", "run", "--queue", "-S", queue_values(next(QUEUE_RUNS))], repo)
     start, wall = time.perf_counter(), time.time() - 1
     sh(["dvc", "queue", "start", "-j", str(jobs)], repo)
     # polling `dvc queue status` would take the repository lock the experiments need; git's
@@ -98,6 +114,7 @@ def queue(repo: Path, jobs: int) -> float:
         sys.exit(f"queue run failed:\n{status}")
     sh(["dvc", "exp", "remove", "--all"], repo)
     sh(["dvc", "queue", "remove", "--all"], repo)
+    print(f"queue -j {jobs}: {elapsed:.1f} s", flush=True)
     return elapsed
 
 
@@ -116,15 +133,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def median_ceiling(repo: Path, runs: int) -> dict[str, dict[str, float]]:
-    """bench/ceiling.py `runs` times (the host's neighbours make single runs vary by 30 %);
-    for each kind of work, the run with the median ceiling."""
-    outs = [sh(["python", str(ROOT / "bench/ceiling.py"), str(repo)], ROOT) for _ in range(runs)]
-    results = [json.loads(out.strip().splitlines()[-1]) for out in outs]
-    return {
-        kind: sorted((r[kind] for r in results), key=lambda c: c["ceiling"])[runs // 2]
-        for kind in results[0]
-    }
+def ceiling_of(repo: Path) -> dict[str, dict[str, float]]:
+    out = sh(["python", str(ROOT / "bench/ceiling.py"), str(repo)], ROOT)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def first_step(work: Path) -> float:
@@ -133,21 +144,21 @@ def first_step(work: Path) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved serial/parallel pairs")
+    args = parser.parse_args()
+    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "sweep"
         shutil.copytree(ROOT / "conf", work / "conf")
         overhead = [first_step(work) for _ in range(3)]
         grids = {
-            name: (
-                grid(work, overrides, []),
-                grid(work, overrides, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]),
-            )
-            for name, overrides in GRIDS.items()
+            name: [(grid(work, o, []), grid(work, o, joblib)) for _ in range(args.pairs)]
+            for name, o in GRIDS.items()
         }
         repo = repo_copy(Path(tmp) / "repo")
-        ceiling = median_ceiling(repo, runs=3)
-        q1 = queue(repo, 1)
-        q2 = queue(repo, 2)
+        ceiling = ceiling_of(repo)
+        queues = [(queue(repo, 1), queue(repo, 2)) for _ in range(args.pairs)]
 
     cpu = next(
         (
@@ -161,25 +172,32 @@ def main() -> None:
         (
             f"ceiling: {kind} work twice, one after the other vs two at once (1 thread each)",
             f"{c['serial_s']:.2f} s vs {c['two_at_once_s']:.2f} s",
-            f"the most two at once can gain here: {c['ceiling']:.2f}x",
+            f"the most two at once can gain here: {c['ceiling']:.2f}x (pairs: "
+            f"{', '.join(f'{v:.2f}' for v in c['ceilings'])})",
         )
         for kind, c in ceiling.items()
     ]
-    for name, (serial, parallel) in grids.items():
+
+    def speedup(pairs: list[tuple[float, float]]) -> str:
+        ratios = [a / b for a, b in pairs]
+        each = ", ".join(f"{a:.1f} s / {b:.1f} s = {a / b:.2f}x" for a, b in pairs)
+        return f"speed-up {statistics.median(ratios):.2f}x (goal >= 1.6x); pairs: {each}"
+
+    for name, pairs in grids.items():
         rows += [
-            (f"4-trial grid ({name} trials), basic launcher (serial)", f"{serial:.1f} s", ""),
             (
-                f"4-trial grid ({name} trials), joblib launcher, 2 jobs",
-                f"{parallel:.1f} s",
-                f"speed-up {serial / parallel:.2f}x (goal >= 1.6x)",
-            ),
+                f"4-trial grid ({name} trials): basic launcher (serial) vs joblib, 2 jobs",
+                f"{statistics.median(a for a, _ in pairs):.1f} s vs "
+                f"{statistics.median(b for _, b in pairs):.1f} s",
+                speedup(pairs),
+            )
         ]
     rows += [
-        ("DVC queue, 4 experiments, -j 1", f"{q1:.1f} s", ""),
         (
-            "DVC queue, 4 experiments, -j 2",
-            f"{q2:.1f} s",
-            f"speed-up {q1 / q2:.2f}x (goal >= 1.6x)",
+            "DVC queue, 4 experiments: -j 1 vs -j 2",
+            f"{statistics.median(a for a, _ in queues):.1f} s vs "
+            f"{statistics.median(b for _, b in queues):.1f} s",
+            speedup(queues),
         ),
         (
             "per-trial overhead: process start to first training step",
@@ -194,10 +212,11 @@ def main() -> None:
         f"# Sweep benchmarks\n\n{stamp}, {os.cpu_count()} cores, {cpu}, load average before "
         f"start {os.getloadavg()[0]:.1f}.\nCommand: `.venv/bin/python bench/sweeps.py` (grids: "
         f"{grids_text}; short is the default config, up to 30 epochs with early stopping; "
-        f"queue: `dvc exp run --queue -S '{QUEUE_LRS[1]}'` then `dvc queue start -j N`, timed "
-        "until its workers exit; ceiling: `bench/ceiling.py`, process start-up left out, median "
-        "of 3 runs; spin: a pure-Python loop, train: 40 epochs of bench/throughput.py's plain "
-        "loop).\n\n"
+        f"queue: `dvc exp run --queue -S '{queue_values(0)}'` (new values each run) then "
+        "`dvc queue start -j N`, timed until the 4th experiment's ref appears; ceiling: "
+        "`bench/ceiling.py`, process start-up left out; spin: a pure-Python loop, train: 25 "
+        f"epochs of bench/throughput.py's plain loop; {args.pairs} interleaved pairs of each)."
+        "\n\n"
         "| what | wall time | note |\n| --- | --- | --- |\n"
         f"{table}\n"
     )
