@@ -38,6 +38,16 @@ def test_digits_are_images_with_ten_classes(make_cfg) -> None:
     assert (cfg.paths.ingested / "x.npy").is_file()
 
 
+def test_digits_match_scikit_learns_loader() -> None:
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    from mlpipeline.ingest import load_digits
+
+    ours, theirs = load_digits(), sk_load_digits()
+    assert np.array_equal(ours.x, theirs.images.astype(np.float32)[:, None])
+    assert np.array_equal(ours.y, theirs.target) and ours.y.dtype == np.int64
+
+
 @pytest.mark.parametrize("kind", ["csv", "parquet"])
 def test_table_source_maps_labels_to_sorted_classes(make_cfg, tmp_path: Path, kind: str) -> None:
     path = write_table(tmp_path / "raw" / f"t.{kind}")

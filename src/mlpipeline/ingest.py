@@ -29,12 +29,23 @@ class Dataset:
 
 
 def load_digits() -> Dataset:
-    """The 8x8 digits as (N, 1, 8, 8) images with pixel values 0..16."""
-    from sklearn.datasets import load_digits as sk_load_digits
+    """The 8x8 digits as (N, 1, 8, 8) images with pixel values 0..16.
 
-    digits = sk_load_digits()
-    x = digits.images.astype(np.float32)[:, None, :, :]
-    return Dataset(x, digits.target.astype(np.int64), [str(c) for c in range(10)], None)
+    Read from the file that scikit-learn ships, as its `load_digits` reads it, without
+    importing scikit-learn: its import (scipy, the estimator machinery) is 0.7 s of every
+    ingest and sweep trial start-up. tests/test_ingest.py checks both give the same arrays.
+    """
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # locates the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        raise PipelineError("scikit-learn is not installed: run `make install`")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt") as handle:
+        table = np.loadtxt(handle, delimiter=",")
+    x = table[:, :-1].reshape(-1, 1, 8, 8).astype(np.float32)
+    return Dataset(x, table[:, -1].astype(np.int64), [str(c) for c in range(10)], None)
 
 
 def load_table(source: TableSource, raw_dir: Path) -> Dataset:
