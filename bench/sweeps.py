@@ -151,7 +151,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "sweep"
         shutil.copytree(ROOT / "conf", work / "conf")
-        overhead = [first_step(work) for _ in range(3)]
+        overhead = [first_step(work) for _ in range(5)]
         grids = {
             name: [(grid(work, o, []), grid(work, o, joblib)) for _ in range(args.pairs)]
             for name, o in GRIDS.items()

@@ -34,7 +34,7 @@ PARENT_RUN_FILE = ".mlflow_parent_run"
 # rank 0 passes them its resolved trial config here so they join its training and do nothing else
 TRIAL_ENV = "MLPIPELINE_DDP_TRIAL"
 RESULT_FILE = "result.json"
-# what a trial imports (torch, Lightning, torchmetrics, MLflow: ~5 s): the joblib
+# what a trial imports (torch, Lightning, torchmetrics, scikit-learn, MLflow: ~6 s): the joblib
 # launcher's workers fork from a server that has imported them already
 TRIAL_MODULES = [
     "__main__",
@@ -44,6 +44,7 @@ TRIAL_MODULES = [
     "mlpipeline.tracking",
     "mlpipeline.ingest",
     "mlpipeline.prepare",
+    "sklearn.model_selection",  # prepare's stratified split
     "mlflow",
     "mlflow.store.tracking.sqlalchemy_store",  # what opening the SQLite store imports (~1 s)
 ]
