@@ -42,6 +42,7 @@ lint: install ## ruff over the code; actionlint and zizmor (offline) over .githu
 bench: install ## run the benchmarks under bench/ and record their results
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/sweeps.py
+	$(BIN)/python bench/kernels.py
 
 clean: ## remove the venv, the MLflow store and Python caches (DVC outputs stay)
 	rm -rf $(VENV) mlflow.db mlruns mlartifacts mlflow-server.db mlartifacts-server outputs multirun \

@@ -1,0 +1,118 @@
+"""What the portable CPU kernels cost: the train stage's training time with the pinned choices
+(MKL's COMPATIBLE branch, torch's own convolutions, `cpu_threads: 1`) against each choice undone.
+Writes bench/KERNELS.md.
+
+    .venv/bin/python bench/kernels.py [--rounds N] [--epochs E]
+
+Each variant trains the committed params.yaml's model for E epochs (no early stopping) in a
+fresh process, timed from the start of `train()` with the imports done beforehand; the
+variants take turns, N rounds, and each figure is the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# name: (environment, cpu_threads, oneDNN and NNPACK on)
+VARIANTS = {
+    "portable (the default: COMPATIBLE, 1 thread, torch's convolutions)": ({}, 1, False),
+    "MKL's AVX2 branch": ({"MKL_CBWR": "AVX2"}, 1, False),
+    "oneDNN and NNPACK convolutions": ({}, 1, True),
+    "2 threads": ({}, 2, False),
+}
+
+
+def child(threads: int, vendor_convs: bool, epochs: int) -> None:
+    """Train once and print the seconds `train()` took."""
+    import contextlib
+    import io
+    import time
+
+    import lightning  # noqa: F401  (imported before the clock starts)
+    import torch
+
+    import mlpipeline
+    from mlpipeline.config import load_config
+    from mlpipeline.train import train
+
+    if vendor_convs:
+        mlpipeline.use_portable_kernels = torch.set_num_threads  # threads only
+    cfg = load_config(ROOT / "params.yaml")
+    out = Path(tempfile.mkdtemp())
+    cfg = cfg.model_copy(
+        update={
+            "cpu_threads": threads,
+            "paths": cfg.paths.model_copy(update={"model": out / "m.pt", "reports": out}),
+            "trainer": cfg.trainer.model_copy(update={"max_epochs": epochs}),
+            "callbacks": cfg.callbacks.model_copy(
+                update={"early_stopping": None, "progress_bar": None}
+            ),
+        }
+    )
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        train(cfg)
+    print(f"{time.perf_counter() - start:.3f}")
+
+
+def cpu_name() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+    return names[0] if names else platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child[0], bool(args.child[1]), args.epochs)
+
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for r in range(args.rounds):
+        for name, (env, threads, convs) in VARIANTS.items():
+            cmd = [sys.executable, __file__, "--epochs", str(args.epochs)]
+            out = subprocess.run(
+                [*cmd, "--child", str(threads), str(int(convs))],
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
+            ).stdout
+            times[name].append(float(out.split()[-1]))
+            print(f"round {r + 1}: {name}: {times[name][-1]:.2f} s", flush=True)
+
+    base = statistics.median(next(iter(times.values())))
+    rows = "\n".join(
+        f"| {name} | {statistics.median(t):.2f} s | {statistics.median(t) / base:.2f} | "
+        f"{', '.join(f'{v:.2f}' for v in t)} |"
+        for name, t in times.items()
+    )
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = (
+        f"# What the portable CPU kernels cost\n\n{stamp}, {os.cpu_count()} cores, "
+        f"{cpu_name()}. Command: `.venv/bin/python "
+        f"bench/kernels.py --rounds {args.rounds} --epochs {args.epochs}` (training the "
+        f"params.yaml model for {args.epochs} epochs, no early stopping; median of "
+        f"{args.rounds} interleaved rounds).\n\n"
+        "| variant | training time | against the default | rounds |\n| --- | --- | --- | --- |\n"
+        f"{rows}\n"
+    )
+    (ROOT / "bench/KERNELS.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
