@@ -7,8 +7,8 @@ sets), must write byte-identical outputs. Writes bench/CROSS_CPU.md.
 Needs qemu-user (Debian: apt-get install qemu-user). Emulated, the stages run ~30x slower: the
 default pipeline takes ~20 min per CPU model (they run in parallel, one core each); --epochs 3
 checks the same kernels in ~4 min. Emulation reproduces a CPU's identity, caches and
-instruction set, not the exact results of its approximate instructions (rcpps, rsqrtps), which
-is what the pinned kernels avoid anyway.
+instruction set, not the exact results of its approximate instructions (rcpps, rsqrtps): only
+real CPUs can check those.
 """
 
 from __future__ import annotations
