@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
+
+from quiet import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -84,10 +85,9 @@ def emulated(repo: Path, work: Path, cpu: str) -> tuple[dict[str, str], float]:
 
 def host_cpu() -> str:
     info = Path("/proc/cpuinfo").read_text()
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), "")
     flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if "flags" in ln), [])
     avx512 = "AVX-512" if "avx512f" in flags else "no AVX-512"
-    return f"{name or platform.processor()} ({avx512})"
+    return f"{cpu_model()} ({avx512})"
 
 
 def main() -> None:

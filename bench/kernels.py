@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+
+from quiet import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # name: (environment, cpu_threads, oneDNN and NNPACK on)
@@ -64,12 +65,6 @@ def child(threads: int, vendor_convs: bool, epochs: int) -> None:
     print(f"{time.perf_counter() - start:.3f}")
 
 
-def cpu_name() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
-    return names[0] if names else platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -103,7 +98,7 @@ def main() -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = (
         f"# What the portable CPU kernels cost\n\n{stamp}, {os.cpu_count()} cores, "
-        f"{cpu_name()}. Command: `.venv/bin/python "
+        f"{cpu_model()}. Command: `.venv/bin/python "
         f"bench/kernels.py --rounds {args.rounds} --epochs {args.epochs}` (training the "
         f"params.yaml model for {args.epochs} epochs, no early stopping; median of "
         f"{args.rounds} interleaved rounds).\n\n"

@@ -29,7 +29,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from quiet import BUSY_CORES, cpu_snapshot, others_cores, repeat_quietly, wait_for_idle
+from quiet import BUSY_CORES, cpu_model, cpu_snapshot, others_cores, repeat_quietly, wait_for_idle
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -190,8 +190,7 @@ def throughput(repo: Path, env: dict[str, str], epochs: int, rounds: int, result
 
 
 def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), "?")
+    cpu = cpu_model()
     libs = ", ".join(f"{lib} {version(lib)}" for lib in ("torch", "lightning", "dvc", "mlflow"))
     nproc = len(os.sched_getaffinity(0))  # what `nproc` prints
     return (

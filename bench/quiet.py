@@ -1,4 +1,5 @@
-"""Telling measurements taken on an idle machine from those taken beside busy neighbours.
+"""Telling measurements taken on an idle machine from those taken beside busy neighbours, and
+naming the machine they were taken on.
 
 The development machines are shared and have two cores: one other process can halve a figure
 (or, with torch's two OpenMP threads, cut it tenfold). Linux only (/proc/stat).
@@ -7,6 +8,7 @@ The development machines are shared and have two cores: one other process can ha
 from __future__ import annotations
 
 import os
+import platform
 import resource
 import time
 from collections.abc import Callable
@@ -17,6 +19,14 @@ T = TypeVar("T")
 
 # CPU (in cores) that other processes may use during a measurement that still counts as quiet
 BUSY_CORES = 0.1
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it."""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    names = (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+    return next(names, "") or platform.processor() or platform.machine()
 
 
 def cpu_snapshot() -> tuple[float, float, float]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -23,6 +22,8 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from quiet import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)
@@ -160,14 +161,7 @@ def main() -> None:
         ceiling = ceiling_of(repo)
         queues = [(queue(repo, 1), queue(repo, 2)) for _ in range(args.pairs)]
 
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     rows = [
         (
             f"ceiling: {kind} work twice, one after the other vs two at once (1 thread each)",
