@@ -132,6 +132,8 @@ def test_optuna_search_optimises_the_configured_metric(tmp_path: Path) -> None:
         (["-m", "optimizer.lr=0.1,0"], "optimizer.lr: Input should be greater than 0 (got 0)"),
         (["model=transformer"], "available options in 'model': cnn, mlp"),
         (["+trainer.max_epoch=3"], "did you mean 'max_epochs'?"),
+        # checked in a child of the joblib workers' fork server, not in the sweep's process
+        (["-m", "seed=1,2", "+trainer.max_epoch=3", "hydra/launcher=joblib"], "'max_epochs'?"),
         (["data.split.test=0.5"], "must sum to 1"),
     ],
 )

@@ -26,7 +26,8 @@ STAMP_TEXT = "params.yaml is composed from conf/ by the `compose` stage of dvc.y
 
 
 def compose_config(conf_dir: Path, overrides: list[str] | None = None) -> tuple[str, Config]:
-    """Compose conf/ with Hydra overrides; return the resolved YAML text and the typed config.
+    """Compose conf/ with Hydra overrides; return the resolved YAML text and the typed config
+    (schema-checked; `check_targets` is the caller's: it imports torch and Lightning).
 
     The YAML is written exactly as `dvc exp run` writes it (OmegaConf.to_yaml), so the two
     producers of params.yaml never disagree on formatting.
@@ -46,9 +47,7 @@ def compose_config(conf_dir: Path, overrides: list[str] | None = None) -> tuple[
     except (HydraException, OmegaConfBaseException) as err:
         raise PipelineError(_one_line(err)) from None
     raw: Any = OmegaConf.to_container(cfg)
-    config = validate_config(raw, source="conf/")
-    check_targets(config)
-    return OmegaConf.to_yaml(cfg), config
+    return OmegaConf.to_yaml(cfg), validate_config(raw, source="conf/")
 
 
 def compose_stage(
@@ -62,6 +61,7 @@ def compose_stage(
         print(f"compose: experiment {experiment}: keeping {output} as `dvc exp run` composed it")
     else:
         text, config = compose_config(conf_dir, overrides)
+        check_targets(config)
         for line in changes(output, text):
             print(f"compose: {line}")
         with atomic_path(output) as tmp:

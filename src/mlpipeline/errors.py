@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +16,13 @@ class PipelineError(Exception):
 @contextmanager
 def exit_on_error(interrupted: str = "interrupted; nothing was written") -> Iterator[None]:
     """For CLIs: a PipelineError becomes `error: <message>` and exit status 1, Ctrl-C
-    `error: <interrupted>` and 130; neither prints a traceback."""
+    `error: <interrupted>` and 130; neither prints a traceback.
+
+    Also freezes the heap at exit: the interpreter's final garbage collections would otherwise
+    walk every object torch, Lightning and MLflow created, 2 to 3 s of each stage's exit here.
+    The OS reclaims the memory either way."""
+    atexit.unregister(gc.freeze)  # once per process, however many CLIs ran in it
+    atexit.register(gc.freeze)
     try:
         yield
     except PipelineError as err:

@@ -47,6 +47,7 @@ TRIAL_MODULES = [
     "sklearn.model_selection",  # prepare's stratified split
     "mlflow",
     "mlflow.store.tracking.sqlalchemy_store",  # what opening the SQLite store imports (~1 s)
+    "mlpipeline._forkserver",  # last: freezes the heap loaded above
 ]
 
 
@@ -234,10 +235,11 @@ class SweepSummary(Callback):
         print(f"best: {best['score']:.4f} with {overrides} -> {sweep_dir / 'best.yaml'}")
 
 
-def prevalidate(conf_dir: Path, argv: list[str]) -> int:
+def prevalidate(conf_dir: Path, argv: list[str], in_server: bool = False) -> int:
     """Compose and validate every grid point named on the command line before any trial
     runs; return how many were checked. Search-space overrides (interval) are left to the
-    sweeper, which validates each trial again."""
+    sweeper, which validates each trial again. `in_server`: check the `_target_`s in a process
+    forked from the joblib workers' warm server (see `_check_in_server`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from mlpipeline.compose import compose_config
@@ -256,11 +258,28 @@ def prevalidate(conf_dir: Path, argv: list[str]) -> int:
         elif o.is_discrete_sweep():
             prefix = o.get_key_element()
             axes.append([f"{prefix}={v}" for v in o.sweep_string_iterator()])
-    combos = list(itertools.product(*axes))
-    for combo in combos:
-        _, cfg = compose_config(conf_dir, [*fixed, *combo])
-        check_targets(cfg)
-    return len(combos)
+    configs = [compose_config(conf_dir, [*fixed, *combo])[1] for combo in itertools.product(*axes)]
+    if in_server:
+        _check_in_server(configs)
+    else:
+        for cfg in configs:
+            check_targets(cfg)
+    return len(configs)
+
+
+def _check_in_server(configs: list[Config]) -> None:
+    """`check_targets` for each config, in a child of the fork server, which imports torch and
+    Lightning for the workers anyway: under the joblib launcher this process never trains, and
+    importing them here too would hold up the first trial by ~5 s. Meanwhile this process
+    imports what it does need next, MLflow for the sweep's parent run."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        for _ in pool.map(check_targets, configs):
+            pass
 
 
 def main() -> None:
@@ -273,10 +292,11 @@ def main() -> None:
         train(validate_config(json.loads(trial), source="DDP trial config"))
         return
     conf_dir = Path(os.environ.get("MLPIPELINE_CONF", "conf")).resolve()
-    if any(a.replace(" ", "").startswith("hydra/launcher=joblib") for a in sys.argv[1:]):
+    parallel = any(a.replace(" ", "").startswith("hydra/launcher=joblib") for a in sys.argv[1:])
+    if parallel:
         warm_joblib_workers()
     with exit_on_error():
-        prevalidate(conf_dir, sys.argv[1:])
+        prevalidate(conf_dir, sys.argv[1:], in_server=parallel)
     hydra.main(config_path=str(conf_dir), config_name="config", version_base=None)(_task)()
 
 
