@@ -43,12 +43,17 @@ QUEUE_BASE_LRS = (0.001, 0.002, 0.005, 0.01)
 
 
 def sh(cmd: list[str], cwd: Path) -> str:
+    """Run `cmd`; return its output. The output goes to a file, not a pipe: `dvc queue start`'s
+    workers inherit its descriptors, and reading a pipe would wait for them to exit."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.seek(0)
+        out = log.read()
     if proc.returncode:
-        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout + proc.stderr
+        sys.exit(f"{' '.join(cmd)} failed:\n{out[-6000:]}")
+    return out
 
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
