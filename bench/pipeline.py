@@ -148,7 +148,9 @@ def cold_repro(repo: Path, env: dict[str, str], results: Results) -> None:
 def import_times(repo: Path, env: dict[str, str], reps: int, results: Results) -> None:
     for name, stage in results.stages.items():
         modules = ", ".join([f"mlpipeline.{name}", *LAZY_IMPORTS[name].split()])
-        cmd = [PYTHON, "-c", f"import {modules}"]
+        # the heap frozen as every stage's CLI leaves it at exit (mlpipeline.errors): a plain
+        # import-and-exit would also count the 2 to 3 s of final collections the stages skip
+        cmd = [PYTHON, "-c", f"import {modules}; import gc; gc.freeze()"]
         walls, quiet = repeat_quietly(lambda cmd=cmd: run(cmd, repo, env)[0], reps, 2 * reps)
         stage.import_s = statistics.median(walls)
         results.imports_quiet &= quiet
@@ -226,7 +228,7 @@ def report(results: Results, args: argparse.Namespace, loadavg: str) -> str:
         f"Other processes used {results.cold_others_cores:.2f} cores during the run. Wall and max "
         "RSS: each stage's process inside that `dvc repro`. Imports: median of "
         f"{args.import_reps} runs of `python -c 'import mlpipeline.<stage>, <what the stage "
-        "imports inside its functions>'`"
+        "imports inside its functions>; import gc; gc.freeze()'` (its exit frozen like the stages')"
         + ("" if results.imports_quiet else " (UNRELIABLE: too few were quiet, all runs count)")
         + f"; work = wall - imports; {quiet_rule}.",
         "",

@@ -34,21 +34,6 @@ PARENT_RUN_FILE = ".mlflow_parent_run"
 # rank 0 passes them its resolved trial config here so they join its training and do nothing else
 TRIAL_ENV = "MLPIPELINE_DDP_TRIAL"
 RESULT_FILE = "result.json"
-# what a trial imports (torch, Lightning, torchmetrics, scikit-learn, MLflow: ~6 s): the joblib
-# launcher's workers fork from a server that has imported them already
-TRIAL_MODULES = [
-    "__main__",
-    "mlpipeline.model",
-    "mlpipeline.datamodule",
-    "mlpipeline.train",
-    "mlpipeline.tracking",
-    "mlpipeline.ingest",
-    "mlpipeline.prepare",
-    "sklearn.model_selection",  # prepare's stratified split
-    "mlflow",
-    "mlflow.store.tracking.sqlalchemy_store",  # what opening the SQLite store imports (~1 s)
-    "mlpipeline._forkserver",  # last: freezes the heap loaded above
-]
 
 
 def best_value(history: list[dict[str, float]], metric: str, direction: str) -> float:
@@ -163,7 +148,8 @@ def warm_joblib_workers() -> None:
 
     if context.get_start_method() == "forkserver":
         return
-    multiprocessing.set_forkserver_preload(TRIAL_MODULES)
+    # "__main__": the stdlib's convention for the script itself, when started by its path
+    multiprocessing.set_forkserver_preload(["__main__", "mlpipeline._forkserver"])
     context.set_start_method("forkserver", force=True)
     multiprocessing.forkserver.ensure_running()
 
