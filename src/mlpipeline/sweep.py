@@ -264,8 +264,7 @@ def _check_in_server(configs: list[Config]) -> None:
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:
-        for _ in pool.map(check_targets, configs):
-            pass
+        list(pool.map(check_targets, configs))  # re-raises the first config's PipelineError
 
 
 def main() -> None:
