@@ -1,6 +1,6 @@
 # The serving image: the pipeline's ONNX model behind FastAPI on ONNX Runtime; no torch.
-#   python -m mlpipeline.image build     (or: make image)
-#   docker build --network host --build-arg BASE_IMAGE=... --build-arg GIT_COMMIT=... .
+#   make image          (python -m mlpipeline.ops.image build: build args from the checkout)
+#   docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) -t mlpipeline-serve .
 # Builds with the classic builder and with BuildKit alike: no RUN --mount, no syntax line.
 ARG BASE_IMAGE=python:3.11-slim
 
@@ -24,19 +24,20 @@ RUN python -m venv /opt/venv \
       numpy/f2py numpy/distutils numpy/_pyinstaller numpy/tests numpy/*/tests \
  && find . -name '*.pyi' -delete
 
-# Final stage. Every instruction costs a container commit (seconds each on the vfs storage
-# driver), so there are few, and the ones that never change come before the copies to stay
-# cached when the model or the code changes.
+# Final stage. Few instructions (each is a layer), and the ones that never change come before
+# the copies, so they stay cached when the model or the code changes.
 FROM ${BASE_IMAGE}
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin app
 USER app
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
   CMD ["/opt/venv/bin/python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8080'), timeout=2)"]
-CMD ["python", "-m", "mlpipeline.serve"]
+EXPOSE 8080
+CMD ["python", "-m", "mlpipeline.serving"]
 # files stay owned by root: the service user can read them, not change them
 COPY --from=builder /opt/venv /opt/venv
-# only the torch-free serving modules (tests/test_serve.py checks this list is complete)
-COPY src/mlpipeline/__init__.py src/mlpipeline/errors.py src/mlpipeline/serve.py /app/mlpipeline/
+# the service package alone: it imports nothing else of mlpipeline, which is a namespace
+# package here (tests/serving/test_isolation.py checks both)
+COPY src/mlpipeline/serving /app/mlpipeline/serving/
 COPY models/model.onnx models/model_card.json /app/models/
 ARG SOURCE_URL=unknown GIT_COMMIT=unknown MODEL_MD5=unknown
 ENV PATH=/opt/venv/bin:$PATH \

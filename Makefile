@@ -12,7 +12,9 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: help install pipeline test test-fast lint bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# Set-up and the pipeline
 
 install: $(STAMP) ## create .venv and install the pinned dependencies
 
@@ -28,6 +30,8 @@ pipeline: install ## reproduce the pipeline (dvc repro) on the built-in dataset
 	$(BIN)/dvc repro
 	@$(BIN)/dvc metrics show
 
+# Tests, linters, benchmarks
+
 test: install ## run all tests, the real pipeline included (the stack's: make test-stack)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not stack"
 
@@ -39,7 +43,7 @@ lint: install ## ruff over the code; actionlint and zizmor (offline) over .githu
 	$(BIN)/ruff format --check .
 	scripts/lint-workflows.sh
 
-bench: install ## run the benchmarks under bench/ and record their results
+bench: install ## run the benchmarks under bench/; they rewrite docs/performance.md
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/sweeps.py
 	$(BIN)/python bench/kernels.py
@@ -49,36 +53,33 @@ clean: ## remove the venv, the MLflow store and Python caches (DVC outputs stay)
 		.pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-# Serving (issue 4): the ONNX model behind FastAPI, locally and as a container image.
+# Serving: the ONNX model behind FastAPI, locally and as a container image
 .PHONY: serve image smoke
 
 serve: install ## serve models/model.onnx at http://127.0.0.1:8080 (env PORT, MODEL_PATH, ...)
-	$(BIN)/python -m mlpipeline.serve
+	$(BIN)/python -m mlpipeline.serving
 
 image: install ## build the serving image through the Docker SDK (env BASE_IMAGE, IMAGE_TAG)
-	$(BIN)/python -m mlpipeline.image build
+	$(BIN)/python -m mlpipeline.ops.image build
 
 smoke: image ## run the image, check it on the test split, report its size and time to ready
-	$(BIN)/python -m mlpipeline.image smoke
+	$(BIN)/python -m mlpipeline.ops.image smoke
 
-# Pull-request report (issue 5). BASE comes from the command line or the environment and reaches
-# the program as a shell variable, so a branch name is never parsed as shell code.
+# Pull-request report. BASE comes from the command line or the environment and reaches the
+# program as a shell variable, so a branch name is never parsed as shell code.
 .PHONY: report
 
 report: install ## report the working tree against BASE (git ref, default origin/main) in reports/pr/
-	$(BIN)/python -m mlpipeline.report --base "$${BASE:-origin/main}" --out reports/pr
+	$(BIN)/python -m mlpipeline.ops.report --base "$${BASE:-origin/main}" --out reports/pr
 
-# Shared tracking server (issue 6): runs, metrics, registry in a database; artifacts served by it.
-.PHONY: mlflow-server
+# Team services: a shared tracking server, and the stack of docker-compose.yml
+.PHONY: mlflow-server stack-smoke test-stack
 
 mlflow-server: install ## MLflow tracking server on 127.0.0.1:$MLFLOW_PORT (default 5000); env MLFLOW_BACKEND_URI, MLFLOW_ARTIFACTS
 	scripts/mlflow-server.sh
 
-# Team stack (issue 6): docker-compose.yml, the tracking server and the model server as images.
-.PHONY: stack-smoke test-stack
-
 stack-smoke: install ## build and start docker-compose.yml's stack, check both services, remove it (env BASE_IMAGE)
-	$(BIN)/python -m mlpipeline.stack smoke
+	$(BIN)/python -m mlpipeline.ops.stack smoke
 
 test-stack: install ## the stack's own test (a tiny model; not in `make test`: the MLflow image builds for minutes)
-	$(BIN)/python -m pytest -m stack tests/test_stack.py
+	$(BIN)/python -m pytest -m stack tests/ops/test_stack.py

@@ -2,7 +2,7 @@
 # requirements.lock pins. Runs and registry in SQLite under /data (MLFLOW_BACKEND_URI for
 # PostgreSQL), artifacts under /data/artifacts served through the server; mount a volume on /data.
 #   docker compose up -d --build mlflow      (docker-compose.yml)
-#   docker build --network host -f docker/mlflow.Dockerfile --build-arg BASE_IMAGE=... .
+#   docker build -f docker/mlflow.Dockerfile -t mlpipeline-mlflow .
 # Builds with the classic builder and with BuildKit alike: no RUN --mount, no syntax line.
 ARG BASE_IMAGE=python:3.11-slim
 
@@ -22,8 +22,7 @@ RUN python -m venv /opt/venv \
  && rm -rf numpy/f2py numpy/tests numpy/*/tests pandas/tests scipy/*/tests scipy/*/*/tests \
       sklearn/*/tests sklearn/tests pyarrow/tests matplotlib/tests
 
-# Final stage: few instructions (each is a container commit, seconds on the vfs storage driver),
-# the unchanging ones first.
+# Final stage: few instructions (each is a layer), the unchanging ones first.
 FROM ${BASE_IMAGE}
 # /data belongs to the service user, so that a new named volume mounted there does too
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin mlflow \
@@ -32,6 +31,7 @@ USER mlflow
 WORKDIR /data
 HEALTHCHECK --interval=5s --timeout=3s --start-period=120s --retries=3 \
   CMD ["/opt/venv/bin/python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('MLFLOW_PORT', '5000'), timeout=2)"]
+EXPOSE 5000
 ENTRYPOINT ["/app/mlflow-server.sh"]
 # arguments for `mlflow server` (the script passes them on); MLflow's default is 4 workers
 CMD ["--workers", "2"]

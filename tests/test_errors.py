@@ -21,5 +21,5 @@ def test_an_expected_error_is_one_line_and_the_heap_is_frozen_at_exit() -> None:
     assert proc.returncode == 1
     assert proc.stderr == "error: data.batch_size: must be >= 1; set it in conf/data/\n"
     # frozen after the handlers registered before the CLI ran: the interpreter's final
-    # collections then skip the heap (2 to 3 s of each stage's exit with torch loaded)
+    # collections then skip the heap, a long walk once torch is loaded
     assert proc.stdout == "frozen at exit: True\n"

@@ -1,53 +1,10 @@
-"""Reproducible, data-versioned ML pipeline: one module per DVC stage."""
+"""Reproducible, data-versioned ML pipeline: DVC stages over data, model and tracking layers,
+and a torch-free model service.
 
-from __future__ import annotations
+Importing the package pins torch's CPU kernels (`mlpipeline.determinism`): it has to happen
+before torch first computes, and every stage imports this package first.
+"""
 
-import os
-import platform
-from pathlib import Path
-
-# What torch and MKL read once, on first use, to choose their CPU kernels; a value already set
-# wins. MKL honours a fixed branch other than COMPATIBLE on Intel CPUs only (elsewhere it falls
-# back to its CPU-dependent AUTO branch without a word), so COMPATIBLE is the one branch that
-# computes the same on Intel and AMD.
-CPU_KERNEL_PINS = {
-    "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorised kernels
-    "MKL_CBWR": "COMPATIBLE",  # MKL's matrix products: fixed code, cache sizes and schedule
-}
-
-
-def pin_cpu_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
-    """Pin torch's and MKL's CPU kernels on x86-64 CPUs that have AVX2 and FMA.
-
-    Left alone, each picks kernels and blocking by the CPU it finds, so the same commit trains
-    different last bits on different CPUs (seen: AMD EPYC with and without AVX-512, and Intel
-    Xeon with AVX-512, three `models/model.pt` hashes). Takes effect only before torch first
-    computes, hence here, on import; `use_portable_kernels` does the rest. Returns the
-    variables it set.
-    """
-    if platform.machine() != "x86_64" or not cpuinfo.is_file():
-        return {}
-    with cpuinfo.open() as lines:
-        flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
-    if not {"avx2", "fma"} <= set(flags):
-        return {}  # forcing AVX2 kernels onto such a CPU would crash it
-    pinned = {k: v for k, v in CPU_KERNEL_PINS.items() if k not in os.environ}
-    os.environ.update(pinned)
-    return pinned
-
-
-def use_portable_kernels(threads: int | None) -> None:
-    """Make torch's CPU arithmetic a function of the inputs alone: `threads` intra-op threads
-    (None: torch's default, one per core, so the bits then follow the core count), and
-    convolutions in torch's own kernels (im2col and MKL) instead of oneDNN's or NNPACK's, whose
-    blocking, and so the order of their sums, follows the CPU's cache sizes. Call it before the
-    first computation. GPU kernels are untouched."""
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    torch.backends.mkldnn.enabled = False
-    torch.backends.nnpack.set_flags(False)
-
+from mlpipeline.determinism import pin_cpu_kernels
 
 pin_cpu_kernels()

@@ -44,6 +44,27 @@ def write_json(path: Path | str, obj: Any) -> None:
         tmp.write_text(json_text(obj), encoding="utf-8")
 
 
+def write_csv(
+    path: Path | str, rows: list[dict[str, Any]], columns: list[str] | None = None
+) -> None:
+    """Write rows as CSV atomically; `columns` (default: the first row's keys) name the header,
+    and keys outside it are left out."""
+    import csv
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns or list(rows[0]), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_csv(path: Path | str) -> list[dict[str, str]]:
+    """CSV rows as dicts of strings."""
+    import csv
+
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

@@ -19,7 +19,7 @@ def exit_on_error(interrupted: str = "interrupted; nothing was written") -> Iter
     `error: <interrupted>` and 130; neither prints a traceback.
 
     Also freezes the heap at exit: the interpreter's final garbage collections would otherwise
-    walk every object torch, Lightning and MLflow created, 2 to 3 s of each stage's exit here.
+    walk every object torch, Lightning and MLflow created, seconds of each stage's exit.
     The OS reclaims the memory either way."""
     atexit.unregister(gc.freeze)  # once per process, however many CLIs ran in it
     atexit.register(gc.freeze)

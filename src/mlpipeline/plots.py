@@ -1,17 +1,22 @@
-"""Render the pipeline's plot data (reports/) as PNG pictures, for MLflow and PR reports."""
+"""Render the pipeline's plot data (the epoch history and the evaluation files) as PNG
+pictures, for MLflow and the pull-request report."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
+from mlpipeline.artifacts import read_csv
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+# the evaluate stage's plot files in `paths.eval`, by what they hold
+EVAL_PLOTS = {
+    "confusion": "confusion.csv",
+    "roc": "roc.csv",
+    "pr": "pr.csv",
+    "per_class": "per_class.csv",
+}
 
 
-def render_plots(reports: Path, out_dir: Path) -> list[Path]:
+def render_plots(history: Path, eval_dir: Path, out_dir: Path) -> list[Path]:
     """Confusion matrix, ROC and PR curves and training curves as PNGs in `out_dir`."""
     import matplotlib
 
@@ -29,7 +34,7 @@ def render_plots(reports: Path, out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-    pairs = _rows(reports / "eval" / "confusion.csv")
+    pairs = read_csv(eval_dir / EVAL_PLOTS["confusion"])
     classes = sorted({r["actual"] for r in pairs} | {r["predicted"] for r in pairs})
     index = {c: i for i, c in enumerate(classes)}
     matrix = np.zeros((len(classes), len(classes)), dtype=int)
@@ -60,22 +65,22 @@ def render_plots(reports: Path, out_dir: Path) -> list[Path]:
     save(fig, "confusion_matrix.png")
 
     fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(9, 4))
-    roc = _rows(reports / "eval" / "roc.csv")
+    roc = read_csv(eval_dir / EVAL_PLOTS["roc"])
     roc_ax.plot([float(r["fpr"]) for r in roc], [float(r["tpr"]) for r in roc])
     roc_ax.plot([0, 1], [0, 1], ls=":", color="grey")
     roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (micro)")
-    pr = _rows(reports / "eval" / "pr.csv")
+    pr = read_csv(eval_dir / EVAL_PLOTS["pr"])
     pr_ax.plot([float(r["recall"]) for r in pr], [float(r["precision"]) for r in pr])
     pr_ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (micro)")
     save(fig, "roc_pr.png")
 
-    history = _rows(reports / "train" / "history.csv")
-    epochs = [int(r["epoch"]) for r in history]
+    rows = read_csv(history)
+    epochs = [int(r["epoch"]) for r in rows]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 4))
     for key in ("train_loss", "val_loss"):
-        loss_ax.plot(epochs, [float(r[key]) for r in history], label=key)
+        loss_ax.plot(epochs, [float(r[key]) for r in rows], label=key)
     for key in ("train_acc", "val_acc"):
-        acc_ax.plot(epochs, [float(r[key]) for r in history], label=key)
+        acc_ax.plot(epochs, [float(r[key]) for r in rows], label=key)
     loss_ax.set(xlabel="epoch", title="Loss")
     acc_ax.set(xlabel="epoch", title="Accuracy")
     loss_ax.legend()

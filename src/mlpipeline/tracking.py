@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,32 +35,6 @@ def artifact_location(uri: str) -> str | None:
     return None
 
 
-def git_state(root: Path) -> dict[str, Any]:
-    """Commit and dirtiness of the working tree, or 'unknown' outside git."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": "unknown", "dirty": None}
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; MLflow params are flat."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat |= flatten(value, f"{name}.")
-        else:
-            flat[name] = value
-    return flat
-
-
 def setup(uri_cfg: str | None, experiment: str) -> str:
     """Point MLflow at the store and experiment; return the experiment id."""
     import contextlib
@@ -88,6 +61,15 @@ def setup(uri_cfg: str | None, experiment: str) -> str:
             f"MLflow tracking store {uri} is not usable ({type(err).__name__}: "
             f"{str(err).splitlines()[0][:200]}); fix MLFLOW_TRACKING_URI or tracking.uri"
         ) from None
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """The whole config as flat MLflow params (`optimizer.lr`), each cut to MLflow's limit."""
+    import mlflow
+
+    from mlpipeline.config.schema import flatten
+
+    mlflow.log_params({k: str(v)[:6000] for k, v in flatten(params).items()})
 
 
 def log_history(history: Iterable[dict[str, Any]]) -> None:
@@ -130,7 +112,7 @@ def log_pipeline_run(
 
     experiment_id = setup(uri, experiment)
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_params({k: str(v)[:6000] for k, v in flatten(params).items()})
+        log_params(params)
         log_history(history)
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items()})
         mlflow.set_tags(tags)

@@ -1,0 +1,29 @@
+"""The configuration: Hydra composition of conf/, the typed schema of the result (params.yaml),
+and the checks of `_target_` sections against the classes they name."""
+
+from mlpipeline.config.composition import compose_config
+from mlpipeline.config.schema import (
+    Config,
+    DigitsSource,
+    Paths,
+    Split,
+    TableSource,
+    Target,
+    load_config,
+    validate_config,
+)
+from mlpipeline.config.targets import check_targets, locate
+
+__all__ = [
+    "Config",
+    "DigitsSource",
+    "Paths",
+    "Split",
+    "TableSource",
+    "Target",
+    "check_targets",
+    "compose_config",
+    "load_config",
+    "locate",
+    "validate_config",
+]

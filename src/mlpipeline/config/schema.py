@@ -1,0 +1,277 @@
+"""Typed schema of the resolved config (params.yaml), and the one-line messages for its errors."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlpipeline.errors import PipelineError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(BaseModel):
+    """A `_target_` section: a dotted class path plus keyword arguments."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    target: str = Field(alias="_target_")
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments: declared fields (e.g. lr) and free ones alike."""
+        return {k: v for k, v in self.spec().items() if k != "_target_"}
+
+    def spec(self) -> dict[str, Any]:
+        """Plain dict with `_target_`, as Hydra's `instantiate` takes it."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class Paths(Section):
+    """Every file or folder that more than one place reads or writes; dvc.yaml names the same
+    (tests/test_dvc_yaml.py checks it)."""
+
+    raw: Path
+    ingested: Path
+    prepared: Path
+    model: Path
+    history: Path
+    metrics: Path
+    eval: Path
+    onnx: Path
+    card: Path
+    reference: Path
+    registration: Path
+
+    def rebased(self, root: Path) -> Paths:
+        """The same layout under `root` (a sweep trial's or a test's directory); `raw` stays,
+        as the data it points at is the user's."""
+        return self.model_copy(
+            update={k: root / v for k, v in self.model_dump().items() if k != "raw"}
+        )
+
+
+class DigitsSource(Section):
+    kind: Literal["digits"]
+
+
+class TableSource(Section):
+    kind: Literal["csv", "parquet"]
+    path: Path
+    label: str = Field(min_length=1)
+    features: list[str] | None = None
+
+
+SOURCE_KINDS = {"digits": DigitsSource, "csv": TableSource, "parquet": TableSource}
+
+
+class Split(Section):
+    train: float = Field(gt=0, lt=1)
+    val: float = Field(gt=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+    min_class_samples: int = Field(ge=3)
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> Split:
+        total = self.train + self.val + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(
+                f"train + val + test must sum to 1, got {self.train} + {self.val} + "
+                f"{self.test} = {total:g}"
+            )
+        return self
+
+
+class Data(Section):
+    source: Annotated[DigitsSource | TableSource, Field(discriminator="kind")]
+    split: Split
+    batch_size: int = Field(ge=1)
+    num_workers: int = Field(ge=0)
+
+
+class Optimizer(Target):
+    lr: float = Field(gt=0)
+
+
+class Trainer(Target):
+    max_epochs: int = Field(ge=1)
+
+
+class Callbacks(BaseModel):
+    """Lightning callbacks by name. The three below are the pipeline's; any other entry is a
+    further callback (`+callbacks.lr_monitor._target_=lightning.pytorch.callbacks....`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, Target | None] = Field(init=False)
+
+    early_stopping: Target | None = None
+    model_checkpoint: Target
+    progress_bar: Target | None = None
+
+    def extra(self) -> dict[str, Target]:
+        """The further callbacks, by name."""
+        return {k: v for k, v in (self.model_extra or {}).items() if v is not None}
+
+
+class Evaluate(Section):
+    batch_size: int = Field(ge=1)
+    calibration_bins: int = Field(ge=2)
+    curve_thresholds: int = Field(ge=2)
+
+
+class Export(Section):
+    opset: int = Field(ge=13)
+    atol: float = Field(gt=0)
+
+
+class Tracking(Section):
+    uri: str | None = None
+    experiment: str = Field(min_length=1)
+    registered_model: str = Field(min_length=1)
+
+
+class Sweep(Section):
+    metric: Literal["val_loss", "val_acc", "val_f1"]
+    direction: Literal["minimize", "maximize"]
+
+
+class Config(Section):
+    """The whole resolved configuration, as in params.yaml."""
+
+    seed: int = Field(ge=0)
+    cpu_threads: int | None = Field(ge=1)
+    paths: Paths
+    data: Data
+    model: Target
+    optimizer: Optimizer
+    scheduler: Target | None
+    trainer: Trainer
+    callbacks: Callbacks
+    evaluate: Evaluate
+    export: Export
+    tracking: Tracking
+    sweep: Sweep
+
+    def targets(self) -> dict[str, Target]:
+        """Every `_target_` section by its dotted key, e.g. `callbacks.early_stopping`."""
+        found = {"model": self.model, "optimizer": self.optimizer, "trainer": self.trainer}
+        if self.scheduler is not None:
+            found["scheduler"] = self.scheduler
+        named = {
+            "early_stopping": self.callbacks.early_stopping,
+            "model_checkpoint": self.callbacks.model_checkpoint,
+            "progress_bar": self.callbacks.progress_bar,
+            **self.callbacks.extra(),
+        }
+        found |= {f"callbacks.{name}": cb for name, cb in named.items() if cb is not None}
+        return found
+
+    def dump(self) -> dict[str, Any]:
+        """Plain dict, `_target_` keys included: what MLflow logs and a DDP rank receives."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def load_config(path: Path | str = "params.yaml") -> Config:
+    """Read and validate a resolved config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(
+            f"{path} not found: run from the repository root, or compose it with "
+            "`python -m mlpipeline.stages.compose`"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise PipelineError(f"{path} is not valid YAML: {err}".replace("\n", " ")) from None
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw: Any, source: str = "config") -> Config:
+    """Validate a plain dict against the schema; raise PipelineError naming every bad key."""
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{source}: expected a mapping at the top level, got {raw!r}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        problems = [_describe(e) for e in err.errors()]
+        raise PipelineError(f"{source}: " + "; ".join(dict.fromkeys(problems))) from None
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: dotted keys, as overrides and MLflow params name them."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+def suggest(name: str, valid: list[str] | set[str]) -> str:
+    """`did you mean 'x'? ` for the closest valid name, or nothing. A name is close when it
+    spells the other's initials (`learning_rate` for `lr`) or differs in a few letters."""
+
+    def initials(key: str) -> str:
+        return "".join(part[:1] for part in key.split("_"))
+
+    abbreviated = [
+        v
+        for v in sorted(valid)
+        if ("_" in name and initials(name) == v) or ("_" in v and initials(v) == name)
+    ]
+    hint = abbreviated or difflib.get_close_matches(name, sorted(valid), n=1)
+    return f"did you mean '{hint[0]}'? " if hint else ""
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One readable clause for one pydantic error: key, problem, bad value, valid choices."""
+    loc = [str(part) for part in error["loc"] if not str(part).startswith("function-after")]
+    # drop the discriminator tags pydantic inserts into the location (data.source.csv.path)
+    loc = [p for p in loc if p not in SOURCE_KINDS]
+    key = ".".join(loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        valid = _fields_at(error["loc"][:-1])
+        return f"{key}: unknown key; {suggest(loc[-1], valid)}valid: {', '.join(valid)}"
+    if kind == "missing":
+        # a misspelt key in a conf file shows up as the right key missing beside an unknown one
+        given = error.get("input") if isinstance(error.get("input"), dict) else {}
+        known = set(_fields_at(error["loc"][:-1]))
+        stray = [k for k in given if k not in known and k != "_target_"]
+        hint = difflib.get_close_matches(loc[-1], stray, n=1, cutoff=0.4)
+        if hint:
+            parent = ".".join(loc[:-1])
+            return f"{parent}.{hint[0]}: unknown key; did you mean '{loc[-1]}'? ({key} is required)"
+        return f"{key}: required key is missing"
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"{key}: {msg} (got {error.get('input')!r})"
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        if part in SOURCE_KINDS:
+            model = SOURCE_KINDS[part]
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def _model_in(annotation: Any) -> Any:
+    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if (found := _model_in(arg)) is not None:
+            return found
+    return None

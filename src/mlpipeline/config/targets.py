@@ -1,0 +1,132 @@
+"""Checks of the `_target_` sections against the classes they name: every key must be an
+argument of the class, and every value must fit the argument's declared type and range, so a
+bad value stops before any work instead of deep inside training."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import types
+import typing
+from typing import Any
+
+from mlpipeline.config.schema import Config, suggest
+from mlpipeline.errors import PipelineError
+
+# Arguments the code passes itself, so the config must not set them.
+SUPPLIED_BY_CODE = {
+    "model": {"in_shape", "num_classes"},
+    "optimizer": {"params"},
+    "scheduler": {"optimizer"},
+    "trainer": {"callbacks", "logger", "default_root_dir", "enable_checkpointing"},
+    "callbacks.model_checkpoint": {"dirpath", "filename"},
+}
+
+
+def locate(dotted: str) -> Any:
+    """Import `package.module.Attr` and return the attribute."""
+    module_name, _, attr = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        raise PipelineError(f"cannot import '{dotted}'; check the dotted path") from None
+
+
+def arguments(target: Any, key: str) -> dict[str, inspect.Parameter] | None:
+    """The keyword arguments the config may give `target`; None when it takes **kwargs."""
+    params = inspect.signature(target).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    supplied = SUPPLIED_BY_CODE.get(key, set()) | {"self"}
+    return {name: p for name, p in params.items() if name not in supplied}
+
+
+def check_targets(cfg: Config) -> None:
+    """Check that each `_target_` imports, accepts the keys given for it, and that each value
+    fits the type the class declares for it. Imports every target (torch, Lightning)."""
+    problems = []
+    for key, section in cfg.targets().items():
+        try:
+            target = locate(section.target)
+        except PipelineError as err:
+            problems.append(f"{key}._target_: {err}")
+            continue
+        valid = arguments(target, key)
+        if valid is None:
+            continue
+        hints = _type_hints(target)
+        for name, value in section.kwargs().items():
+            if name not in valid:
+                problems.append(
+                    f"{key}.{name}: {section.target} takes no argument '{name}'; "
+                    f"{suggest(name, set(valid))}valid: {', '.join(sorted(valid))}"
+                )
+            elif name in hints and (problem := _misfit(hints[name], value)):
+                problems.append(
+                    f"{key}.{name}{problem} (got {value!r}); {section.target} takes "
+                    f"{name}: {_type_name(hints[name])}"
+                )
+    if problems:
+        raise PipelineError("; ".join(problems))
+
+
+def _type_hints(target: Any) -> dict[str, Any]:
+    """Annotations of the target's constructor, resolved where possible; a class whose hints
+    cannot all be resolved (names imported only for type checkers) keeps the ones that can."""
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        return typing.get_type_hints(function, include_extras=True)
+    except Exception:  # NameError and friends from forward references
+        return {
+            name: p.annotation
+            for name, p in inspect.signature(function).parameters.items()
+            if p.annotation is not inspect.Parameter.empty and not isinstance(p.annotation, str)
+        }
+
+
+def _misfit(annotation: Any, value: Any) -> str | None:
+    """Why `value` does not fit `annotation` (': <reason>' with the element's position), or
+    None when it fits or the type cannot be checked."""
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    try:
+        adapter = TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
+    except Exception:  # types pydantic cannot build a validator for: leave them to the class
+        return None
+    try:
+        adapter.validate_python(value)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = "".join(f".{p}" for p in first["loc"] if isinstance(p, int))
+        return f"{where}: {first['msg']}"
+    except Exception:
+        return None
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    """A readable type: `Sequence[int >= 1]`, `float >= 0 and < 1`, `int | None`."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        bounds = [b for meta in annotation.__metadata__ for b in _bounds(meta)]
+        return " ".join([_type_name(args[0]), " and ".join(bounds)]).strip()
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{', '.join(_type_name(a) for a in args)}]" if args else name
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+
+
+def _bounds(meta: Any) -> list[str]:
+    """`>= 0`, `< 1`: the bounds a pydantic Field or an annotated_types constraint sets."""
+    found = []
+    for item in getattr(meta, "metadata", None) or [meta]:
+        for attr, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if (bound := getattr(item, attr, None)) is not None:
+                found.append(f"{op} {bound}")
+    return found

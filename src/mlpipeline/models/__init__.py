@@ -1,0 +1,1 @@
+"""The model layer: networks, the LightningModule, training, and the model-file format."""

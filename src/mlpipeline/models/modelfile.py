@@ -1,0 +1,56 @@
+"""The model file that train writes and evaluate and export read: the network's spec (its
+config, input shape, classes and normalisation) beside its weights, so it rebuilds itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mlpipeline.artifacts import atomic_path
+from mlpipeline.config import locate
+from mlpipeline.errors import PipelineError
+from mlpipeline.models.nets import Normalize
+
+MODEL_FORMAT = 1
+
+
+def build_network(spec: dict[str, Any]) -> nn.Sequential:
+    """Normalize + the configured net, from a spec: net (with `_target_`), in_shape,
+    num_classes and normalization (mean, std)."""
+    net_cfg = dict(spec["net"])
+    target = locate(net_cfg.pop("_target_"))
+    net = target(in_shape=spec["in_shape"], num_classes=spec["num_classes"], **net_cfg)
+    norm = spec["normalization"]
+    return nn.Sequential(Normalize(norm["mean"], norm["std"]), net)
+
+
+def save_model(path: Path, spec: dict[str, Any], network: nn.Module) -> None:
+    """Write spec + weights with torch.save (byte-identical for identical weights)."""
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"format": MODEL_FORMAT, "spec": spec, "state_dict": state}, tmp)
+
+
+def load_model(path: Path) -> tuple[nn.Sequential, dict[str, Any]]:
+    """Rebuild the network from a model file; returns it in eval mode with its spec."""
+    if not Path(path).is_file():
+        raise PipelineError(f"{path} not found: run the train stage first (dvc repro)")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved.get("format") != MODEL_FORMAT:
+        raise PipelineError(f"{path} has model format {saved.get('format')}, expected 1: retrain")
+    network = build_network(saved["spec"])
+    network.load_state_dict(saved["state_dict"])
+    return network.eval(), saved["spec"]
+
+
+def predict_proba(network: nn.Module, x: Any, batch_size: int = 1024) -> torch.Tensor:
+    """Softmax probabilities for a float32 array, in batches, on the CPU."""
+    x = torch.as_tensor(x, dtype=torch.float32)
+    with torch.inference_mode():
+        parts = [
+            network(x[i : i + batch_size]).softmax(dim=1) for i in range(0, len(x), batch_size)
+        ]
+    return torch.cat(parts)

@@ -1,0 +1,129 @@
+"""LightningModule: cross-entropy classifier around a network from `mlpipeline.models.nets`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+
+class Classifier(L.LightningModule):
+    """Trains `network` (logits out) with the optimizer and scheduler specs from the config, and
+    keeps each epoch's metrics (`history`), handing each row to `report_epoch` when given.
+
+    Optimization is manual: one backward and one optimizer step per batch, without Lightning's
+    per-step closure and its optimizer hooks, which cost a small network a noticeable share of
+    its step (docs/performance.md). Lightning leaves gradient clipping and accumulation to the
+    module in this mode: the trainer settings of the same names arrive here
+    (`mlpipeline.models.training` passes them), with the same meaning.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        num_classes: int,
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        accumulate_grad_batches: int = 1,
+        report_epoch: Callable[[dict[str, float]], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.network = network
+        self.optimizer_spec, self.scheduler_spec = optimizer, scheduler
+        self.clip_val, self.clip_algorithm = gradient_clip_val, gradient_clip_algorithm or "norm"
+        self.accumulate = accumulate_grad_batches
+        self.train_loss = MeanMetric()
+        self.epoch_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # the inputs are this module's own predictions and the prepared labels (checked by the
+        # prepare stage): torchmetrics' per-call input checks would only cost time
+        fast = {"num_classes": num_classes, "validate_args": False}
+        self.train_acc = MulticlassAccuracy(average="micro", **fast)
+        self.val_acc = MulticlassAccuracy(average="micro", **fast)
+        self.val_f1 = MulticlassF1Score(average="macro", **fast)
+        self.history: list[dict[str, float]] = []
+        self.report_epoch = report_epoch
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets this around each of the hook calls of a training step, and through
+        # nn.Module.__setattr__ (which looks for parameters, buffers and submodules) that is a
+        # measurable share of a small network's step
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], index: int) -> torch.Tensor:
+        x, y = batch
+        logits = self.network(x)
+        loss = F.cross_entropy(logits, y)
+        self.manual_backward(loss / self.accumulate if self.accumulate > 1 else loss)
+        last = self.trainer.is_last_batch
+        if (index + 1) % self.accumulate == 0 or last:
+            optimizer = self.optimizers()
+            if self.clip_val:
+                self.clip_gradients(optimizer, self.clip_val, self.clip_algorithm)
+            optimizer.step()
+            optimizer.zero_grad()
+        # A `self.log` or torchmetrics call per step costs a tenth of a small model's step:
+        # keep the epoch's losses and predictions, and compute and log its metrics once, on
+        # its last batch (before the on_train_epoch_end hooks that read them)
+        self.epoch_outputs.append((loss.detach(), logits.detach().argmax(dim=1), y))
+        if last:
+            losses, preds, targets = zip(*self.epoch_outputs, strict=True)
+            self.epoch_outputs.clear()
+            sizes = torch.tensor([len(t) for t in targets], dtype=torch.float32)
+            self.train_loss.update(torch.stack(losses), weight=sizes.to(self.device))
+            self.train_acc.update(torch.cat(preds), torch.cat(targets))
+            # compute() syncs across DDP ranks
+            self.log(
+                "train_loss", self.train_loss.compute(), on_step=False, on_epoch=True, prog_bar=True
+            )
+            self.log("train_acc", self.train_acc.compute(), on_step=False, on_epoch=True)
+            self.train_loss.reset()
+            self.train_acc.reset()
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Module hooks, not a callback: Lightning calls each callback's hooks on every step.
+        # Validation has run; the monitoring callbacks (checkpoint, early stopping) come next.
+        row = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+        row["epoch"] = self.current_epoch
+        row["lr"] = self.optimizers().param_groups[0]["lr"]  # the rate this epoch trained at
+        self.history.append(row)
+        if self.report_epoch is not None:
+            self.report_epoch(row)
+        # the next epoch's rate (automatic optimization would step here too, before validation)
+        if self.scheduler_spec is not None:
+            self.lr_schedulers().step()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.val_acc(logits, y)
+        self.val_f1(logits, y)
+        self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True, sync_dist=True)
+        self.log("val_acc", self.val_acc, prog_bar=True)
+        self.log("val_f1", self.val_f1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.optimizer_spec, params=self.parameters())
+        if self.scheduler_spec is None:
+            return optimizer
+        scheduler = instantiate(self.scheduler_spec, optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -1,0 +1,174 @@
+"""Training with Lightning, from the resolved config and the prepared data: the logic of the
+train stage and of every sweep trial.
+
+Seeded and deterministic: two runs on the same CPU write byte-identical model files. Lightning
+checkpoints (which hold paths and loop state) live in a temporary directory; the best weights
+go into the self-describing model file (`mlpipeline.models.modelfile`) that later stages read.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlpipeline.config import Config
+
+# Trainer settings that the module applies itself, as it optimizes manually
+MODULE_TRAINER_ARGS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    network: Any  # the trained torch module, best checkpoint's weights
+    spec: dict[str, Any]  # what rebuilds it (mlpipeline.models.modelfile)
+    history: list[dict[str, float]]
+    monitor: str
+    best_score: float
+    global_zero: bool = True  # False in the other processes of a DDP run
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+
+def fit(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
+    """Train the configured network on `cfg.paths.prepared`; `callbacks` are added to the
+    configured ones (benchmarks pass their timers here)."""
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    from mlpipeline.config import check_targets
+    from mlpipeline.data.datamodule import ArrayDataModule
+    from mlpipeline.determinism import use_portable_kernels
+    from mlpipeline.models.modelfile import build_network
+    from mlpipeline.models.module import Classifier
+
+    check_targets(cfg)
+    use_portable_kernels(cfg.cpu_threads)
+    quiet_lightning()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = ArrayDataModule(
+        cfg.paths.prepared, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed
+    )
+    spec = {
+        "net": cfg.model.spec(),
+        "in_shape": data.meta["input_shape"],
+        "num_classes": len(data.meta["classes"]),
+        "normalization": data.meta["normalization"],
+    }
+    network = build_network(spec)
+    trainer_args = cfg.trainer.spec()
+    # progress bars on a terminal; in a file or a CI log one line per epoch instead
+    terminal = sys.stderr.isatty()
+    module = Classifier(
+        network,
+        spec["num_classes"],
+        cfg.optimizer.spec(),
+        cfg.scheduler.spec() if cfg.scheduler else None,
+        # the module optimizes manually, so it clips and accumulates (mlpipeline.models.module)
+        **{k: trainer_args.pop(k) for k in MODULE_TRAINER_ARGS if k in trainer_args},
+        report_epoch=None if terminal else _print_epoch(trainer_args["max_epochs"]),
+    )
+    with tempfile.TemporaryDirectory(prefix="ckpt-") as ckpt_dir:
+        checkpoint = instantiate(
+            cfg.callbacks.model_checkpoint.spec(), dirpath=ckpt_dir, filename="best"
+        )
+        configured = [cfg.callbacks.early_stopping, *cfg.callbacks.extra().values()]
+        if terminal:
+            configured.append(cfg.callbacks.progress_bar)
+        else:
+            trainer_args.setdefault("enable_progress_bar", False)
+        trainer = instantiate(
+            trainer_args,
+            profiler=trainer_args.pop("profiler", None) or null_profiler(),
+            callbacks=[
+                checkpoint,
+                *(instantiate(c.spec()) for c in configured if c is not None),
+                *(callbacks or []),
+            ],
+            logger=False,
+            default_root_dir=ckpt_dir,
+            enable_checkpointing=True,
+        )
+        trainer.fit(module, datamodule=data)
+        # debug presets (fast_dev_run, overfit_batches) save no checkpoint: keep the last weights.
+        # Only rank 0 reads the best checkpoint: it lives in rank 0's temporary directory
+        # (Lightning broadcasts its path), gone once rank 0 leaves this block.
+        if checkpoint.best_model_path and trainer.is_global_zero:
+            best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+            module.load_state_dict(best["state_dict"])
+        score = checkpoint.best_model_score
+        best_score = float(score) if score is not None else float("nan")
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Lightning leaves the DDP process group up; the next fit in this process (the next
+        # sweep trial) would reuse it with peers that have exited
+        torch.distributed.destroy_process_group()
+    history = [{k: row[k] for k in HISTORY_COLUMNS if k in row} for row in module.history]
+    return TrainResult(
+        module.network, spec, history, checkpoint.monitor, best_score, trainer.is_global_zero
+    )
+
+
+def save(result: TrainResult, model_path: Path, history_path: Path) -> None:
+    """Write the model file and the epoch history (CSV, for `dvc plots`); rank 0 only."""
+    from mlpipeline.artifacts import write_csv
+    from mlpipeline.models.modelfile import save_model
+
+    if not result.global_zero:
+        return
+    save_model(model_path, result.spec, result.network)
+    rows = [{k: _fmt(v) for k, v in row.items()} for row in result.history]
+    write_csv(history_path, rows, list(HISTORY_COLUMNS))
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up lines (devices, seeds) but drop its advert for a logging
+    service, and its warning about its own use of a deprecated torch API."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropAdverts) for f in logger.filters):
+            logger.addFilter(_DropAdverts())
+    warnings.filterwarnings("ignore", message=".*treespec.*deprecated")
+
+
+def null_profiler() -> Any:
+    """Lightning's default profiler, which records nothing, without its cost: it wraps each of
+    the hook calls of a training step in a fresh generator-based context manager; this one
+    hands out a single null context. `trainer.profiler` (e.g. `debug=profiler`) replaces it."""
+    import contextlib
+
+    from lightning.pytorch.profilers import PassThroughProfiler
+
+    null = contextlib.nullcontext()
+
+    class NullProfiler(PassThroughProfiler):
+        def profile(self, action_name: str) -> contextlib.AbstractContextManager:
+            return null
+
+    return NullProfiler()
+
+
+def _print_epoch(max_epochs: int) -> Any:
+    def report(row: dict[str, float]) -> None:
+        shown = [k for k in HISTORY_COLUMNS if k in row and k not in ("epoch", "lr")]
+        scores = "  ".join(f"{k} {row[k]:.4g}" for k in shown)
+        print(f"epoch {int(row['epoch']) + 1}/{max_epochs}: {scores}", flush=True)
+
+    return report
+
+
+def _fmt(value: float) -> str | int:
+    return value if isinstance(value, int) else f"{value:.6g}"

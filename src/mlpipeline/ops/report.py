@@ -1,0 +1,270 @@
+"""The pull-request report: what a change did to the pipeline, against a base git ref.
+
+    python -m mlpipeline.ops.report --base origin/main --out reports/pr
+
+Run it after `dvc repro`. It writes `report.md` and the plots it shows into the output
+directory: `dvc params diff` and `dvc metrics diff` against the base as Markdown tables, the
+confusion matrix and the ROC/PR and training curves as PNGs (rendered from the evaluation and
+history files by `mlpipeline.plots`), the data and model hashes of the base and of this change
+(from `dvc.lock` and the model card), and whether the `dvc.lock` committed at HEAD matches what
+was reproduced.
+The directory is replaced as a whole, atomically, and ignores itself in git.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlpipeline.artifacts import atomic_path, read_json
+from mlpipeline.config import Paths, load_config
+from mlpipeline.errors import PipelineError, exit_on_error
+from mlpipeline.git import git
+
+REPORT_NAME = "report.md"
+# alt text for the pictures mlpipeline.plots.render_plots writes; unknown names use their stem
+PLOT_TITLES = {
+    "confusion_matrix.png": "Confusion matrix (test split)",
+    "roc_pr.png": "ROC and precision-recall curves (test split, micro-averaged)",
+    "training_curves.png": "Training curves (loss and accuracy per epoch)",
+}
+CARD_HASHES = ("data", "model", "onnx")
+
+
+@dataclass(frozen=True)
+class LockCheck:
+    """How the working-tree dvc.lock (what was reproduced) compares with the one at HEAD."""
+
+    committed: bool
+    matches: bool
+    differing_stages: tuple[str, ...]
+
+
+def _git(repo: Path, *args: str) -> str:
+    try:
+        return git(repo, *args)
+    except (OSError, subprocess.CalledProcessError) as err:
+        reason = (getattr(err, "stderr", "") or "").strip().splitlines() or [str(err)]
+        raise PipelineError(f"git {' '.join(args)} failed in {repo}: {reason[-1]}") from None
+
+
+def _git_file(repo: Path, rev: str, path: str) -> str | None:
+    """The text of `path` at `rev`, or None when that commit has no such file."""
+    try:
+        return git(repo, "show", f"{rev}:{path}", strip=False)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def resolve_base(repo: Path, base: str) -> str:
+    """The commit `base` names; PipelineError naming the fix when git does not know it."""
+    if not (repo / ".git").exists():
+        raise PipelineError(f"{repo} is not a git repository: run from the repository root")
+    if not base or base.startswith("-"):
+        raise PipelineError(f"base ref {base!r} is not a git ref name: pass one like origin/main")
+    try:
+        return git(repo, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
+    except (OSError, subprocess.CalledProcessError):
+        raise PipelineError(
+            f"base ref {base!r} is not a commit of this repository: fetch it first "
+            "(git fetch origin <branch>, or actions/checkout with fetch-depth: 0)"
+        ) from None
+
+
+def dvc_table(repo: Path, what: str, base: str) -> str | None:
+    """`dvc <what> diff <base> --md`: the Markdown table, or None when nothing changed."""
+    # the dvc of this interpreter, whatever PATH says
+    cmd = [sys.executable, "-m", "dvc", what, "diff", base, "--md"]
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+        raise PipelineError(f"dvc {what} diff {base} failed: {lines[-1].strip()}")
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    # a header and its rule line alone mean no differences
+    return "\n".join(rows) if len(rows) > 2 else None
+
+
+def check_lock(repo: Path) -> LockCheck:
+    """Compare the reproduced dvc.lock with the committed one, naming the stages that differ."""
+    current_path = repo / "dvc.lock"
+    if not current_path.is_file():
+        raise PipelineError(f"{current_path} not found: run the pipeline (dvc repro) first")
+    current = current_path.read_text(encoding="utf-8")
+    committed = _git_file(repo, "HEAD", "dvc.lock")
+    if committed is None:
+        return LockCheck(committed=False, matches=False, differing_stages=())
+    if committed == current:
+        return LockCheck(committed=True, matches=True, differing_stages=())
+    old = _lock_stages(committed)
+    new = _lock_stages(current)
+    differing = tuple(
+        sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
+    )
+    return LockCheck(committed=True, matches=False, differing_stages=differing)
+
+
+def _lock_stages(text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError:
+        return {}
+    return dict(data.get("stages") or {}) if isinstance(data, dict) else {}
+
+
+def lock_outputs(text: str | None) -> dict[str, str]:
+    """Output path -> md5 for every stage output recorded in a dvc.lock text."""
+    outputs: dict[str, str] = {}
+    for stage in _lock_stages(text or "").values():
+        for out in stage.get("outs") or []:
+            if isinstance(out, dict) and "path" in out:
+                outputs[out["path"]] = str(out.get("md5", "?"))
+    return outputs
+
+
+def _paths(repo: Path) -> Paths:
+    """Where params.yaml puts the history, the evaluation files and the model card."""
+    try:
+        paths = load_config(repo / "params.yaml").paths
+    except PipelineError as err:
+        raise PipelineError(f"cannot read the pipeline's paths: {err}") from None
+    return paths.model_copy(update={k: repo / v for k, v in paths.model_dump().items()})
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _read_card(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: run the pipeline (dvc repro) first")
+    try:
+        card = read_json(path)
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"cannot read {path}: {_first_line(err)}") from None
+    if not isinstance(card, dict):
+        raise PipelineError(f"{path} is not a model card (a JSON object): re-run dvc repro")
+    return card
+
+
+def _hash_table(base: str, base_lock: str | None, head_lock: str, card: dict[str, Any]) -> str:
+    rows = ["| output | base | this change |", "|---|---|---|"]
+    old, new = lock_outputs(base_lock), lock_outputs(head_lock)
+    for path in sorted(old.keys() | new.keys()):
+        before, after = old.get(path, "—"), new.get(path, "—")
+        mark = "" if before == after else " (changed)"
+        rows.append(f"| `{path}` | `{before}` | `{after}`{mark} |")
+    hashes = card.get("hashes") or {}
+    card_lines = [f"- {name}: `{hashes.get(name, '—')}`" for name in CARD_HASHES]
+    return "\n".join(
+        [
+            f"Stage outputs recorded in `dvc.lock` (base: `{base}`):",
+            "",
+            *rows,
+            "",
+            f"Model card, version `{card.get('version', '—')}`: the served model's hashes",
+            "",
+            *card_lines,
+        ]
+    )
+
+
+def _lock_section(check: LockCheck) -> str:
+    if not check.committed:
+        return (
+            "⚠️ HEAD has no committed `dvc.lock`: commit the one `dvc repro` writes so the "
+            "change records its data and model hashes."
+        )
+    if check.matches:
+        return "✅ The committed `dvc.lock` matches what was reproduced here."
+    stages = ", ".join(f"`{name}`" for name in check.differing_stages) or "formatting only"
+    return (
+        f"⚠️ The committed `dvc.lock` differs from what was reproduced here (stages: {stages}). "
+        "Run `dvc repro` and commit `dvc.lock` (or pull the outputs with `dvc pull`) so that "
+        "the pull request records what it trains."
+    )
+
+
+def build_report(repo: Path, base: str, out_dir: Path) -> Path:
+    """Write the report of the working tree of `repo` against git ref `base` into `out_dir`.
+
+    `out_dir` is replaced as a whole (written beside it, then renamed), so a failure leaves the
+    previous report in place. Returns the path of report.md.
+    """
+    repo = Path(repo).resolve()
+    out_dir = Path(out_dir)
+    if not out_dir.is_absolute():
+        out_dir = repo / out_dir
+    base_commit = resolve_base(repo, base)
+    head = _git(repo, "rev-parse", "--short", "HEAD").strip()
+    paths = _paths(repo)
+    card = _read_card(paths.card)
+    lock = check_lock(repo)
+    params = dvc_table(repo, "params", base)
+    metrics = dvc_table(repo, "metrics", base)
+    head_lock = (repo / "dvc.lock").read_text(encoding="utf-8")
+    base_lock = _git_file(repo, base_commit, "dvc.lock")
+
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        try:
+            from mlpipeline.plots import render_plots
+
+            images = render_plots(paths.history, paths.eval, tmp)
+        except FileNotFoundError as err:
+            raise PipelineError(
+                f"{err.filename} not found: run the pipeline (dvc repro) before the report"
+            ) from None
+        plots = [f"![{PLOT_TITLES.get(p.name, p.stem)}]({p.name})" for p in images]
+        text = "\n".join(
+            [
+                f"# Pipeline report: `{head}` against `{base}` (`{base_commit[:7]}`)",
+                "",
+                _lock_section(lock),
+                "",
+                f"## Parameters (`dvc params diff {base}`)",
+                "",
+                params or f"No parameter differs from `{base}`.",
+                "",
+                f"## Metrics (`dvc metrics diff {base}`)",
+                "",
+                metrics or f"No metric differs from `{base}`.",
+                "",
+                "## Data and model hashes",
+                "",
+                _hash_table(base, base_lock, head_lock, card),
+                "",
+                "## Plots",
+                "",
+                *(f"{line}\n" for line in plots),
+            ]
+        )
+        (tmp / REPORT_NAME).write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+        # generated output: keep it out of `git status` without touching the repository's ignores
+        (tmp / ".gitignore").write_text("*\n", encoding="utf-8")
+    return out_dir / REPORT_NAME
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: build the report; bad input is one line on stderr and exit status 1."""
+    parser = argparse.ArgumentParser(
+        description="Report what the working tree changed against a base git ref: params and "
+        "metrics diffs, plots, data and model hashes, dvc.lock check.",
+    )
+    parser.add_argument("--base", required=True, help="git ref to compare with (origin/main)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("reports/pr"), help="output directory (reports/pr)"
+    )
+    parser.add_argument("--repo", type=Path, default=Path("."), help="repository root (.)")
+    args = parser.parse_args(argv)
+    with exit_on_error("interrupted; the previous report, if any, is unchanged"):
+        path = build_report(args.repo, args.base, args.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

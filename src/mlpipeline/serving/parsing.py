@@ -1,0 +1,122 @@
+"""Request bodies: read within a size limit, parsed into a float32 batch, or refused with a
+status and a one-line message saying what is wrong."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import Request
+
+
+class ClientError(Exception):
+    """A request the service cannot use: answered with `status` and a one-line message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+def parse_inputs(body: bytes, example_shape: tuple[int, ...], max_batch: int) -> np.ndarray:
+    """Turn a request body into a float32 batch of shape (n, *example_shape), or raise
+    ClientError saying what is wrong with it."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise _json_error(body, err) from None
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise ClientError(422, "schema", 'body must be a JSON object {"inputs": [example, ...]}')
+    if extra := sorted(set(payload) - {"inputs"}):
+        raise ClientError(422, "schema", f'unknown keys {extra}: send only {{"inputs": [...]}}')
+    inputs = payload["inputs"]
+    expected = list(example_shape)
+    if not isinstance(inputs, list):
+        raise ClientError(422, "schema", f"inputs must be a list of examples of shape {expected}")
+    if not inputs:
+        raise ClientError(422, "empty", "inputs is empty: send at least one example")
+    if len(inputs) > max_batch:
+        raise ClientError(
+            422, "batch", f"batch of {len(inputs)} examples is over the limit of {max_batch}"
+        )
+    try:
+        array = np.asarray(inputs)
+    except ValueError:  # numpy's message for ragged nesting is long and about numpy
+        raise ClientError(
+            422,
+            "shape",
+            f"inputs are ragged or nested too deeply: every example must have shape {expected}",
+        ) from None
+    if array.dtype.kind not in "iuf" or (
+        (b"true" in body or b"false" in body) and _has_bool(inputs)
+    ):
+        # numpy would quietly turn "1.5" into 1.5 and true into 1: refuse instead
+        raise ClientError(422, "type", _type_message(array.dtype.kind))
+    if array.shape[1:] != example_shape:
+        count = int(np.prod(example_shape))
+        raise ClientError(
+            422,
+            "shape",
+            f"each example must have shape {expected} ({count} numbers); "
+            f"got inputs of shape {list(array.shape)}",
+        )
+    with np.errstate(over="ignore"):  # overflow to inf is caught just below
+        x = array.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ClientError(
+            422, "value", "inputs must be finite: values beyond float32 range are refused"
+        )
+    return x
+
+
+def _json_error(body: bytes, err: orjson.JSONDecodeError) -> ClientError:
+    """Name NaN and Infinity plainly (orjson only says 'unexpected character')."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(name)
+
+    if "infinity" in str(err):  # a literal such as 1e999 overflows a double
+        return ClientError(422, "value", f"inputs must be finite numbers: {err}")
+    if b"NaN" in body or b"Infinity" in body:
+        try:
+            json.loads(body, parse_constant=refuse)
+        except ValueError as std_err:
+            if str(std_err) in ("NaN", "Infinity", "-Infinity"):
+                return ClientError(
+                    422, "value", f"inputs must be finite numbers: {std_err} is not allowed"
+                )
+        except RecursionError:  # nesting deeper than orjson allows: its message says so
+            pass
+    return ClientError(400, "json", f"malformed JSON: {err}")
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_bool(v) for v in value)
+    return isinstance(value, bool)
+
+
+def _type_message(kind: str) -> str:
+    found = {"U": "strings", "b": "true/false", "O": "null, objects or oversized integers"}
+    return f"inputs must be numbers; found {found.get(kind, 'true/false')}"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes
+    (from Content-Length when given, else while streaming), so it is never held whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ClientError(400, "length", f"invalid Content-Length {declared!r}")
+        if int(declared) > limit:
+            raise ClientError(
+                413, "size", f"body of {declared} bytes is over the limit of {limit} bytes"
+            )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ClientError(413, "size", f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,40 @@
+"""The service's settings, from environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service settings, read from environment variables of the same name in upper case
+    (MODEL_PATH, CARD_PATH, HOST, PORT, WORKERS, MAX_BATCH, MAX_BODY_BYTES, ...)."""
+
+    # `model_path` would otherwise collide with pydantic's reserved `model_` prefix
+    model_config = SettingsConfigDict(protected_namespaces=(), frozen=True, extra="ignore")
+
+    model_path: Path = Field(Path("models/model.onnx"), description="the ONNX model")
+    card_path: Path | None = Field(None, description="model card; default: beside the model")
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 in the image)")
+    port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    max_batch: int = Field(1024, ge=1, description="most examples in one request")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1, description="largest request body")
+    intra_op_threads: int = Field(
+        1, ge=0, description="ONNX Runtime threads per request; 0: one per core"
+    )
+    git_commit: str | None = Field(None, description="shown by /metadata")
+    otel: bool = Field(
+        False,
+        description="FastAPI's OpenTelemetry instrumentation (needs providers set up); off by "
+        "default: /metrics covers the service, and the check costs time on every request",
+    )
+    log_level: str = Field("info", pattern="^(critical|error|warning|info|debug|trace)$")
+    access_log: bool = False
+
+    @property
+    def card_file(self) -> Path:
+        """The model card: CARD_PATH, else model_card.json beside the model."""
+        return self.card_path or self.model_path.with_name("model_card.json")

@@ -1,0 +1,99 @@
+"""Stage `compose`: resolve the Hydra configs in conf/ into params.yaml.
+
+DVC composes conf/ only inside `dvc exp run -S`; this stage makes plain `dvc repro` do it too.
+It depends on conf/ and on params.yaml itself, so after an edit under conf/, or of params.yaml
+by hand, `dvc repro` composes params.yaml from conf/ again and re-runs exactly the stages whose
+parameters changed. Its stamp output is persistent: DVC's run cache never restores this stage
+in place of running it, which would bring the stamp back but not params.yaml.
+
+Inside `dvc exp run` (DVC sets DVC_EXP_NAME), params.yaml is left as DVC wrote it: with
+`hydra.enabled`, DVC composes conf/ (uncommitted edits included) with the `-S` overrides just
+before the run, and composing again here would drop those overrides; with `--no-hydra` the user
+manages params.yaml. It is still validated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mlpipeline.artifacts import atomic_path
+from mlpipeline.config import Config, check_targets, compose_config, load_config
+from mlpipeline.config.schema import flatten
+from mlpipeline.errors import exit_on_error
+
+STAMP_TEXT = "params.yaml is composed from conf/ by the `compose` stage of dvc.yaml\n"
+
+
+def compose_stage(
+    conf_dir: Path, output: Path, stamp: Path, overrides: list[str], experiment: str | None = None
+) -> Config:
+    """Write params.yaml (and the stamp) from conf/; nothing is written if validation fails.
+    In a DVC experiment (`experiment` names it) an existing params.yaml is kept, validated."""
+    if experiment and output.is_file() and not overrides:
+        config = load_config(output)
+        check_targets(config)
+        print(f"compose: experiment {experiment}: keeping {output} as `dvc exp run` composed it")
+    else:
+        text, config = compose_config(conf_dir, overrides)
+        check_targets(config)
+        for line in changes(output, text):
+            print(f"compose: {line}")
+        with atomic_path(output) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(STAMP_TEXT, encoding="utf-8")
+    return config
+
+
+def changes(old_path: Path, new_text: str) -> list[str]:
+    """What the new composition changes in the existing params.yaml, one line per key, so
+    an edit under conf/ (or the undoing of a hand edit) is visible in the log."""
+    import yaml
+
+    if not old_path.is_file():
+        return []
+    old = flatten(yaml.safe_load(old_path.read_text(encoding="utf-8")) or {})
+    new = flatten(yaml.safe_load(new_text))
+    return [
+        f"{key}: {old.get(key, '(absent)')} -> {new.get(key, '(absent)')}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides (e.g. trainer=ddp); written to params.yaml they last until the "
+        "next `dvc repro`, which composes it from conf/ again: use `dvc exp run -S` for an "
+        "experiment, or --output for a config to pass to a stage's --params",
+    )
+    parser.add_argument("--conf", type=Path, default=Path("conf"))
+    parser.add_argument("--output", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--stamp", type=Path, default=Path("data/.composed"))
+    args = parser.parse_args()
+    with exit_on_error():
+        config = compose_stage(
+            args.conf, args.output, args.stamp, args.overrides, os.environ.get("DVC_EXP_NAME")
+        )
+    print(
+        f"composed {args.conf}/ -> {args.output}: data={config.data.source.kind} "
+        f"model={config.model.target.rsplit('.', 1)[-1]} "
+        f"optimizer={config.optimizer.target.rsplit('.', 1)[-1]}"
+    )
+    if args.overrides and args.output.name == "params.yaml":
+        print(
+            f"compose: {args.output} now holds overrides that conf/ does not; the next "
+            "`dvc repro` composes it from conf/ again (to keep them, edit conf/; to try "
+            "them as an experiment, `dvc exp run -S`)",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Stage `register`: the pipeline's MLflow run (params, per-epoch and test metrics, plots, model
+card) with the exported ONNX model registered as a new version of `tracking.registered_model`.
+
+Its own stage, after export, so that editing plot or tracking code re-runs this alone. Its
+output is a receipt of what was registered, which only the pipeline's inputs determine (the
+run id and version differ on every run: they go to stdout and MLflow). The receipt is
+persistent, so DVC's run cache never restores it in place of logging: a stage restored from
+the cache would leave the store without the run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlpipeline import tracking
+from mlpipeline.artifacts import read_csv, read_json, write_json
+from mlpipeline.cli import run_stage
+from mlpipeline.config import Config
+from mlpipeline.data.splits import read_split
+from mlpipeline.errors import PipelineError
+from mlpipeline.git import state
+from mlpipeline.plots import render_plots
+
+
+def register(cfg: Config) -> dict[str, Any]:
+    """Log the run and register the model; write `paths.registration`; return the receipt."""
+    for needed in (cfg.paths.onnx, cfg.paths.card, cfg.paths.metrics, cfg.paths.history):
+        if not needed.is_file():
+            raise PipelineError(f"{needed} not found: run the stages before register (dvc repro)")
+    card = read_json(cfg.paths.card)
+    metrics = read_json(cfg.paths.metrics)
+    x, _ = read_split(cfg.paths.prepared, "test")
+    git = state(tracking.repo_root())
+    hashes = card["hashes"]
+    check = card["export_check"] | {"max_abs_diff": onnx_difference(cfg, card, x)}
+    with tempfile.TemporaryDirectory() as scratch:
+        logged = tracking.log_pipeline_run(
+            uri=cfg.tracking.uri,
+            experiment=cfg.tracking.experiment,
+            registered_model=cfg.tracking.registered_model,
+            params=cfg.dump(),
+            history=read_csv(cfg.paths.history),
+            metrics=metrics,
+            tags={
+                "git_commit": str(git["commit"]),
+                "git_dirty": str(git["dirty"]),
+                "data_md5": hashes["data"],
+                "model_md5": hashes["model"],
+                "onnx_md5": hashes["onnx"],
+                **({"dvc_exp_name": name} if (name := os.environ.get("DVC_EXP_NAME")) else {}),
+            },
+            onnx_path=cfg.paths.onnx,
+            card=card | {"git_commit": git["commit"], "export_check": check},
+            artifacts=[
+                cfg.paths.metrics,
+                *render_plots(cfg.paths.history, cfg.paths.eval, Path(scratch)),
+            ],
+            input_example=x[:2],
+        )
+    receipt = {
+        "registered_model": cfg.tracking.registered_model,
+        "experiment": cfg.tracking.experiment,
+        "model_version": card["version"],
+        "onnx_md5": hashes["onnx"],
+    }
+    write_json(cfg.paths.registration, receipt)
+    print(
+        f"registered {cfg.paths.onnx} as {cfg.tracking.registered_model} version "
+        f"{logged['model_version']} (MLflow run {logged['run_id']}) at "
+        f"{tracking.tracking_uri(cfg.tracking.uri)}"
+    )
+    return receipt
+
+
+def onnx_difference(cfg: Config, card: dict[str, Any], x: np.ndarray) -> float:
+    """ONNX Runtime's largest difference from the reference outputs on this machine: it picks
+    its kernels by CPU, so the figure goes to MLflow, never into a hashed file."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(cfg.paths.onnx), providers=["CPUExecutionProvider"])
+    probs = session.run(None, {card["input"]["name"]: x})[0]
+    return float(np.abs(probs - np.load(cfg.paths.reference, allow_pickle=False)).max())
+
+
+if __name__ == "__main__":
+    run_stage(register)

@@ -1,0 +1,26 @@
+"""Stage `train`: fit the configured network (`mlpipeline.models.training`); write the model
+file and the epoch history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlpipeline.cli import run_stage
+from mlpipeline.config import Config
+from mlpipeline.models.training import TrainResult, fit, save
+
+
+def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
+    """Train from `paths.prepared`; write `paths.model` and `paths.history`."""
+    result = fit(cfg, callbacks)
+    save(result, cfg.paths.model, cfg.paths.history)
+    if result.global_zero:
+        print(
+            f"trained {result.epochs} epochs; best {result.monitor} = {result.best_score:.4f} "
+            f"-> {cfg.paths.model}"
+        )
+    return result
+
+
+if __name__ == "__main__":
+    run_stage(train)

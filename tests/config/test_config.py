@@ -1,0 +1,122 @@
+"""mlpipeline.config: composition of conf/ into params.yaml, the schema, the checks of the
+`_target_` sections, and their one-line error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import ROOT
+
+from mlpipeline.config import check_targets, compose_config, load_config, validate_config
+from mlpipeline.errors import PipelineError
+from mlpipeline.stages.compose import STAMP_TEXT, compose_stage
+
+
+def test_committed_params_yaml_is_the_composition_of_conf() -> None:
+    text, _ = compose_config(ROOT / "conf")
+    assert (ROOT / "params.yaml").read_text() == text, "run `python -m mlpipeline.stages.compose`"
+
+
+def test_compose_stage_writes_params_and_stamp(tmp_path: Path) -> None:
+    out, stamp = tmp_path / "params.yaml", tmp_path / "stamp"
+    cfg = compose_stage(ROOT / "conf", out, stamp, ["model=mlp"])
+    assert cfg.model.target == "mlpipeline.models.nets.MLP"
+    assert load_config(out) == cfg
+    assert stamp.read_text() == STAMP_TEXT
+
+
+def compose_error(tmp_path: Path, *overrides: str) -> str:
+    """The one-line error of composing conf/ with `overrides`; nothing may be written."""
+    out = tmp_path / "params.yaml"
+    with pytest.raises(PipelineError) as err:
+        compose_stage(ROOT / "conf", out, tmp_path / "stamp", list(overrides))
+    assert "\n" not in str(err.value)
+    assert not out.exists(), "nothing is written when validation fails"
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["+evaluate.batchsize=3"], "evaluate.batchsize: unknown key; did you mean 'batch_size'?"),
+        (["optimizer.lr=-0.1"], "optimizer.lr: Input should be greater than 0 (got -0.1)"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs: Input should be greater than or equal"),
+        (["data.split.val=0.3"], "must sum to 1"),
+        (["data.batch_size=many"], "data.batch_size: Input should be a valid integer"),
+        (["data.source.kind=xlsx"], "'digits', 'csv', 'parquet'"),
+        (["model=transformer"], "available options in 'model': cnn, mlp"),
+        (
+            ["+trainer.max_epoch=3"],
+            "trainer.max_epoch: lightning.pytorch.Trainer takes no argument",
+        ),
+        # the values of `_target_` sections, against the class's annotations
+        (["model.dropout=1.5"], "model.dropout: Input should be less than 1 (got 1.5)"),
+        (["model.dropout=1.5"], "takes dropout: float >= 0 and < 1"),
+        (
+            ["model=mlp", "model.hidden=128"],
+            "model.hidden: Input should be an instance of Sequence",
+        ),
+        (["model=mlp", "model.hidden=128"], "takes hidden: Sequence[int >= 1]"),
+        (["model.channels=[16,0]"], "model.channels.1: Input should be greater than or equal to 1"),
+        (["trainer.precision=32bit"], "trainer.precision"),
+        # a misspelt override: the closest key and the valid ones, not Hydra's `+key` advice
+        (
+            ["optimizer.learning_rate=0.01"],
+            "optimizer.learning_rate: unknown key; did you mean 'lr'?",
+        ),
+        (["optimizer.learning_rate=0.01"], "valid: amsgrad, betas,"),
+        (["data.batchsize=3"], "data.batchsize: unknown key; did you mean 'batch_size'?"),
+        (["optimizer.betas=[0.9,0.99]"], "add it with +optimizer.betas=<value>"),
+    ],
+)
+def test_bad_config_fails_in_one_line_naming_the_key(
+    tmp_path: Path, overrides: list[str], expected: str
+) -> None:
+    message = compose_error(tmp_path, *overrides)
+    assert expected in message
+    assert "To append to your config" not in message
+
+
+def test_a_misspelt_key_in_a_conf_file_suggests_the_right_one(tmp_path: Path) -> None:
+    import shutil
+
+    conf = Path(shutil.copytree(ROOT / "conf", tmp_path / "conf"))
+    adamw = conf / "optimizer/adamw.yaml"
+    adamw.write_text(adamw.read_text().replace("lr:", "lr_rate:"))
+    with pytest.raises(PipelineError) as err:
+        compose_config(conf)
+    assert "optimizer.lr_rate: unknown key; did you mean 'lr'?" in str(err.value)
+
+
+def test_misspelt_target_argument_suggests_the_right_one(make_cfg) -> None:
+    raw = make_cfg().dump()
+    raw["optimizer"]["weight_decya"] = 0.1
+    with pytest.raises(PipelineError, match="did you mean 'weight_decay'"):
+        check_targets(validate_config(raw))
+
+
+def test_further_callbacks_are_checked_like_the_others(make_cfg) -> None:
+    cfg = make_cfg("+callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor")
+    check_targets(cfg)
+    assert "callbacks.lr_monitor" in cfg.targets()
+    raw = cfg.dump()
+    raw["callbacks"]["lr_monitor"]["logging_intervall"] = "epoch"
+    with pytest.raises(PipelineError, match="did you mean 'logging_interval'"):
+        check_targets(validate_config(raw))
+
+
+def test_missing_params_file_says_how_to_make_it(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match=r"mlpipeline\.stages\.compose"):
+        load_config(tmp_path / "params.yaml")
+
+
+def test_paths_rebase_under_a_directory_except_the_raw_data(tmp_path: Path) -> None:
+    paths = compose_config(ROOT / "conf")[1].paths
+    moved = paths.rebased(tmp_path)
+    assert moved.raw == paths.raw
+    assert moved.model == tmp_path / paths.model and moved.history == tmp_path / paths.history
+    assert set(yaml.safe_load((ROOT / "conf/paths/default.yaml").read_text())) == set(
+        paths.model_dump()
+    )

@@ -1,0 +1,105 @@
+"""The data sources (mlpipeline.data.sources) through the ingest stage: digits, CSV and Parquet
+tables, and their schema errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlpipeline.data.sources import load_digits
+from mlpipeline.errors import PipelineError
+from mlpipeline.stages.ingest import ingest
+
+
+def write_table(path: Path, rows: int = 60, **columns) -> Path:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=rows),
+            "b": rng.normal(size=rows),
+            "label": ["x", "y", "z"] * (rows // 3),
+        }
+    )
+    for name, values in columns.items():
+        frame[name] = values
+    if path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+def test_digits_are_images_with_ten_classes(make_cfg) -> None:
+    cfg = make_cfg()
+    data = ingest(cfg)
+    assert data.x.shape == (1797, 1, 8, 8) and data.x.dtype == np.float32
+    assert data.classes == [str(i) for i in range(10)]
+    assert (cfg.paths.ingested / "x.npy").is_file()
+
+
+def test_digits_match_scikit_learns_loader() -> None:
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    ours, theirs = load_digits(None, Path()), sk_load_digits()
+    assert np.array_equal(ours.x, theirs.images.astype(np.float32)[:, None])
+    assert np.array_equal(ours.y, theirs.target) and ours.y.dtype == np.int64
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_table_source_maps_labels_to_sorted_classes(make_cfg, tmp_path: Path, kind: str) -> None:
+    path = write_table(tmp_path / "raw" / f"t.{kind}")
+    cfg = make_cfg("data=tabular", f"data.source.kind={kind}", f"data.source.path={path}")
+    data = ingest(cfg)
+    assert data.x.shape == (60, 2) and data.feature_names == ["a", "b"]
+    assert data.classes == ["x", "y", "z"] and data.y[:3].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: None, "not found: put your CSV file there"),
+        (lambda p: write_table(p).write_text("a,b\n1,2\n"), "label column 'label' not in"),
+        (
+            lambda p: write_table(p.with_suffix(".parquet")).rename(p),
+            "set data.source.kind: parquet",
+        ),
+        (lambda p: write_table(p, color=["red"] * 60), "['color'] in"),
+        (lambda p: write_table(p, label=[None] * 60), "have no 'label'"),
+    ],
+    ids=["missing-file", "no-label-column", "parquet-as-csv", "text-feature", "empty-labels"],
+)
+def test_schema_errors_name_the_problem_and_leave_no_output(
+    make_cfg, tmp_path: Path, setup, message: str
+) -> None:
+    path = tmp_path / "raw" / "data.csv"
+    setup(path)
+    cfg = make_cfg("data=tabular", f"data.source.path={path}")
+    with pytest.raises(
+        PipelineError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+    ):
+        ingest(cfg)
+    assert not cfg.paths.ingested.exists()
+
+
+def test_source_outside_raw_dir_is_refused(make_cfg, tmp_path: Path) -> None:
+    path = write_table(tmp_path / "elsewhere.csv")
+    cfg = make_cfg("data=tabular", f"data.source.path={path}")
+    with pytest.raises(PipelineError, match="outside"):
+        ingest(cfg)
+
+
+def test_csv_configured_as_parquet_says_to_change_the_kind(make_cfg, tmp_path: Path) -> None:
+    path = write_table(tmp_path / "raw" / "t.csv")
+    cfg = make_cfg("data=tabular", "data.source.kind=parquet", f"data.source.path={path}")
+    with pytest.raises(PipelineError, match=r"not a Parquet file .*set data\.source\.kind: csv"):
+        ingest(cfg)
+
+
+def test_a_misspelt_feature_column_lists_the_columns(make_cfg, tmp_path: Path) -> None:
+    path = write_table(tmp_path / "raw" / "t.csv")
+    cfg = make_cfg("data=tabular", f"data.source.path={path}", "data.source.features=[a,bb]")
+    with pytest.raises(PipelineError, match=r"\['bb'\].*did you mean 'b'\? columns: a, b, label"):
+        ingest(cfg)

@@ -1,0 +1,306 @@
+"""Helpers the tests share: running commands with the venv first on PATH, temporary copies of
+the repository, conf/ edits, and a tiny exported model for the serving tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from mlpipeline.ops.docker import free_port
+
+__all__ = ["free_port"]  # the tests take it from here
+
+ROOT = Path(__file__).resolve().parents[1]
+# stage commands say `python`/`dvc`: make them the ones of the running venv
+BIN = str(Path(sys.executable).parent)
+# the Docker tests fail, rather than skip, without a daemon (.ci/run sets it)
+REQUIRED = os.environ.get("MLPIPELINE_REQUIRE_DOCKER") == "1"
+# longer than any command of the suite takes here, far shorter than a DDP rendezvous timeout
+RUN_TIMEOUT_S = 600
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a server started with start_new_session=True, and its children (mlflow starts
+    uvicorn and a job runner): SIGTERM to the group, SIGKILL if it lingers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    # children that outlived the leader share its group id
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    """Run a command with the venv first on PATH in its own process group; fail with its
+    output when `check` and it fails, or when it is still running after RUN_TIMEOUT_S."""
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env |= {"PATH": f"{BIN}:{os.environ['PATH']}", **env}
+    popen = subprocess.Popen(
+        cmd, cwd=cwd, env=full_env, text=True, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = popen.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        # a hung DDP peer holds the pipes open forever: end the whole process group
+        stop(popen)
+        out, err = popen.communicate()
+        pytest.fail(f"{' '.join(cmd)} still running after {RUN_TIMEOUT_S} s:\n{out}\n{err}")
+    proc = subprocess.CompletedProcess(cmd, popen.returncode, out, err)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def wait_for_server(
+    proc: subprocess.Popen, url: str, timeout_s: float, log: Any = lambda: ""
+) -> None:
+    """Wait until GET `url` answers 200 (mlpipeline.ops.wait); fail the test with the server's
+    log if it exits first or `timeout_s` passes."""
+    from mlpipeline.errors import PipelineError
+    from mlpipeline.ops.wait import answers, wait_until
+
+    def up() -> bool | None:
+        if proc.poll() is not None:
+            raise PipelineError(f"server exited {proc.returncode}: {log()}")
+        return answers(url)
+
+    try:
+        wait_until(up, timeout_s, f"{url} did not answer", interval_s=0.2)
+    except PipelineError as err:
+        pytest.fail(f"{err}\n{log()}")
+
+
+def make_command(*args: str) -> list[str]:
+    """`make <args>` with the running venv, never reinstalling it: `-o` takes its install stamp
+    as up to date whatever the copy's file times (a reinstall would point the venv's editable
+    install at the copy)."""
+    return ["make", "-o", f"{sys.prefix}/.installed", *args, f"VENV={sys.prefix}"]
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *parts: str) -> str:
+    """Assert that `proc` failed with exactly one `error:` line holding every part, and no
+    traceback; return the line."""
+    assert proc.returncode != 0, proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    assert all(p in errors[0] for p in parts), errors[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return errors[0]
+
+
+def copy_tracked_files(dest: Path) -> Path:
+    """The git-tracked files of this repository (as they are in the working tree), committed
+    in a fresh git repository."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    run(["git", "init", "-q"], dest)
+    commit_all(dest, "copy")
+    return dest
+
+
+def commit_all(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
+
+
+def set_in_conf(repo: Path, file: str, key: str, value: object) -> None:
+    """Set `key` (dotted) in conf/<file> of `repo`."""
+    path = repo / "conf" / file
+    data = yaml.safe_load(path.read_text())
+    node = data
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def tiny(cfg: Any, base: Path) -> Any:
+    """`cfg` with every path under `base` (raw data in base/raw) and a private MLflow store."""
+    paths = cfg.paths.rebased(base).model_copy(update={"raw": base / "raw"})
+    tracking = cfg.tracking.model_copy(update={"uri": f"sqlite:///{base}/mlflow.db"})
+    return cfg.model_copy(update={"paths": paths, "tracking": tracking})
+
+
+def tiny_params(base: Path, *overrides: str) -> tuple[Path, Any]:
+    """Compose conf/ with two-epoch training and `overrides`, paths under `base`; write it to
+    base/params.yaml for a stage's --params. Returns the file and the config."""
+    from mlpipeline.config import compose_config, validate_config
+
+    (base / "raw").mkdir(parents=True, exist_ok=True)
+    cfg = tiny(compose_config(ROOT / "conf", ["trainer.max_epochs=2", *overrides])[1], base)
+    params = base / "params.yaml"
+    params.write_text(yaml.safe_dump(cfg.dump(), sort_keys=False), encoding="utf-8")
+    return params, validate_config(yaml.safe_load(params.read_text()))
+
+
+def stages_run(output: str) -> list[str]:
+    """Names of the stages `dvc repro` actually ran, from its output."""
+    return [
+        line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
+    ]
+
+
+def lock_outs(repo: Path) -> dict[str, str]:
+    """md5 of every stage output recorded in dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
+
+
+def copy_serving(root: Path) -> None:
+    """The serving package into a build context at `root`, as the Dockerfile copies it."""
+    shutil.copytree(
+        ROOT / "src/mlpipeline/serving",
+        root / "src/mlpipeline/serving",
+        ignore=shutil.ignore_patterns("__pycache__"),
+        dirs_exist_ok=True,
+    )
+
+
+# the tiny model the serving tests export, and the service's limits in those tests
+ROW = [1, 8, 8]
+MAX_BATCH = 8
+MAX_BODY = 64 * 1024
+
+
+def export_tiny_model(directory: Path, n_test: int = 50) -> Path:
+    """Write model.onnx, model_card.json (the fields serving reads), x.npy (raw digit-like
+    inputs) and reference.npy (ONNX Runtime's probabilities on x) into `directory`, with the
+    export stage's own function."""
+    import onnxruntime as ort
+    import torch
+
+    from mlpipeline.models.modelfile import build_network
+    from mlpipeline.stages.export import INPUT, OUTPUT, to_onnx
+
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    spec = {
+        "net": {"_target_": "mlpipeline.models.nets.CNN", "channels": [4, 8], "hidden": 16},
+        "in_shape": ROW,
+        "num_classes": 10,
+        "normalization": {"mean": [[[4.9]]], "std": [[[6.0]]]},
+    }
+    x = np.random.default_rng(0).integers(0, 17, size=(n_test, *ROW)).astype(np.float32)
+    to_onnx(build_network(spec).eval(), x[:2], directory / "model.onnx", opset=17)
+    card: dict[str, Any] = {
+        "name": "tiny-test-model",
+        "version": "0123456789ab",
+        "format": "onnx",
+        "input": {"name": INPUT, "dtype": "float32", "shape": [None, *ROW]},
+        "output": {"name": OUTPUT, "dtype": "float32", "shape": [None, 10]},
+        "classes": [str(c) for c in range(10)],
+        "hashes": {"onnx": "0123456789abcdef"},
+        "metrics": {"accuracy": 0.5},
+    }
+    (directory / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    session = ort.InferenceSession(str(directory / "model.onnx"))
+    np.save(directory / "x.npy", x)
+    np.save(directory / "reference.npy", session.run(None, {INPUT: x})[0])
+    return directory
+
+
+def bad_requests() -> list[tuple[str, bytes, str | None, int, str]]:
+    """(id, body, content type, expected status, part of the expected message): every kind
+    of request the service must refuse with a 4xx. Shared with the container tests."""
+    row = np.zeros(ROW).tolist()
+    good = json.dumps({"inputs": [row]})
+    js = "application/json"
+
+    def body(inputs: Any) -> bytes:
+        return json.dumps({"inputs": inputs}).encode()
+
+    def with_value(value: str) -> bytes:  # a literal token inside an otherwise good example
+        return good.replace("0.0", value, 1).encode()
+
+    return [
+        ("malformed-json", b'{"inputs": [[', js, 400, "malformed JSON"),
+        ("empty-body", b"", js, 400, "malformed JSON"),
+        ("not-utf8", b'{"inputs": "\xff"}', js, 400, "malformed JSON"),
+        ("text-plain", good.encode(), "text/plain", 415, "Content-Type must be application/json"),
+        ("form", b"inputs=1", "application/x-www-form-urlencoded", 415, "Content-Type"),
+        ("no-content-type", good.encode(), None, 415, "missing"),
+        ("not-an-object", body([row])[10:-1], js, 422, '{"inputs"'),
+        ("mlflow-style-key", json.dumps({"instances": [row]}).encode(), js, 422, '{"inputs"'),
+        ("extra-key", json.dumps({"inputs": [row], "x": 1}).encode(), js, 422, "unknown keys"),
+        ("inputs-not-a-list", body(3), js, 422, "must be a list"),
+        ("flat-features", body([[0.0] * 64]), js, 422, "shape [1, 8, 8] (64 numbers)"),
+        ("feature-count", body([np.zeros([1, 8, 7]).tolist()]), js, 422, "got inputs of shape"),
+        ("unbatched", body(row), js, 422, "got inputs of shape [1, 8, 8]"),
+        ("ragged", body([row, row[0][:4]]), js, 422, "ragged"),
+        (
+            "nested-70-deep",
+            ("[" * 70 + "1" + "]" * 70).join(['{"inputs": ', "}"]).encode(),
+            js,
+            422,
+            "nested too deeply",
+        ),
+        (
+            "nested-2000-deep",
+            ("[" * 2000 + "]" * 2000).join(['{"inputs": ', "}"]).encode(),
+            js,
+            400,
+            "depth limit",
+        ),
+        (
+            "nested-2000-deep-nan",
+            ("[" * 2000 + "NaN" + "]" * 2000).join(['{"inputs": ', "}"]).encode(),
+            js,
+            400,
+            "depth limit",
+        ),
+        ("string", with_value('"1.5"'), js, 422, "must be numbers; found strings"),
+        ("null", with_value("null"), js, 422, "must be numbers"),
+        ("bool", with_value("true"), js, 422, "must be numbers; found true/false"),
+        ("object", with_value('{"a": 1}'), js, 422, "must be numbers"),
+        ("nan", with_value("NaN"), js, 422, "NaN is not allowed"),
+        ("infinity", with_value("Infinity"), js, 422, "Infinity is not allowed"),
+        ("minus-infinity", with_value("-Infinity"), js, 422, "-Infinity is not allowed"),
+        ("overflow-double", with_value("1e999"), js, 422, "finite"),
+        ("overflow-float32", with_value("3.5e38"), js, 422, "finite"),
+        ("empty-batch", body([]), js, 422, "inputs is empty"),
+        ("batch-over-limit", body([row] * (MAX_BATCH + 1)), js, 422, "over the limit of 8"),
+        ("body-over-limit", body([row] * 200), js, 413, f"over the limit of {MAX_BODY} bytes"),
+    ]
+
+
+def host_network_compose_file(root: Path) -> Path:
+    """docker-compose.yml of `root` on the host's network: no published ports, each service
+    listening on the host port itself, builds on the host network too."""
+    spec = yaml.safe_load((root / "docker-compose.yml").read_text(encoding="utf-8"))
+    port_vars = {"mlflow": ("MLFLOW_PORT", "5000"), "model": ("PORT", "8080")}
+    host_vars = {"mlflow": "MLFLOW_PORT", "model": "MODEL_PORT"}
+    for name, service in spec["services"].items():
+        service.pop("ports", None)
+        service["network_mode"] = "host"
+        service["build"]["network"] = "host"
+        variable, default = port_vars[name]
+        service.setdefault("environment", {})[variable] = f"${{{host_vars[name]}:-{default}}}"
+    path = root / "docker-compose.host-network.yml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path

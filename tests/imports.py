@@ -1,0 +1,51 @@
+"""The import graph of src/mlpipeline, read statically (imports inside functions included)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from helpers import ROOT
+
+SRC = ROOT / "src"
+
+
+def module_file(name: str) -> Path | None:
+    """The file of module `name` under src/, or None (a name from another package)."""
+    path = SRC.joinpath(*name.split("."))
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """The modules `path` imports; for `from a import b` both `a` and `a.b`."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return names
+
+
+def closure(name: str) -> set[Path]:
+    """Every file of mlpipeline that importing `name` may run: its own, its packages'
+    __init__ files, and what those import, transitively."""
+    seen: set[Path] = set()
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        parts = current.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # the parent packages
+        path = module_file(current)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo += [n for n in imports(path) if n.split(".")[0] == "mlpipeline"]
+    return seen

@@ -1,0 +1,121 @@
+"""The team stack of docker-compose.yml: the Compose file's shape, checked everywhere, and the
+real stack (tracking server and model server images built, started, checked, removed) through
+mlpipeline.ops.stack.smoke.
+
+The real-stack test is marked `stack` as well as `docker` and `slow`: building the MLflow image
+takes minutes, so `make test` deselects it and `make test-stack` (run by .ci/run after
+`make test`) runs it. It builds from a temporary copy of what the images need with a tiny model
+(a clean clone has no pipeline outputs). Without a daemon or Compose it skips, unless
+MLPIPELINE_REQUIRE_DOCKER=1 (as in .ci/run): then it fails.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from helpers import REQUIRED, ROOT, copy_serving, export_tiny_model, host_network_compose_file
+
+from mlpipeline.errors import PipelineError
+from mlpipeline.ops import smoke as checks
+from mlpipeline.ops import stack
+from mlpipeline.ops.docker import DockerSettings
+
+PROJECT = "mlpipelinestackpytest"  # letters only: Compose v1 and v2 name it alike
+CONTEXT_FILES = (
+    "docker-compose.yml",
+    "Dockerfile",
+    "docker/mlflow.Dockerfile",
+    ".dockerignore",
+    "requirements.lock",
+    "scripts/mlflow-server.sh",
+)
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))
+
+
+def test_the_compose_file_publishes_ports_on_loopback_unless_told_otherwise() -> None:
+    base = load("docker-compose.yml")
+    assert set(base["services"]) == set(stack.SERVICES)
+    for name, service in base["services"].items():
+        assert service["build"]["args"]["BASE_IMAGE"] == "${BASE_IMAGE:-python:3.11-slim}"
+        assert "network" not in service["build"] and "network_mode" not in service, name
+        assert service["healthcheck"]["test"][0] == "CMD"
+        assert service["restart"] == "unless-stopped"
+    assert base["services"]["mlflow"]["volumes"] == ["mlflow-data:/data"]
+    assert "mlflow-data" in base["volumes"]
+    assert base["services"]["mlflow"]["ports"] == [
+        "${MLFLOW_BIND:-127.0.0.1}:${MLFLOW_PORT:-5000}:5000"
+    ]
+    assert base["services"]["model"]["ports"] == [
+        "${MODEL_BIND:-127.0.0.1}:${MODEL_PORT:-8080}:8080"
+    ]
+
+
+def test_the_dockerignore_allow_list_lets_the_mlflow_build_see_its_files() -> None:
+    dockerfile = (ROOT / "docker/mlflow.Dockerfile").read_text(encoding="utf-8")
+    sources = [
+        src
+        for line in re.findall(r"^COPY (?!--from)(.+)$", dockerfile, re.MULTILINE)
+        for src in line.split()[:-1]
+    ]
+    allowed = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert sources == ["requirements.lock", "scripts/mlflow-server.sh"]
+    assert all(f"!{src}" in allowed for src in [*sources, "docker/mlflow.Dockerfile"])
+
+
+def test_no_compose_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stack.shutil, "which", lambda _name: None)
+    with pytest.raises(PipelineError, match="neither `docker compose` nor `docker-compose`"):
+        stack.compose_command()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.stack
+def test_the_stack_builds_starts_answers_and_goes(
+    client, settings: DockerSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    try:
+        stack.compose_command()
+    except PipelineError as err:
+        pytest.fail(str(err)) if REQUIRED else pytest.skip(str(err))
+    root = tmp_path / "context"
+    for name in CONTEXT_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, root / name)
+    copy_serving(root)
+    export_tiny_model(root / "models")
+    if settings.docker_network == "host":
+        monkeypatch.setenv("COMPOSE_FILE", str(host_network_compose_file(root)))
+    report = stack.smoke(
+        client,
+        root,
+        np.load(root / "models/x.npy"),
+        np.load(root / "models/reference.npy"),
+        settings.base_image,
+        project=PROJECT,
+        images={"mlflow": "mlpipeline-mlflow:pytest", "model": "mlpipeline-serve:stack-pytest"},
+        quiet=True,
+    )
+    print(stack.describe(report))
+    assert report.max_abs_diff <= checks.ATOL
+    assert report.artifact_uri.startswith("mlflow-artifacts:/")
+    assert set(report.healthy_s) == set(stack.SERVICES)
+    assert report.images == {
+        "mlflow": "mlpipeline-mlflow:pytest",
+        "model": "mlpipeline-serve:stack-pytest",
+    }
+    mlflow_image = client.images.get("mlpipeline-mlflow:pytest")
+    assert mlflow_image.attrs["Config"]["User"] == "mlflow"
+    assert "org.opencontainers.image.revision" in mlflow_image.labels
+    # down -v removed the containers and the tracking data's volume
+    label = {"label": f"com.docker.compose.project={PROJECT}"}
+    assert client.containers.list(all=True, filters=label) == []
+    assert client.volumes.list(filters=label) == []

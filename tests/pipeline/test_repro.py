@@ -1,0 +1,114 @@
+"""The real `dvc repro` of the whole pipeline in temporary copies of this repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, lock_outs, make_command, run, set_in_conf, stages_run
+
+pytestmark = pytest.mark.slow
+STAGES = ["compose", "ingest", "prepare", "train", "evaluate", "export", "register"]
+
+
+def test_make_pipeline_reproduces_the_committed_lock_bit_for_bit(repo_copy: Path) -> None:
+    # the README's first command, with the running venv (its install stamp: no reinstall)
+    out = run(make_command("pipeline"), repo_copy).stdout
+    assert stages_run(out) == STAGES
+    committed = lock_outs(ROOT)
+    differ = sorted(p for p, h in lock_outs(repo_copy).items() if committed.get(p) != h)
+    # the outputs that differ first: the rest of dvc.lock records their hashes again
+    assert not differ, f"outputs differ from the committed dvc.lock: {differ}"
+    assert (repo_copy / "dvc.lock").read_text() == (ROOT / "dvc.lock").read_text()
+    metrics = json.loads((repo_copy / "reports/metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.95
+
+    again = run(["dvc", "repro"], repo_copy)
+    assert stages_run(again.stdout) == []
+    assert "up to date" in run(["dvc", "status"], repo_copy).stdout
+
+    first = lock_outs(repo_copy)
+    forced = run(["dvc", "repro", "--force"], repo_copy)
+    assert "train" in stages_run(forced.stdout)
+    assert lock_outs(repo_copy) == first
+    assert json.loads((repo_copy / "reports/metrics.json").read_text()) == metrics
+
+
+def test_evaluation_param_reruns_evaluate_not_train(tiny_repo: Path) -> None:
+    set_in_conf(tiny_repo, "config.yaml", "evaluate.calibration_bins", 5)
+    ran = stages_run(run(["dvc", "repro"], tiny_repo).stdout)
+    # export and register follow only if metrics.json changed; data and training stages never
+    assert ran[:2] == ["compose", "evaluate"]
+    assert set(ran) <= {"compose", "evaluate", "export", "register"}
+    diff = run(["dvc", "params", "diff", "--all"], tiny_repo).stdout
+    assert "evaluate.calibration_bins" in diff
+
+
+BAD_INPUTS = {
+    "missing-file": ("ingest", ["data=tabular"], None, "data.source.path"),
+    "no-label-column": (
+        "ingest",
+        ["data=tabular"],
+        "a,b\n1,2\n3,4\n",
+        "label column 'label' not in",
+    ),
+    "nan-values": (
+        "prepare",
+        ["data=tabular"],
+        "a,label\n" + "nan,x\n" + "1,x\n2,y\n" * 10,
+        "missing (NaN)",
+    ),
+    "inf-values": (
+        "prepare",
+        ["data=tabular"],
+        "a,label\n" + "inf,x\n" + "1,x\n2,y\n" * 10,
+        "infinite",
+    ),
+    "single-sample-class": (
+        "prepare",
+        ["data=tabular"],
+        "a,label\n" + "1,x\n2,y\n" * 10 + "3,z\n",
+        "'z' has 1",
+    ),
+    "unknown-source-kind": (
+        "compose",
+        ["data.source.kind=xlsx"],
+        None,
+        "'digits', 'csv', 'parquet'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_bad_input_stops_the_stage_with_one_line_and_no_output(tmp_path: Path, case: str) -> None:
+    stage, overrides, csv_text, message = BAD_INPUTS[case]
+    (tmp_path / "data/raw").mkdir(parents=True)
+    if csv_text is not None:
+        (tmp_path / "data/raw/data.csv").write_text(csv_text)
+    compose = [
+        "python",
+        "-m",
+        "mlpipeline.stages.compose",
+        "--conf",
+        str(ROOT / "conf"),
+        *overrides,
+    ]
+    composed = run(compose, tmp_path, check=stage != "compose")
+    if stage == "compose":
+        proc = composed
+    else:
+        if stage == "prepare":
+            run(["python", "-m", "mlpipeline.stages.ingest"], tmp_path)
+        proc = run(["python", "-m", f"mlpipeline.stages.{stage}"], tmp_path, check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    target = {"compose": "params.yaml", "ingest": "data/ingested", "prepare": "data/prepared"}[
+        stage
+    ]
+    assert not (tmp_path / target).exists()
+    assert not [
+        p for p in (tmp_path / "data").rglob(".*") if p.name.startswith(f".{Path(target).name}.")
+    ]

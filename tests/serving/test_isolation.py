@@ -1,0 +1,66 @@
+"""The service stands alone: nothing under src/mlpipeline/serving/ imports torch, Lightning or
+anything of mlpipeline outside that folder, and the folder copied by itself (as the serving
+image copies it) serves a request with torch never imported."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import ROOT, export_tiny_model
+
+SERVING = ROOT / "src/mlpipeline/serving"
+FORBIDDEN = {"torch", "lightning", "torchmetrics", "hydra", "mlflow", "dvc"}
+
+
+def imported(path: Path) -> set[str]:
+    """Every module `path` imports, at any depth of its code."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_serving_imports_nothing_heavy_and_nothing_else_of_mlpipeline() -> None:
+    problems = []
+    for path in sorted(SERVING.rglob("*.py")):
+        for name in imported(path):
+            top = name.split(".")[0]
+            if top in FORBIDDEN:
+                problems.append(f"{path.name} imports {name}")
+            if top == "mlpipeline" and not name.startswith("mlpipeline.serving"):
+                problems.append(f"{path.name} imports {name}, outside mlpipeline.serving")
+    assert not problems
+
+
+def test_the_folder_alone_serves_without_torch(tmp_path: Path) -> None:
+    # as in the image: mlpipeline/serving/ alone, mlpipeline a namespace package
+    app_dir = tmp_path / "app"
+    shutil.copytree(
+        SERVING, app_dir / "mlpipeline/serving", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    model = export_tiny_model(tmp_path / "model")
+    code = (
+        "import sys\n"
+        f"sys.path = [{str(app_dir)!r}] + [p for p in sys.path if p != {str(ROOT / 'src')!r}]\n"
+        "import numpy as np\n"
+        "from fastapi.testclient import TestClient\n"
+        "from mlpipeline.serving.app import create_app\n"
+        "import mlpipeline\n"
+        "assert mlpipeline.__file__ is None, mlpipeline.__file__  # the namespace package\n"
+        "client = TestClient(create_app())\n"
+        "r = client.post('/predict', json={'inputs': np.zeros((2, 1, 8, 8)).tolist()})\n"
+        "assert r.status_code == 200, r.text\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in %r)\n"
+        "assert not heavy, heavy\n" % (FORBIDDEN,)
+    )
+    env = {**os.environ, "MODEL_PATH": str(model / "model.onnx")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

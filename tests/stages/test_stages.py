@@ -1,0 +1,126 @@
+"""Stages train, evaluate, export and register in-process on a two-epoch run, MLflow store
+included."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from mlflow import MlflowClient
+
+from mlpipeline.artifacts import md5_file, read_json
+from mlpipeline.data.splits import read_split
+from mlpipeline.models.modelfile import load_model
+from mlpipeline.stages.evaluate import evaluate
+from mlpipeline.stages.export import export
+from mlpipeline.stages.ingest import ingest
+from mlpipeline.stages.prepare import prepare
+from mlpipeline.stages.register import register
+from mlpipeline.stages.train import train
+
+
+@pytest.fixture
+def trained(make_cfg):
+    cfg = make_cfg()
+    ingest(cfg)
+    prepare(cfg)
+    result = train(cfg)
+    return cfg, result
+
+
+def test_train_writes_model_and_epoch_history(trained) -> None:
+    cfg, result = trained
+    _network, spec = load_model(cfg.paths.model)
+    assert spec["num_classes"] == 10 and spec["in_shape"] == [1, 8, 8]
+    header, *rows = cfg.paths.history.read_text().splitlines()
+    assert header == "epoch,train_loss,train_acc,val_loss,val_acc,val_f1,lr"
+    assert len(rows) == result.epochs == 2
+
+
+def test_training_twice_gives_identical_bytes(trained) -> None:
+    cfg, _ = trained
+    first = md5_file(cfg.paths.model)
+    train(cfg)
+    assert md5_file(cfg.paths.model) == first
+
+
+def test_evaluate_writes_metrics_and_plot_data(trained) -> None:
+    cfg, _ = trained
+    result = evaluate(cfg)
+    metrics = json.loads(cfg.paths.metrics.read_text())
+    assert set(metrics) >= {
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "auroc_macro",
+    }
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["test_samples"] == 270
+    assert np.asarray(result["confusion"]).sum() == 270
+    for name in ("confusion", "roc", "pr", "per_class"):
+        assert (cfg.paths.eval / f"{name}.csv").stat().st_size > 0
+
+
+def test_export_matches_pytorch_and_register_logs_a_version(trained) -> None:
+    cfg, _ = trained
+    evaluate(cfg)
+    card = export(cfg)
+    assert not Path(cfg.tracking.uri.removeprefix("sqlite:///")).exists(), "export logs nothing"
+    x, _ = read_split(cfg.paths.prepared, "test")
+    session = ort.InferenceSession(str(cfg.paths.onnx))
+    for batch in (1, 7, len(x)):  # the batch axis is dynamic
+        probs = session.run(None, {"input": x[:batch]})[0]
+        assert probs.shape == (batch, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert card["hashes"]["onnx"] == md5_file(cfg.paths.onnx)
+    assert json.loads(cfg.paths.card.read_text()) == card
+
+    receipt = register(cfg)
+    assert read_json(cfg.paths.registration) == receipt
+    assert receipt["onnx_md5"] == card["hashes"]["onnx"]
+    client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
+    (version,) = client.search_model_versions(f"name = '{cfg.tracking.registered_model}'")
+    run = client.get_run(version.run_id)
+    assert run.data.tags["onnx_md5"] == card["hashes"]["onnx"]
+    assert run.data.params["optimizer.lr"] == str(cfg.optimizer.kwargs()["lr"])
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
+    assert run.data.metrics["test_accuracy"] == card["metrics"]["accuracy"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+    assert "reports/confusion_matrix.png" in artifacts
+    logged_card = client.download_artifacts(run.info.run_id, "model_card.json", str(cfg.paths.eval))
+    check = json.loads(Path(logged_card).read_text())["export_check"]
+    assert 0 <= check["max_abs_diff"] <= cfg.export.atol
+
+
+def test_trainer_clipping_and_accumulation_settings_apply(make_cfg) -> None:
+    # the module optimizes manually, where Lightning refuses these two trainer settings: the
+    # train stage hands them to the module, which applies them
+    import lightning as L
+    import torch
+
+    class Watch(L.Callback):
+        def __init__(self) -> None:
+            self.norms: list[float] = []
+
+        def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
+            grads = [p.grad for p in module.parameters() if p.grad is not None]
+            self.norms.append(
+                float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+            )
+
+        def on_train_end(self, trainer, module) -> None:
+            self.steps = trainer.global_step
+
+    cfg = make_cfg(
+        "+trainer.gradient_clip_val=0.001",
+        "+trainer.accumulate_grad_batches=4",
+        "trainer.max_epochs=1",
+    )
+    ingest(cfg)
+    prepare(cfg)
+    watch = Watch()
+    train(cfg, callbacks=[watch])
+    assert watch.steps == 5  # 20 batches of 64, a step every 4
+    assert len(watch.norms) == 5 and max(watch.norms) <= 0.001 * (1 + 1e-4)
