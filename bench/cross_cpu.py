@@ -1,6 +1,6 @@
 """Cross-CPU reproducibility: the train, evaluate and export stages, run on this CPU and under
 qemu-user emulating other x86-64 CPUs (AMD and Intel, other vendors, caches and instruction
-sets), must write byte-identical outputs. Writes bench/CROSS_CPU.md.
+sets), must write byte-identical outputs. Writes docs/performance.md.
 
     .venv/bin/python bench/cross_cpu.py [--cpus EPYC-Milan Haswell-v4] [--epochs N]
 
@@ -16,16 +16,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 
 from quiet import cpu_model
+from record import stamp, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -64,7 +65,8 @@ def reference_repo(dest: Path, epochs: int | None) -> dict[str, str]:
             shutil.copy2(ROOT / name, dest / name)
     sh(["git", "init", "-q"], dest)
     if epochs:
-        sh(["python", "-m", "mlpipeline.compose", f"trainer.max_epochs={epochs}"], dest, env)
+        conf = dest / "conf/trainer/default.yaml"
+        conf.write_text(re.sub(r"max_epochs: \d+", f"max_epochs: {epochs}", conf.read_text()))
     sh(["dvc", "repro"], dest, env)
     return {name: md5(dest / name) for name in OUTPUTS}
 
@@ -79,7 +81,7 @@ def emulated(repo: Path, work: Path, cpu: str) -> tuple[dict[str, str], float]:
     python = os.path.realpath(sys.executable)  # the interpreter itself; the venv via PYTHONPATH
     start = time.perf_counter()
     for stage in STAGES:
-        sh(["qemu-x86_64", "-cpu", cpu, python, "-m", f"mlpipeline.{stage}"], work, env)
+        sh(["qemu-x86_64", "-cpu", cpu, python, "-m", f"mlpipeline.stages.{stage}"], work, env)
     return {name: md5(work / name) for name in OUTPUTS}, time.perf_counter() - start
 
 
@@ -124,12 +126,9 @@ def main() -> None:
         row = [name, native[name][:8], committed[name], *cells]
         rows.append("| " + " | ".join(row) + " |")
     same = all(h == native for h, _ in runs.values())
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     timing = ", ".join(f"{c} {s / 60:.1f} min" for c, (_, s) in runs.items())
     text = (
-        "# Cross-CPU reproducibility\n\n"
-        f"{stamp}. Command: `.venv/bin/python bench/cross_cpu.py --cpus {' '.join(args.cpus)}"
-        f"{f' --epochs {args.epochs}' if args.epochs else ''}`. This CPU: {host_cpu()}, "
+        f"{stamp()} This CPU: {host_cpu()}, "
         f"`dvc repro` {native_s:.0f} s. Emulated (qemu-user {qemu_version()}): train, evaluate "
         f"and export, {timing}.\n\n"
         f"Result: **{'every output identical' if same else 'OUTPUTS DIFFER'}** on "
@@ -138,7 +137,7 @@ def main() -> None:
         + "\n".join(rows)
         + "\n"
     )
-    (ROOT / "bench" / "CROSS_CPU.md").write_text(text)
+    write_section("cross-cpu", "The same bits on other CPUs", text)
     print(text)
     if not same:
         sys.exit(1)

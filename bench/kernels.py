@@ -1,6 +1,6 @@
 """What the portable CPU kernels cost: the train stage's training time with the pinned choices
 (MKL's COMPATIBLE branch, torch's own convolutions, `cpu_threads: 1`) against each choice undone.
-Writes bench/KERNELS.md.
+Writes its section of docs/performance.md.
 
     .venv/bin/python bench/kernels.py [--rounds N] [--epochs E]
 
@@ -17,10 +17,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
-from quiet import cpu_model
+from record import stamp, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 # name: (environment, cpu_threads, oneDNN and NNPACK on)
@@ -40,10 +39,10 @@ def child(threads: int, vendor_convs: bool, epochs: int) -> None:
 
     import lightning  # noqa: F401  (imported before the clock starts)
     import torch
+    from mlpipeline.train import train
 
     import mlpipeline
     from mlpipeline.config import load_config
-    from mlpipeline.train import train
 
     if vendor_convs:
         mlpipeline.use_portable_kernels = torch.set_num_threads  # threads only
@@ -52,7 +51,9 @@ def child(threads: int, vendor_convs: bool, epochs: int) -> None:
     cfg = cfg.model_copy(
         update={
             "cpu_threads": threads,
-            "paths": cfg.paths.model_copy(update={"model": out / "m.pt", "reports": out}),
+            "paths": cfg.paths.model_copy(
+                update={"model": out / "m.pt", "history": out / "history.csv"}
+            ),
             "trainer": cfg.trainer.model_copy(update={"max_epochs": epochs}),
             "callbacks": cfg.callbacks.model_copy(
                 update={"early_stopping": None, "progress_bar": None}
@@ -95,17 +96,13 @@ def main() -> None:
         f"{', '.join(f'{v:.2f}' for v in t)} |"
         for name, t in times.items()
     )
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = (
-        f"# What the portable CPU kernels cost\n\n{stamp}, {os.cpu_count()} cores, "
-        f"{cpu_model()}. Command: `.venv/bin/python "
-        f"bench/kernels.py --rounds {args.rounds} --epochs {args.epochs}` (training the "
-        f"params.yaml model for {args.epochs} epochs, no early stopping; median of "
-        f"{args.rounds} interleaved rounds).\n\n"
+        f"{stamp()} Training the params.yaml model for {args.epochs} epochs, no early "
+        f"stopping; median of {args.rounds} interleaved rounds.\n\n"
         "| variant | training time | against the default | rounds |\n| --- | --- | --- | --- |\n"
         f"{rows}\n"
     )
-    (ROOT / "bench/KERNELS.md").write_text(text, encoding="utf-8")
+    write_section("kernels", "What the portable CPU kernels cost", text)
     print(text)
 
 

@@ -1,4 +1,4 @@
-"""Pipeline benchmarks; `make bench` runs them and appends the figures to bench/RESULTS.md.
+"""Pipeline benchmarks; `make bench` runs them and writes their section of docs/performance.md.
 
 1. Cold `dvc repro --force` in a temporary copy of the repository, split per stage into
    start-up (imports) and work, with each stage's peak memory (max RSS).
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -24,35 +23,33 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from quiet import BUSY_CORES, cpu_model, cpu_snapshot, others_cores, repeat_quietly, wait_for_idle
+from quiet import BUSY_CORES, cpu_snapshot, others_cores, repeat_quietly, wait_for_idle
+from record import stamp, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 DVC = str(Path(PYTHON).parent / "dvc")
-RESULTS = ROOT / "bench" / "RESULTS.md"
-STAGES = ("compose", "ingest", "prepare", "train", "evaluate", "export")
+STAGES = ("compose", "ingest", "prepare", "train", "evaluate", "export", "register")
 GOALS = {"cold_s": 60.0, "noop_ratio": 1.5, "throughput_ratio": 0.85}
 
 # What each stage imports inside its functions on the default pipeline, on top of
-# `import mlpipeline.<stage>`: kept by hand, so check it when a stage's imports change. What is
-# left (e.g. Hydra's plugin scan) counts as work.
+# `import mlpipeline.stages.<stage>`: kept by hand, so check it when a stage's imports change.
+# What is left (e.g. Hydra's plugin scan) counts as work.
 LAZY_IMPORTS = {
     # check_targets imports every `_target_`, Lightning's Trainer included
-    "compose": "hydra omegaconf torch.optim lightning.pytorch mlpipeline.nets",
+    "compose": "hydra omegaconf torch.optim lightning.pytorch mlpipeline.models.nets",
     "ingest": "gzip importlib.util",  # the digits file is read without importing scikit-learn
     "prepare": "sklearn.model_selection",
-    "train": "lightning torch torchmetrics hydra.utils mlpipeline.datamodule mlpipeline.model "
-    "mlpipeline.nets",
-    "evaluate": "torch torchmetrics.functional.classification mlpipeline.nets mlpipeline.prepare",
-    "export": "torch torch.onnx onnx onnxruntime mlflow mlflow.onnx mlflow.pyfunc mlflow.models "
+    "train": "lightning torch torchmetrics hydra.utils mlpipeline.data.datamodule "
+    "mlpipeline.models.module mlpipeline.models.modelfile mlpipeline.models.training",
+    "evaluate": "torch torchmetrics.functional.classification mlpipeline.models.modelfile",
+    "export": "torch torch.onnx onnxruntime mlpipeline.models.modelfile",
+    "register": "onnx onnxruntime mlflow mlflow.onnx mlflow.pyfunc mlflow.models "
     "mlflow.store.tracking.sqlalchemy_store mlflow.store.model_registry.sqlalchemy_store "
-    "alembic.command git matplotlib.pyplot matplotlib.backends.backend_agg mlpipeline.tracking "
-    "mlpipeline.plots mlpipeline.train",
+    "alembic.command matplotlib.pyplot matplotlib.backends.backend_agg",
 }
 
 # Put first on PATH as `python`, so the stage commands of the real `dvc repro` run under it.
@@ -142,15 +139,15 @@ def cold_repro(repo: Path, env: dict[str, str], results: Results) -> None:
     results.cold_others_cores = others_cores(since)
     for line in Path(env["BENCH_STAGE_LOG"]).read_text().splitlines():
         entry = json.loads(line)
-        stage = entry["argv"][-1].removeprefix("mlpipeline.")
+        stage = entry["argv"][-1].removeprefix("mlpipeline.stages.")
         results.stages[stage] = Stage(entry["wall_s"], entry["rss_kb"] / 1024)
 
 
 def import_times(repo: Path, env: dict[str, str], reps: int, results: Results) -> None:
     for name, stage in results.stages.items():
-        modules = ", ".join([f"mlpipeline.{name}", *LAZY_IMPORTS[name].split()])
+        modules = ", ".join([f"mlpipeline.stages.{name}", *LAZY_IMPORTS[name].split()])
         # the heap frozen as every stage's CLI leaves it at exit (mlpipeline.errors): a plain
-        # import-and-exit would also count the 2 to 3 s of final collections the stages skip
+        # import-and-exit would also count the final collections the stages skip
         cmd = [PYTHON, "-c", f"import {modules}; import gc; gc.freeze()"]
         walls, quiet = repeat_quietly(lambda cmd=cmd: run(cmd, repo, env)[0], reps, 2 * reps)
         stage.import_s = statistics.median(walls)
@@ -192,24 +189,12 @@ def throughput(repo: Path, env: dict[str, str], epochs: int, rounds: int, result
     results.throughput = json.loads(last_json_line)
 
 
-def machine() -> str:
-    cpu = cpu_model()
-    libs = ", ".join(f"{lib} {version(lib)}" for lib in ("torch", "lightning", "dvc", "mlflow"))
-    nproc = len(os.sched_getaffinity(0))  # what `nproc` prints
-    return (
-        f"nproc {nproc}, CPU {cpu}, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}, {libs}"
-    )
-
-
 def verdict(ok: bool, quiet: bool) -> str:
     text = "met" if ok else "**MISSED**"
     return text if quiet else f"{text}; UNRELIABLE: other processes kept the CPU busy"
 
 
 def report(results: Results, args: argparse.Namespace, loadavg: str) -> str:
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    via = " (via `make bench`)" if "MAKELEVEL" in os.environ else ""
     cold_ok = results.cold_s <= GOALS["cold_s"]
     cold_quiet = results.cold_others_cores < BUSY_CORES
     quiet_rule = (
@@ -217,11 +202,7 @@ def report(results: Results, args: argparse.Namespace, loadavg: str) -> str:
         "not are repeated (up to twice as many runs in all), and only the quiet ones count"
     )
     lines = [
-        f"## {when}",
-        "",
-        f"- Command: `{shlex.join(sys.orig_argv)}`{via}, run in `{ROOT}`",
-        f"- Machine: {machine()}",
-        f"- Load average at start: {loadavg}",
+        stamp(),
         "",
         f"### 1. Cold `dvc repro --force` in a fresh copy: {results.cold_s:.1f} s "
         f"(goal <= {GOALS['cold_s']:.0f} s: {verdict(cold_ok, cold_quiet)})",
@@ -261,7 +242,7 @@ def report(results: Results, args: argparse.Namespace, loadavg: str) -> str:
         f"ratio {ratio:.2f} (goal <= {GOALS['noop_ratio']}: "
         f"{verdict(ratio <= GOALS['noop_ratio'], results.noop_quiet)})",
         "",
-        f"Medians of {len(results.noop)} pairs of runs (six-stage, one-stage) after one warm-up "
+        f"Medians of {len(results.noop)} pairs of runs (the pipeline, one stage) after one warm-up "
         f"each: {', '.join(f'({f:.2f}, {o:.2f})' for f, o in results.noop)} s; {quiet_rule}.",
         "",
     ]
@@ -330,11 +311,10 @@ def main() -> None:
         wait_for_idle(args.wait)
         throughput(repo, env, args.epochs, args.rounds, results)
     text = report(results, args, loadavg)
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nAppended by `make bench` (bench/pipeline.py).\n")
-    with RESULTS.open("a") as handle:
-        handle.write("\n" + text)
-    print("\n" + text + f"\nappended to {RESULTS.relative_to(ROOT)}")
+    doc = write_section(
+        "pipeline", "The pipeline: cold and no-op `dvc repro`, training throughput", text
+    )
+    print("\n" + text + f"\nwritten to {doc.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

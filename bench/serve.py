@@ -35,10 +35,12 @@ from typing import Any
 
 import httpx
 import numpy as np
+from record import stamp, write_section
 
 from mlpipeline.artifacts import md5_file
-from mlpipeline.image import free_port
-from mlpipeline.serve import Settings, load_model
+from mlpipeline.ops.docker import free_port
+from mlpipeline.serving.model import load_model
+from mlpipeline.serving.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 16, 64)
@@ -247,7 +249,7 @@ def main() -> None:
     ours_port, mlflow_port = free_port(), free_port()
     ours_url = f"http://127.0.0.1:{ours_port}"
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
-    ours_cmd = [sys.executable, "-m", "mlpipeline.serve"]
+    ours_cmd = [sys.executable, "-m", "mlpipeline.serving"]
     extra = {}
     if args.pythonpath:
         extra["PYTHONPATH"] = os.pathsep.join(
@@ -335,23 +337,27 @@ def main() -> None:
     shutil.rmtree(scratch)
     results["load_average_after"] = os.getloadavg()
 
-    print()
-    print(
-        f"load average (1/5/15 min) before {results['load_average_before']}, "
-        f"after {results['load_average_after']}; {os.cpu_count()} CPUs"
-    )
-    print(table(results))
-    print()
+    lines = [
+        f"{stamp()} Load average (1/5/15 min) before {results['load_average_before']}, after "
+        f"{results['load_average_after']}. Model: {results['mlflow_model']}; each point the "
+        f"median of {args.rounds} alternating rounds of wrk, {args.duration} s each.",
+        "",
+        table(results),
+        "",
+    ]
     for batch, row in results["overhead"].items():
-        print(
-            f"{batch} row(s): in-process ORT p50 {row['in_process_ort_p50_us']:.0f} µs, "
+        lines.append(
+            f"- {batch} row(s): in-process ORT p50 {row['in_process_ort_p50_us']:.0f} µs, "
             f"HTTP end-to-end p50 {row['http_p50_us']:.0f} µs at concurrency 1"
         )
     s = results["soak"]
-    print(
-        f"soak: {s['requests']} requests at concurrency 64, {s['errors']} errors, RSS "
+    lines.append(
+        f"- soak: {s['requests']} requests at concurrency 64, {s['errors']} errors, RSS "
         f"{s['rss_before_mb']:.1f} → {s['rss_after_mb']:.1f} MB ({s['rss_growth_pct']:+.1f} %)"
     )
+    text = "\n".join(lines)
+    write_section("serving", "Serving: throughput and latency against `mlflow models serve`", text)
+    print(text)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

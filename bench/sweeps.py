@@ -1,11 +1,12 @@
 """Sweep benchmarks: a 4-trial grid serial vs joblib (2 processes), the DVC queue with -j 1 vs
 -j 2, per-trial overhead (process start to first training step), and the machine's parallel
-ceiling for the same training work (bench/ceiling.py). Writes bench/SWEEPS.md.
+ceiling for the same training work (bench/ceiling.py). Writes its section of
+docs/performance.md.
 
     .venv/bin/python bench/sweeps.py [--pairs N]
 
-The host's other tenants move single timings by up to 60 % from one minute to the next, so
-each speed-up is the median over N interleaved pairs (serial run, then parallel run).
+A shared machine's other tenants move single timings, so each speed-up is the median over N
+interleaved pairs (serial run, then parallel run).
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from quiet import cpu_model
+from record import stamp, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)
@@ -45,7 +45,12 @@ QUEUE_BASE_LRS = (0.001, 0.002, 0.005, 0.01)
 def sh(cmd: list[str], cwd: Path) -> str:
     """Run `cmd`; return its output. The output goes to a file, not a pipe: `dvc queue start`'s
     workers inherit its descriptors, and reading a pipe would wait for them to exit."""
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    paths = [str(ROOT / "bench"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "PYTHONPATH": os.pathsep.join(paths),
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -145,7 +150,9 @@ def ceiling_of(repo: Path) -> dict[str, dict[str, float]]:
 
 
 def first_step(work: Path) -> float:
-    _, out = timed(["python", "-m", "mlpipeline.sweep", "trainer.max_epochs=1"], work)
+    """A one-epoch trial, with bench/timing.py's callback saying when its first step began."""
+    timer = "+callbacks.first_step._target_=timing.FirstStep"
+    _, out = timed(["python", "-m", "mlpipeline.sweep", "trainer.max_epochs=1", timer], work)
     return float(re.search(r"first training step ([\d.]+) s", out).group(1))
 
 
@@ -166,7 +173,6 @@ def main() -> None:
         ceiling = ceiling_of(repo)
         queues = [(queue(repo, 1), queue(repo, 2)) for _ in range(args.pairs)]
 
-    cpu = cpu_model()
     rows = [
         (
             f"ceiling: {kind} work twice, one after the other vs two at once (1 thread each)",
@@ -204,22 +210,19 @@ def main() -> None:
             f"median of {overhead} (goal <= 8 s)",
         ),
     ]
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     grids_text = "; ".join(f"{k}: `{' '.join(v)}`" for k, v in GRIDS.items())
     text = (
-        f"# Sweep benchmarks\n\n{stamp}, {os.cpu_count()} cores, {cpu}, load average before "
-        f"start {os.getloadavg()[0]:.1f}.\nCommand: `.venv/bin/python bench/sweeps.py` (grids: "
-        f"{grids_text}; short is the default config, up to 30 epochs with early stopping; "
-        f"queue: `dvc exp run --queue -S '{queue_values(0)}'` (new values each run) then "
-        "`dvc queue start -j N`, timed until the 4th experiment's ref appears; ceiling: "
-        "`bench/ceiling.py`, process start-up left out; spin: a pure-Python loop, train: 25 "
-        f"epochs of bench/throughput.py's plain loop; {args.pairs} interleaved pairs of each)."
-        "\n\n"
+        f"{stamp()} Grids: {grids_text}; short is the default config, up to 30 epochs with "
+        f"early stopping; queue: `dvc exp run --queue -S '{queue_values(0)}'` (new values each "
+        "run) then `dvc queue start -j N`, timed until the 4th experiment's ref appears; "
+        "ceiling: `bench/ceiling.py`, process start-up left out; spin: a pure-Python loop, "
+        f"train: 25 epochs of bench/throughput.py's plain loop; {args.pairs} interleaved pairs "
+        "of each.\n\n"
         "| what | wall time | note |\n| --- | --- | --- |\n"
         f"{table}\n"
     )
-    (ROOT / "bench" / "SWEEPS.md").write_text(text)
+    write_section("sweeps", "Sweeps: parallel launchers, the DVC queue, per-trial start-up", text)
     print(text)
 
 

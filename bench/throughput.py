@@ -1,19 +1,18 @@
 """Training throughput: the train stage itself against a plain PyTorch loop, epoch by epoch.
 
-The stage is `mlpipeline.train.train` as `dvc repro` runs it (its Lightning module, callbacks,
-progress bar, validation, checkpointing and early stopping), timed by one more callback over
-each epoch's training batches: from the epoch's start to its last batch's end, so validation
-is left out. The plain loop trains the same network (built from params.yaml's spec) on the same
-DataLoader (ArrayDataModule.train_dataloader()) with the same optimizer, batch size, CPU
-threads and kernels (mlpipeline.use_portable_kernels), with deterministic algorithms on: forward,
-cross-entropy, zero_grad, backward, step. Lightning's floor is a module whose training step does
-only that, in a Trainer without callbacks.
+The stage is `mlpipeline.stages.train.train` as `dvc repro` runs it (its Lightning module,
+callbacks, progress bar, validation, checkpointing and early stopping), timed by one more
+callback over each epoch's training batches: from the epoch's start to its last batch's end,
+so validation is left out. The plain loop trains the same network (built from params.yaml's
+spec) on the same DataLoader (ArrayDataModule.train_dataloader()) with the same optimizer,
+batch size, CPU threads and kernels (mlpipeline.determinism), with deterministic algorithms
+on: forward, cross-entropy, zero_grad, backward, step. Lightning's floor is a module whose
+training step does only that, in a Trainer without callbacks.
 
 The plain loop runs one epoch of its own just before each Lightning epoch, in the same process
 (from that callback, outside the timed window): each ratio compares two epochs measured within
-a tenth of a second of each other, so the load of the machine's other tenants, which moves
-figures by up to 60 % from one minute to the next here, weighs on both alike. The first epoch
-of each run is a warm-up and is not counted.
+a tenth of a second of each other, so the load of a shared machine's other tenants weighs on
+both alike. The first epoch of each run is a warm-up and is not counted.
 
 Usage: python bench/throughput.py REPO [--epochs N] [--rounds R]
 REPO is a repository copy whose data/prepared exists (bench/pipeline.py passes its temp copy).
@@ -37,14 +36,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from quiet import repeat_quietly
-
-from mlpipeline import use_portable_kernels
-from mlpipeline.config import Config, load_config
 from mlpipeline.datamodule import ArrayDataModule
 from mlpipeline.model import Classifier
 from mlpipeline.nets import build_network
 from mlpipeline.train import MODULE_TRAINER_ARGS, train
+from quiet import repeat_quietly
+
+from mlpipeline import use_portable_kernels
+from mlpipeline.config import Config, load_config
 
 Times = dict[str, list[float]]  # per epoch: wall and CPU seconds
 
@@ -113,7 +112,7 @@ class Paired(L.Callback):
 
 def stage_epochs(cfg: Config, epochs: int, out: Path) -> Paired:
     """The train stage's own run (model and history written under `out`), paired."""
-    paths = cfg.paths.model_copy(update={"model": out / "model.pt", "reports": out / "reports"})
+    paths = cfg.paths.model_copy(update={"model": out / "model.pt", "history": out / "h.csv"})
     trainer = cfg.trainer.model_copy(update={"max_epochs": epochs})
     paired = Paired(PlainLoop(cfg))
     with (

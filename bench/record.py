@@ -1,0 +1,58 @@
+"""The performance doc (docs/performance.md): each benchmark rewrites its own section, between
+markers, and leaves the others as they are."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shlex
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+from quiet import cpu_model
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "performance.md"
+HEADER = """# Performance
+
+Every figure here is written by a benchmark under `bench/` (`make bench` runs the pipeline,
+sweep and kernel benchmarks; `bench/serve.py` and `bench/cross_cpu.py` run on their own), with
+the date, the machine and the command that produced it. Each benchmark rewrites its own section
+and leaves the others. Timings that compare two things are interleaved and repeated, and the
+figure is the median of the per-pair ratios: a shared machine's load moves single timings.
+"""
+
+
+def machine() -> str:
+    """The machine in one line: cores, CPU, OS, Python and the libraries that set the pace."""
+    libs = ", ".join(f"{lib} {version(lib)}" for lib in ("torch", "lightning", "dvc", "mlflow"))
+    return (
+        f"{len(os.sched_getaffinity(0))} cores, {cpu_model()}, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}, {libs}"
+    )
+
+
+def stamp() -> str:
+    """Date, machine and command, for the head of a section."""
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    via = " (through `make bench`)" if "MAKELEVEL" in os.environ else ""
+    return (
+        f"Measured {when} on {machine()}; load average before the start "
+        f"{os.getloadavg()[0]:.1f}. Command: `{shlex.join(sys.orig_argv)}`{via}."
+    )
+
+
+def write_section(name: str, title: str, body: str) -> Path:
+    """Replace (or add) the section `name` of the performance doc; returns the doc's path."""
+    text = DOC.read_text(encoding="utf-8") if DOC.is_file() else HEADER
+    block = f"<!-- bench:{name} -->\n## {title}\n\n{body.strip()}\n<!-- /bench:{name} -->"
+    pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else f"{text}\n{block}\n"
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    tmp = DOC.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(DOC)
+    return DOC
