@@ -15,7 +15,9 @@ STAGES = ["compose", "ingest", "prepare", "train", "evaluate", "export", "regist
 def test_make_pipeline_reproduces_the_committed_lock_bit_for_bit(repo_copy: Path) -> None:
     # the README's first command, with the running venv (its install stamp: no reinstall)
     out = run(make_command("pipeline"), repo_copy).stdout
-    assert stages_run(out) == STAGES
+    # evaluate's outputs are committed (cache: false), and the model comes out byte-identical
+    # to the lock's, so DVC finds evaluate up to date: every other stage has to run
+    assert stages_run(out) == [s for s in STAGES if s != "evaluate"]
     committed = lock_outs(ROOT)
     differ = sorted(p for p, h in lock_outs(repo_copy).items() if committed.get(p) != h)
     # the outputs that differ first: the rest of dvc.lock records their hashes again
