@@ -2,23 +2,28 @@
 #   make image          (python -m mlpipeline.ops.image build: build args from the checkout)
 #   docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) -t mlpipeline-serve .
 # Builds with the classic builder and with BuildKit alike: no RUN --mount, no syntax line.
-ARG BASE_IMAGE=python:3.11-slim
+# The base, pinned by digest: Renovate's regex manager (renovate.json) keeps it current, as
+# Dependabot does not read ARG defaults.
+ARG BASE_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 FROM ${BASE_IMAGE} AS builder
-COPY requirements.lock /tmp/requirements.lock
-# Versions come from requirements.lock (as constraints: only the packages named are installed).
-# onnxruntime goes in without its declared dependencies: sympy (80 MB), protobuf, flatbuffers,
-# coloredlogs and packaging serve its offline tools only, never InferenceSession.
-# uvicorn's C HTTP parser (httptools) goes in when the lock pins it.
-# The deletions drop what a server never imports: pip itself, test suites, type stubs, f2py,
-# and onnxruntime's quantization/transformers/model tools (which would need those packages).
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: \
-      -c /tmp/requirements.lock --no-deps onnxruntime \
- && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: \
-      -c /tmp/requirements.lock numpy fastapi uvicorn prometheus-client pydantic-settings orjson \
-      $(grep -oE '^httptools==[^ ;]+' /tmp/requirements.lock) \
- && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \
+COPY pyproject.toml uv.lock docker/locked.py /tmp/lock/
+# uv at the lock's version, hash-checked, then the lock's `serve` group, hash-checked, no
+# sdists. onnxruntime's declared dependencies that a server never imports are pruned: sympy,
+# protobuf, flatbuffers and coloredlogs serve its offline tools only, never InferenceSession.
+# The deletions drop test suites, type stubs, f2py, and onnxruntime's quantization,
+# transformers and model tools (which would need those packages).
+# uv trusts the image's certificate store, as pip does
+ENV UV_NATIVE_TLS=1
+RUN python /tmp/lock/locked.py /tmp/lock/uv.lock uv > /tmp/uv.txt \
+ && python -m pip install --quiet --no-cache-dir --disable-pip-version-check --require-hashes \
+      -r /tmp/uv.txt \
+ && cd /tmp/lock \
+ && uv export --frozen --only-group serve --no-emit-project --quiet --output-file /tmp/serve.txt \
+      --prune sympy --prune protobuf --prune flatbuffers --prune coloredlogs \
+ && uv venv --quiet /opt/venv \
+ && uv pip install --quiet --no-cache --python /opt/venv/bin/python --require-hashes --no-deps \
+      --only-binary :all: -r /tmp/serve.txt \
  && cd /opt/venv/lib/python3*/site-packages \
  && rm -rf onnxruntime/tools onnxruntime/quantization onnxruntime/transformers \
       numpy/f2py numpy/distutils numpy/_pyinstaller numpy/tests numpy/*/tests \
@@ -44,6 +49,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     MODEL_PATH=/app/models/model.onnx \
+    ORT_DISABLE_TELEMETRY=1 \
     HOST=0.0.0.0 \
     PORT=8080 \
     GIT_COMMIT=${GIT_COMMIT}

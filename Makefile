@@ -7,24 +7,47 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Stage commands run `python` and `dvc` from the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
+# uv installs into the venv, with the interpreter PYTHON made it from, never a downloaded one
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON_DOWNLOADS := never
+# uv from PATH, else the venv's own (make bootstraps it there with pip, at the lock's version)
+UV := $(or $(shell command -v uv 2>/dev/null),$(BIN)/uv)
+locked = $(shell sed -n '/^name = "$(1)"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' uv.lock)
+# TORCH_INDEX: install torch alone from this index URL or wheel folder instead of PyPI, e.g.
+# https://download.pytorch.org/whl/cpu for the CPU build (no CUDA libraries) at the locked
+# version; every other package comes from the lock, hash-checked.
+TORCH_INDEX ?=
+CUDA_PACKAGES = $(sort $(shell sed -n 's/^name = "\(nvidia-[^"]*\|cuda-[^"]*\|triton\)"$$/\1/p' uv.lock))
 
 .DEFAULT_GOAL := help
-.PHONY: help install pipeline test test-fast lint bench clean
+.PHONY: help install lock pipeline test test-fast lint audit bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # Set-up and the pipeline
 
-install: $(STAMP) ## create .venv and install the pinned dependencies
+install: $(STAMP) ## create .venv and install the locked dependencies (uv.lock)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): uv.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed: run make PYTHON=python3.11 ...")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x "$(UV)" || $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(call locked,uv)"
+ifeq ($(TORCH_INDEX),)
+	$(UV) sync --locked --all-extras --python $(BIN)/python
+else
+	$(UV) export --locked --all-extras --no-emit-project --no-emit-package torch \
+		$(CUDA_PACKAGES:%=--prune %) --quiet --output-file $(VENV)/requirements.txt
+	$(UV) pip sync --python $(BIN)/python --require-hashes $(VENV)/requirements.txt
+	$(UV) pip install --python $(BIN)/python --no-deps \
+		$(if $(wildcard $(TORCH_INDEX)),--no-index --find-links,--index-url) $(TORCH_INDEX) \
+		"torch==$(call locked,torch)"
+	$(UV) pip install --python $(BIN)/python --no-deps --editable .
+endif
 	@touch $@
+
+lock: ## resolve pyproject.toml into uv.lock (with hashes); commit both
+	$(UV) lock
 
 pipeline: install ## reproduce the pipeline (dvc repro) on the built-in dataset
 	$(BIN)/dvc repro
@@ -38,10 +61,14 @@ test: install ## run all tests, the real pipeline included (the stack's: make te
 test-fast: install ## unit tests only
 	$(BIN)/python -m pytest -m "not slow and not docker" -n 2
 
-lint: install ## ruff over the code; actionlint and zizmor (offline) over .github/
+lint: install audit ## ruff; the lock against pyproject.toml; actionlint and zizmor over .github/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(UV) lock --check
 	scripts/lint-workflows.sh
+
+audit: install ## known vulnerabilities in the locked set (pip-audit; exceptions in audit-ignore.toml)
+	scripts/audit.sh
 
 bench: install ## run the benchmarks under bench/; they rewrite docs/performance.md
 	$(BIN)/python bench/pipeline.py
@@ -54,7 +81,7 @@ clean: ## remove the venv, the MLflow store and Python caches (DVC outputs stay)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Serving: the ONNX model behind FastAPI, locally and as a container image
-.PHONY: serve image smoke
+.PHONY: serve image smoke check-image
 
 serve: install ## serve models/model.onnx at http://127.0.0.1:8080 (env PORT, MODEL_PATH, ...)
 	$(BIN)/python -m mlpipeline.serving
@@ -62,7 +89,9 @@ serve: install ## serve models/model.onnx at http://127.0.0.1:8080 (env PORT, MO
 image: install ## build the serving image through the Docker SDK (env BASE_IMAGE, IMAGE_TAG)
 	$(BIN)/python -m mlpipeline.ops.image build
 
-smoke: image ## run the image, check it on the test split, report its size and time to ready
+smoke: image check-image ## build the image, then check it on the test split (size, time to ready)
+
+check-image: install ## check an image built before (IMAGE_TAG) on the test split
 	$(BIN)/python -m mlpipeline.ops.image smoke
 
 # Pull-request report. BASE comes from the command line or the environment and reaches the

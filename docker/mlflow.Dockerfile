@@ -1,23 +1,32 @@
 # The MLflow tracking server image: scripts/mlflow-server.sh with MLflow at the version
-# requirements.lock pins. Runs and registry in SQLite under /data (MLFLOW_BACKEND_URI for
+# uv.lock pins. Runs and registry in SQLite under /data (MLFLOW_BACKEND_URI for
 # PostgreSQL), artifacts under /data/artifacts served through the server; mount a volume on /data.
 #   docker compose up -d --build mlflow      (docker-compose.yml)
 #   docker build -f docker/mlflow.Dockerfile -t mlpipeline-mlflow .
 # Builds with the classic builder and with BuildKit alike: no RUN --mount, no syntax line.
-ARG BASE_IMAGE=python:3.11-slim
+# pinned by digest, kept current by Renovate (renovate.json), as in the root Dockerfile
+ARG BASE_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 FROM ${BASE_IMAGE} AS builder
-COPY requirements.lock /tmp/requirements.lock
-# The lock is a constraints file: every package pip installs is the locked version. The full
-# `mlflow` package (the server, its UI and database migrations), not mlflow-skinny: the server's
-# job runner imports pandas, so its data-science dependencies stay. EXTRA_PACKAGES adds drivers
+COPY pyproject.toml uv.lock docker/locked.py /tmp/lock/
+# uv at the lock's version, then the lock's `tracking-server` group (the full `mlflow` package:
+# the server, its UI and database migrations), all hash-checked. EXTRA_PACKAGES adds drivers
 # the lock does not pin, e.g. psycopg2-binary for PostgreSQL or boto3 for S3 artifacts.
-# The deletions drop what a server never imports: pip itself and the libraries' test suites.
+# The deletions drop the libraries' test suites.
 ARG EXTRA_PACKAGES=""
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: \
-      -c /tmp/requirements.lock mlflow ${EXTRA_PACKAGES} \
- && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \
+# uv trusts the image's certificate store, as pip does
+ENV UV_NATIVE_TLS=1
+RUN python /tmp/lock/locked.py /tmp/lock/uv.lock uv > /tmp/uv.txt \
+ && python -m pip install --quiet --no-cache-dir --disable-pip-version-check --require-hashes \
+      -r /tmp/uv.txt \
+ && cd /tmp/lock \
+ && uv export --frozen --only-group tracking-server --no-emit-project --quiet \
+      --output-file /tmp/server.txt \
+ && uv venv --quiet /opt/venv \
+ && uv pip install --quiet --no-cache --python /opt/venv/bin/python --require-hashes --no-deps \
+      --only-binary :all: -r /tmp/server.txt \
+ && if [ -n "$EXTRA_PACKAGES" ]; then \
+      uv pip install --quiet --no-cache --python /opt/venv/bin/python $EXTRA_PACKAGES; fi \
  && cd /opt/venv/lib/python3*/site-packages \
  && rm -rf numpy/f2py numpy/tests numpy/*/tests pandas/tests scipy/*/tests scipy/*/*/tests \
       sklearn/*/tests sklearn/tests pyarrow/tests matplotlib/tests

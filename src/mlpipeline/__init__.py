@@ -5,6 +5,10 @@ Importing the package pins torch's CPU kernels (`mlpipeline.determinism`): it ha
 before torch first computes, and every stage imports this package first.
 """
 
+import os
+
 from mlpipeline.determinism import pin_cpu_kernels
 
 pin_cpu_kernels()
+# ONNX Runtime (export, register) sends usage telemetry unless told not to before it starts
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

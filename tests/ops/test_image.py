@@ -51,12 +51,18 @@ def shared_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path
 
 @pytest.fixture(scope="session")
 def context(shared_dir: Path) -> Path:
-    """Dockerfile, .dockerignore, requirements.lock, the serving package and a tiny model."""
+    """Dockerfile, .dockerignore, the lock, the serving package and a tiny model."""
     root = shared_dir / "image-context"
     with FileLock(shared_dir / "image-context.lock"):
         if (root / "models/reference.npy").is_file():  # written last: another worker made it
             return root
-        for name in ("Dockerfile", ".dockerignore", "requirements.lock"):
+        for name in (
+            "Dockerfile",
+            ".dockerignore",
+            "pyproject.toml",
+            "uv.lock",
+            "docker/locked.py",
+        ):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, root / name)
         copy_serving(root)

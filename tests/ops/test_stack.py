@@ -23,7 +23,7 @@ from helpers import REQUIRED, ROOT, copy_serving, export_tiny_model, host_networ
 from mlpipeline.errors import PipelineError
 from mlpipeline.ops import smoke as checks
 from mlpipeline.ops import stack
-from mlpipeline.ops.docker import DockerSettings
+from mlpipeline.ops.docker import DockerSettings, dockerfile_base
 
 PROJECT = "mlpipelinestackpytest"  # letters only: Compose v1 and v2 name it alike
 CONTEXT_FILES = (
@@ -31,7 +31,9 @@ CONTEXT_FILES = (
     "Dockerfile",
     "docker/mlflow.Dockerfile",
     ".dockerignore",
-    "requirements.lock",
+    "pyproject.toml",
+    "uv.lock",
+    "docker/locked.py",
     "scripts/mlflow-server.sh",
 )
 
@@ -40,11 +42,23 @@ def load(name: str) -> dict:
     return yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))
 
 
+BASE = dockerfile_base(ROOT / "Dockerfile")
+
+
+def test_the_base_image_is_pinned_by_digest_and_the_same_everywhere() -> None:
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", BASE)
+    assert dockerfile_base(ROOT / "docker/mlflow.Dockerfile") == BASE
+    services = load("docker-compose.yml")["services"]
+    assert {s["build"]["args"]["BASE_IMAGE"] for s in services.values()} == {
+        f"${{BASE_IMAGE:-{BASE}}}"
+    }
+
+
 def test_the_compose_file_publishes_ports_on_loopback_unless_told_otherwise() -> None:
     base = load("docker-compose.yml")
     assert set(base["services"]) == set(stack.SERVICES)
     for name, service in base["services"].items():
-        assert service["build"]["args"]["BASE_IMAGE"] == "${BASE_IMAGE:-python:3.11-slim}"
+        assert service["build"]["args"]["BASE_IMAGE"] == f"${{BASE_IMAGE:-{BASE}}}"
         assert "network" not in service["build"] and "network_mode" not in service, name
         assert service["healthcheck"]["test"][0] == "CMD"
         assert service["restart"] == "unless-stopped"
@@ -66,7 +80,7 @@ def test_the_dockerignore_allow_list_lets_the_mlflow_build_see_its_files() -> No
         for src in line.split()[:-1]
     ]
     allowed = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
-    assert sources == ["requirements.lock", "scripts/mlflow-server.sh"]
+    assert sources == ["pyproject.toml", "uv.lock", "docker/locked.py", "scripts/mlflow-server.sh"]
     assert all(f"!{src}" in allowed for src in [*sources, "docker/mlflow.Dockerfile"])
 
 

@@ -4,7 +4,7 @@ clone then has every output with the hashes of dvc.lock, and `dvc repro` runs no
 The local-directory remote is configured as the template's default would be: a path outside
 the repository, committed in .dvc/config (relative to .dvc/, so every clone beside it shares
 it). The S3 variant runs the same round trip against moto's S3-compatible server on loopback;
-`moto[server]` and `dvc-s3` are pinned in requirements.lock, so it runs wherever `make install`
+`moto[server]` and `dvc-s3` are pinned in uv.lock, so it runs wherever `make install`
 did (a missing package is an error, not a skip)."""
 
 from __future__ import annotations
@@ -94,9 +94,7 @@ MOTO_SERVER = Path(BIN) / "moto_server"
 def s3_server(tmp_path: Path) -> Iterator[str]:
     """moto_server on 127.0.0.1 and a free port; yields its endpoint URL, always stops it."""
     if not MOTO_SERVER.is_file():
-        pytest.fail(
-            f"{MOTO_SERVER} not found: moto[server] is pinned in requirements.lock: make install"
-        )
+        pytest.fail(f"{MOTO_SERVER} not found: moto[server] is pinned in uv.lock: make install")
     port = free_port()
     log = (tmp_path / "moto.log").open("w")
     proc = subprocess.Popen(
@@ -115,7 +113,7 @@ def s3_server(tmp_path: Path) -> Iterator[str]:
 
 
 def test_s3_remote_round_trip(tiny_repo: Path, tmp_path: Path, s3_server: str) -> None:
-    # pinned in requirements.lock (boto3 comes with moto): if missing, fail here, never skip
+    # pinned in uv.lock (boto3 comes with moto): if missing, fail here, never skip
     import boto3
     import dvc_s3  # noqa: F401  (without it `dvc push` to s3:// fails further in)
 

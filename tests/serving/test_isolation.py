@@ -58,6 +58,7 @@ def test_the_folder_alone_serves_without_torch(tmp_path: Path) -> None:
         "client = TestClient(create_app())\n"
         "r = client.post('/predict', json={'inputs': np.zeros((2, 1, 8, 8)).tolist()})\n"
         "assert r.status_code == 200, r.text\n"
+        "import os; assert os.environ['ORT_DISABLE_TELEMETRY'] == '1'  # no telemetry\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in %r)\n"
         "assert not heavy, heavy\n" % (FORBIDDEN,)
     )

@@ -29,11 +29,20 @@ class DockerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
-    base_image: str = "python:3.11-slim"
+    # None: the Dockerfile's own default, pinned by digest
+    base_image: str | None = None
     image_tag: str = "mlpipeline-serve:latest"
     # the network of builds and smoke containers: Docker's default bridge with a published
     # port, or the host's network (then the container listens on the host's port itself)
     docker_network: Literal["bridge", "host"] = "bridge"
+
+
+def dockerfile_base(dockerfile: Path) -> str:
+    """The default of the Dockerfile's `ARG BASE_IMAGE=...`: the one place the base is named."""
+    for line in dockerfile.read_text(encoding="utf-8").splitlines():
+        if line.startswith("ARG BASE_IMAGE="):
+            return line.split("=", 1)[1].strip()
+    raise PipelineError(f"{dockerfile} declares no ARG BASE_IMAGE=<image> default")
 
 
 def connect() -> docker.DockerClient:

@@ -3,13 +3,14 @@
     python -m mlpipeline.ops.image build   # docker build of the Dockerfile (make image)
     python -m mlpipeline.ops.image smoke   # run it, check it on the test split (make smoke)
 
-`build` passes BASE_IMAGE (env, default python:3.11-slim), GIT_COMMIT, MODEL_MD5 and SOURCE_URL
-as build arguments. `smoke` starts a container with its port published on 127.0.0.1, times it
-from start to ready, sends the test split and compares the answers with the export stage's
-reference outputs, waits for the image's HEALTHCHECK to pass, and reports the image's size, the
-size it adds to its base and its time to ready. DOCKER_NETWORK=host runs builds and the
-container on the host's network instead. Without a Docker daemon either command says so in one
-line and exits 1.
+`build` passes BASE_IMAGE (env; default the Dockerfile's own, pinned by digest), GIT_COMMIT,
+MODEL_MD5 and SOURCE_URL as build arguments; `buildargs` prints them, for other builders.
+`smoke` starts a container with its port published on 127.0.0.1, times it from start to
+ready, sends the test split and compares the answers with the export stage's reference
+outputs, waits for the image's HEALTHCHECK to pass, and reports the image's size, the size it
+adds to its base and its time to ready. DOCKER_NETWORK=host runs builds and the container on
+the host's network instead. Without a Docker daemon either command says so in one line and
+exits 1.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from mlpipeline.ops.docker import (
     DockerSettings,
     build,
     connect,
+    dockerfile_base,
     ensure_base_image,
     free_port,
     health,
@@ -61,28 +63,35 @@ class SmokeReport:
     labels: dict[str, str]
 
 
+def build_args(
+    context: Path, base_image: str | None, git_commit: str | None = None
+) -> dict[str, str]:
+    """The image's build arguments: its base, and the commit, model and source it labels."""
+    model = context / "models" / "model.onnx"
+    for needed in (context / "Dockerfile", model, context / "models" / "model_card.json"):
+        if not needed.is_file():
+            raise PipelineError(f"{needed} not found: run `dvc repro` first (it exports the model)")
+    return {
+        "BASE_IMAGE": base_image or dockerfile_base(context / "Dockerfile"),
+        "GIT_COMMIT": git_commit or revision(context),
+        "MODEL_MD5": md5_file(model),
+        "SOURCE_URL": source_url(context),
+    }
+
+
 def build_image(
     client: docker.DockerClient,
     context: Path,
     tag: str,
-    base_image: str,
+    base_image: str | None = None,
     network: str = "bridge",
     git_commit: str | None = None,
     quiet: bool = False,
 ) -> Image:
     """Build the serving image of the repository at `context` (its Dockerfile and
-    .dockerignore)."""
-    model = context / "models" / "model.onnx"
-    for needed in (context / "Dockerfile", model, context / "models" / "model_card.json"):
-        if not needed.is_file():
-            raise PipelineError(f"{needed} not found: run `dvc repro` first (it exports the model)")
-    ensure_base_image(client, base_image)
-    buildargs = {
-        "BASE_IMAGE": base_image,
-        "GIT_COMMIT": git_commit or revision(context),
-        "MODEL_MD5": md5_file(model),
-        "SOURCE_URL": source_url(context),
-    }
+    .dockerignore) with the classic builder."""
+    buildargs = build_args(context, base_image, git_commit)
+    ensure_base_image(client, buildargs["BASE_IMAGE"])
     return build(client, context, "Dockerfile", tag, buildargs, network, quiet)
 
 
@@ -158,7 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--tag", default=settings.image_tag, help="image tag (env IMAGE_TAG)")
     common.add_argument(
-        "--base-image", default=settings.base_image, help="base image (env BASE_IMAGE)"
+        "--base-image",
+        default=settings.base_image,
+        help="base image (env BASE_IMAGE; default: the Dockerfile's)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     build_cmd = commands.add_parser("build", parents=[common], help="build the serving image")
@@ -169,9 +180,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     check.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     checks.add_check_inputs(check)
+    args_cmd = commands.add_parser(
+        "buildargs", parents=[common], help="print the build arguments, one KEY=VALUE a line"
+    )
+    args_cmd.add_argument("--context", type=Path, default=Path("."), help="repository root")
     args = parser.parse_args(argv)
     network = settings.docker_network
     with exit_on_error("interrupted"):
+        if args.command == "buildargs":
+            for key, value in build_args(args.context, args.base_image).items():
+                print(f"{key}={value}")
+            return
         if args.command == "build":
             client = connect()
             image = build_image(
@@ -181,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         x, reference = checks.load_check_inputs(args.x, args.reference)
         client = connect()
-        report = smoke(client, args.tag, args.base_image, x, reference, args.port, network)
+        base = args.base_image or dockerfile_base(Path("Dockerfile"))
+        report = smoke(client, args.tag, base, x, reference, args.port, network)
         print(describe(report))
         if args.json:
             args.json.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")

@@ -39,6 +39,7 @@ from mlpipeline.ops.docker import (
     MB,
     DockerSettings,
     connect,
+    dockerfile_base,
     ensure_base_image,
     free_port,
     log_tail,
@@ -303,7 +304,9 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("smoke", help="build, start, check and remove the stack")
     check.add_argument(
-        "--base-image", default=settings.base_image, help="base of both images (env BASE_IMAGE)"
+        "--base-image",
+        default=settings.base_image,
+        help="base of both images (env BASE_IMAGE; default: the Dockerfile's)",
     )
     check.add_argument("--root", type=Path, default=Path("."), help="repository root")
     check.add_argument("--quiet", action="store_true", help="no build log")
@@ -311,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with exit_on_error("interrupted; the stack was removed"):
         x, reference = checks.load_check_inputs(args.x, args.reference)
-        report = smoke(connect(), args.root, x, reference, args.base_image, quiet=args.quiet)
+        base = args.base_image or dockerfile_base(args.root / "Dockerfile")
+        report = smoke(connect(), args.root, x, reference, base, quiet=args.quiet)
         print(describe(report))
         if args.json:
             args.json.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
