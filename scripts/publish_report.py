@@ -3,13 +3,16 @@
 
     scripts/publish_report.py summary reports/pr   append it to $GITHUB_STEP_SUMMARY
     scripts/publish_report.py comment reports/pr   create or update the pull request's one
-                                                   report comment (found by a hidden marker)
+                                                   report comment (found by a hidden marker
+                                                   and its author, the workflow's bot)
 
 Neither place shows images from a run, so the pictures become a list that points at the run's
 artifact. A missing report (the pipeline failed before it) is published as a short notice, so a
-stale report never stays up. `comment` reads GITHUB_TOKEN, PR_NUMBER and the variables GitHub
-Actions sets (GITHUB_REPOSITORY, GITHUB_API_URL, GITHUB_SERVER_URL, GITHUB_RUN_ID); it talks to
-the REST API with the standard library only, so it runs on a bare runner's python3.
+stale report never stays up. `comment` reads GITHUB_TOKEN, PR_NUMBER, COMMENT_AUTHOR (the login
+that posts the comment; default github-actions[bot], whose token the workflow uses: anyone can
+write the marker, only the bot's own comment is updated) and the variables GitHub Actions sets
+(GITHUB_REPOSITORY, GITHUB_API_URL, GITHUB_SERVER_URL, GITHUB_RUN_ID); it talks to the REST
+API with the standard library only, so it runs on a bare runner's python3.
 Failures are one line on stderr and exit status 1.
 """
 
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 MARKER = "<!-- mlpipeline-pr-report -->"
+BOT = "github-actions[bot]"
 # GitHub rejects comment bodies over 65,536 characters
 MAX_BODY = 65_000
 IMAGE = re.compile(r"^!\[(?P<alt>[^\]]*)\]\((?P<src>[^)\s]+)\)\s*$", re.MULTILINE)
@@ -96,14 +100,16 @@ def _api(method: str, url: str, token: str, body: dict[str, Any] | None = None) 
         raise PublishError(f"{method} {url}: {getattr(err, 'reason', err)}") from None
 
 
-def find_comment(api: str, repo: str, pr: int, token: str) -> int | None:
-    """The id of this pull request's report comment (the first holding the marker), if any."""
+def find_comment(api: str, repo: str, pr: int, token: str, author: str) -> int | None:
+    """The id of this pull request's report comment (the first holding the marker that
+    `author` wrote), if any."""
     page = 1
     while True:
         url = f"{api}/repos/{repo}/issues/{pr}/comments?per_page=100&page={page}"
         comments = _api("GET", url, token)
         for comment in comments:
-            if MARKER in (comment.get("body") or ""):
+            login = (comment.get("user") or {}).get("login")
+            if MARKER in (comment.get("body") or "") and login == author:
                 return int(comment["id"])
         if len(comments) < 100:
             return None
@@ -123,7 +129,7 @@ def post_comment(report_dir: Path, artifact: str) -> str:
     api = env.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
     repo, token = env["GITHUB_REPOSITORY"], env["GITHUB_TOKEN"]
     body = {"body": render(report_dir, artifact)}
-    existing = find_comment(api, repo, pr, token)
+    existing = find_comment(api, repo, pr, token, env.get("COMMENT_AUTHOR") or BOT)
     if existing is None:
         created = _api("POST", f"{api}/repos/{repo}/issues/{pr}/comments", token, body)
         return f"created comment {created.get('id')} on #{pr}"

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Tag and push the serving image to a container registry (GitHub's by default), or promote
-# an image pushed before.
+# Push the serving image to a container registry (GitHub's by default) by digest, and promote
+# a pushed digest once its provenance attestation verifies.
 #
-#   scripts/registry.sh tags           print the image references this commit gets, one a line
-#   scripts/registry.sh push           tag the local image IMAGE_TAG with each and push it
-#   scripts/registry.sh promote NAME   pull this commit's image, tag it NAME, push that tag
+#   scripts/registry.sh tags             print the image references this commit gets, one a line
+#   scripts/registry.sh push-oci FILE    push the OCI archive FILE (scripts/build-image.sh) under
+#                                        each tag, keeping its digest; print the digest (and
+#                                        write digest=... to $GITHUB_OUTPUT under GitHub Actions)
+#   scripts/registry.sh promote NAME     verify DIGEST's attestation (gh attestation verify),
+#                                        then tag that digest NAME (e.g. production)
 #
 # Tags: the git commit (GITHUB_SHA, else `git rev-parse HEAD`), `model-<md5 of the ONNX
 # model>` (hashes.onnx in models/model_card.json, or MODEL_CARD) and, when the ref is a tag
-# (GITHUB_REF_TYPE=tag), its name (GITHUB_REF_NAME, e.g. v1.2.0). The repository is
-# REGISTRY_IMAGE, by default ghcr.io/GITHUB_REPOSITORY in lower case as registries require.
-# GitHub Actions sets the GITHUB_* variables itself. Log in to the registry first.
+# (GITHUB_REF_TYPE=tag), its name (GITHUB_REF_NAME, e.g. v1.2.0). Tags are only names: what is
+# deployed is the digest. The repository is REGISTRY_IMAGE, by default ghcr.io/GITHUB_REPOSITORY
+# in lower case as registries require. GitHub Actions sets the GITHUB_* variables itself. Needs
+# skopeo (and gh for promote); log in to the registry first.
 set -euo pipefail
 
 fail() {
@@ -63,34 +67,46 @@ tags() {
   printf '%s\n' "${refs[@]}"
 }
 
-push() {
-  local local_image="${IMAGE_TAG:-mlpipeline-serve:latest}" refs ref
+digest_of() {
+  [[ "$1" =~ ^sha256:[0-9a-f]{64}$ ]] || fail "'$1' is not an image digest (sha256:<64 hex digits>)"
+}
+
+push_oci() {
+  local archive="${1:-}" image refs ref digest
+  [[ -f "$archive" ]] || fail "OCI archive '$archive' not found: run scripts/build-image.sh first"
+  image=$(registry_image)
   refs=$(tags)
-  docker image inspect "$local_image" >/dev/null 2>&1 || fail "image $local_image not found: run \`make image\` first"
   while read -r ref; do
-    docker tag "$local_image" "$ref"
-    docker push "$ref"
-    echo "pushed $ref"
+    # --preserve-digests: the registry's manifest is the archive's, byte for byte
+    skopeo copy --quiet --preserve-digests "oci-archive:$archive" "docker://$ref"
+    echo "pushed $ref" >&2
   done <<<"$refs"
+  digest=$(skopeo inspect --format '{{.Digest}}' "docker://$(head -1 <<<"$refs")")
+  digest_of "$digest"
+  if [[ -n "${GITHUB_OUTPUT:-}" ]]; then printf 'digest=%s\nimage=%s\n' "$digest" "$image" >>"$GITHUB_OUTPUT"; fi
+  printf '%s@%s\n' "$image" "$digest"
 }
 
 promote() {
-  local name="${1:-}" image sha
-  valid_tag "$name" || fail "usage: scripts/registry.sh promote NAME (a valid image tag, e.g. production)"
+  local name="${1:-}" image digest
+  valid_tag "$name" || fail "usage: DIGEST=sha256:... scripts/registry.sh promote NAME (a valid image tag, e.g. production)"
+  digest="${DIGEST:-}"
+  digest_of "$digest"
   image=$(registry_image)
-  sha=$(commit)
-  docker pull "$image:$sha"
-  docker tag "$image:$sha" "$image:$name"
-  docker push "$image:$name"
-  echo "promoted $image:$sha to $image:$name"
+  [[ -n "${GITHUB_REPOSITORY:-}" ]] || fail "set GITHUB_REPOSITORY (owner/repo): attestations are verified against it"
+  # the provenance GitHub signed for this digest, made by this repository's workflows
+  gh attestation verify "oci://$image@$digest" --repo "$GITHUB_REPOSITORY" >&2 ||
+    fail "$image@$digest has no valid provenance attestation from $GITHUB_REPOSITORY: not promoted"
+  skopeo copy --quiet --preserve-digests "docker://$image@$digest" "docker://$image:$name"
+  echo "promoted $image@$digest to $image:$name"
 }
 
 case "${1:-}" in
   tags) tags ;;
-  push) push ;;
+  push-oci) push_oci "${2:-}" ;;
   promote) promote "${2:-}" ;;
   *)
-    echo "usage: scripts/registry.sh tags|push|promote NAME" >&2
+    echo "usage: scripts/registry.sh tags|push-oci FILE|promote NAME" >&2
     exit 2
     ;;
 esac

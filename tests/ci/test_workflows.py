@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -60,6 +61,8 @@ def test_every_run_step_is_one_make_target_or_repository_script() -> None:
         assert "\n" not in command.strip(), f"{name}: multi-line run step: {command!r}"
         assert "${{" not in command, f"{name}: expression inside a run step: {command!r}"
         words = shlex.split(command)
+        if words[0] == "bash":  # a script from an artifact, which keeps no file modes
+            words = words[1:]
         if words[0] == "make":
             goals = [w for w in words[1:] if "=" not in w and not w.startswith("-")]
             assert goals and set(goals) <= targets, f"{name}: {command!r}: unknown make target"
@@ -74,7 +77,8 @@ def test_scripts_the_workflows_call_are_run_by_the_tests() -> None:
     tests = "".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
     makefile = (ROOT / "Makefile").read_text()
     for name, command in run_commands():
-        first = shlex.split(command)[0]
+        words = shlex.split(command)
+        first = words[1] if words[0] == "bash" else words[0]
         if first.startswith("scripts/"):
             assert f'"{Path(first).name}"' in tests or first in makefile, f"{name}: {first}"
 
@@ -88,6 +92,12 @@ def test_workflows_are_hardened() -> None:
         for job_id, job in workflow["jobs"].items():
             assert "timeout-minutes" in job, f"{path.name}: job {job_id} has no timeout"
             assert "permissions" in job, f"{path.name}: job {job_id} has no permissions"
+            checks_out = any(
+                str(s.get("uses", "")).startswith("actions/checkout@") for s in job["steps"]
+            )
+            if checks_out:
+                assert job["permissions"].get("contents") == "read", f"{path.name}/{job_id}"
+            assert "ubuntu-latest" not in str(job.get("runs-on")), f"{path.name}/{job_id}"
         for job_id, step in steps(workflow):
             uses = step.get("uses")
             if not uses:
@@ -108,28 +118,146 @@ def test_retrain_triggers_and_fork_safety() -> None:
         "dvc.lock",
         "src/**",
         "**/*.dvc",
+        "uv.lock",
+        "pyproject.toml",
     }
     comment = workflow["jobs"]["comment"]
     assert comment["continue-on-error"] is True
     assert "github.event.pull_request.head.repo.full_name == github.repository" in comment["if"]
     assert workflow["jobs"]["retrain"]["permissions"].get("pull-requests") is None
+    # pull requests never see long-lived keys: no secret but the job's own token
+    retrain = (ROOT / ".github/workflows/retrain.yml").read_text()
+    assert set(re.findall(r"secrets\.(\w+)", retrain)) == {"GITHUB_TOKEN"}
+    report = next(s for _, s in steps(workflow) if s.get("run") == "make report")
+    assert report["env"] == {"BASE": "origin/${{ github.base_ref }}"}
+
+
+def test_release_jobs_hold_only_what_they_need() -> None:
+    """The release design: an unprivileged build, a small publish job that pushes by digest
+    and attests, production promoting that digest once its attestation verifies."""
+    workflow = load(ROOT / ".github/workflows/deploy.yml")
+    jobs = workflow["jobs"]
+    assert workflow["concurrency"] == {
+        "group": "${{ github.workflow }}-${{ github.sha }}",
+        "cancel-in-progress": False,
+    }
+    assert {name: job["permissions"] for name, job in jobs.items()} == {
+        "model": {"contents": "read", "id-token": "write"},
+        "build": {"contents": "read"},
+        "publish": {"packages": "write", "id-token": "write", "attestations": "write"},
+        "production": {"contents": "read", "packages": "write", "attestations": "read"},
+    }
+    assert [jobs[n].get("needs") for n in ("build", "publish", "production")] == [
+        "model",
+        "build",
+        "publish",
+    ]
+    # the keys live in an environment; only the model job (the one that pulls) enters it
+    assert jobs["model"]["environment"] == "release"
+    deploy = (ROOT / ".github/workflows/deploy.yml").read_text()
+    users = [n for n, j in jobs.items() if "secrets.AWS_" in json.dumps(j)]
+    assert users == ["model"] and "secrets.AWS_ROLE_ARN" not in deploy
+    # publish runs no code of the repository's but the pushing script handed on by build
+    publish = [s.get("uses", s.get("run", "")) for s in jobs["publish"]["steps"]]
+    assert not any(str(u).startswith("actions/checkout@") for u in publish)
+    assert "bash scripts/registry.sh push-oci image.tar" in publish
+    attest = next(
+        s for s in jobs["publish"]["steps"] if "attest-build-provenance" in s.get("uses", "")
+    )
+    assert attest["with"] == {
+        "subject-name": "${{ steps.push.outputs.image }}",
+        "subject-digest": "${{ steps.push.outputs.digest }}",
+        "push-to-registry": True,
+    }
+    promote = next(s for s in jobs["production"]["steps"] if "promote" in s.get("run", ""))
+    assert promote["env"]["DIGEST"] == "${{ needs.publish.outputs.digest }}"
+    assert jobs["production"]["environment"] == "production"
+    assert "startsWith(github.ref, 'refs/tags/v')" in jobs["production"]["if"]
+    build = [s.get("run", "") for s in jobs["build"]["steps"]]
+    assert "scripts/build-image.sh image.tar" in build and "make check-image" in build
+
+
+def step_env(
+    step: dict[str, Any], context: dict[str, str], job_env: dict[str, str]
+) -> dict[str, str]:
+    """The environment GitHub Actions gives a step: the job's (GITHUB_ENV included), then the
+    step's `env`, where an unset secret or variable is an empty string."""
+    env = dict(job_env)
+    for key, value in (step.get("env") or {}).items():
+        value = str(value)
+        if match := re.fullmatch(r"\$\{\{ ((?:secrets|vars)\.\w+) \}\}", value):
+            value = context.get(match[1], "")
+        elif match := re.fullmatch(r"\$\{\{ ((?:secrets|vars)\.\w+) != '' \}\}", value):
+            value = "true" if context.get(match[1]) else "false"
+        env[key] = value
+    return env
+
+
+@pytest.mark.parametrize("workflow", ["deploy.yml", "retrain.yml"])
+def test_the_pull_keeps_the_oidc_session(workflow: str, tmp_path: Path) -> None:
+    """With a role assumed through OIDC (configure-aws-credentials writes its session into the
+    job's environment) and no static keys, the step that pulls sees the session: a fake `dvc`
+    records the credentials `scripts/dvc-remote.sh pull` hands it."""
+    session = {
+        "AWS_ACCESS_KEY_ID": "ASIAOIDCSESSION",
+        "AWS_SECRET_ACCESS_KEY": "oidc-secret",
+        "AWS_SESSION_TOKEN": "oidc-token",
+    }
+    # a role to assume, a remote; the static-key secrets are unset
+    context = {
+        "vars.AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/dvc",
+        "vars.DVC_REMOTE_URL": "s3://bucket/dvc",
+        "secrets.DVC_REMOTE_URL": "s3://bucket/dvc",
+    }
+    pulls = [
+        s
+        for _, s in steps(load(ROOT / ".github/workflows" / workflow))
+        if s.get("run") == "scripts/dvc-remote.sh pull" and "oidc != 'true'" not in s.get("if", "")
+    ]
+    assert pulls, "no step pulls with the OIDC session"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "seen.json"
+    (bin_dir / "dvc").write_text(
+        "#!/usr/bin/env python3\nimport json, os, sys\n"
+        f"keys = {sorted(session)!r}\n"
+        f"json.dump({{k: os.environ.get(k) for k in keys}}, open({str(seen)!r}, 'w'))\n"
+    )
+    (bin_dir / "dvc").chmod(0o755)
+    for step in pulls:
+        env = step_env(step, context, session)
+        assert env["HAS_OIDC_ROLE"] == "true", step["name"]
+        env |= {"PATH": f"{bin_dir}:/usr/bin:/bin", "VENV": str(tmp_path / "no-venv")}
+        cmd = [str(SCRIPTS / "dvc-remote.sh"), "pull"]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0 and "OIDC role" in proc.stdout, proc.stdout + proc.stderr
+        assert json.loads(seen.read_text()) == session, step["name"]
 
 
 # --- scripts/lint-workflows.sh ------------------------------------------------------------
 
 
 def test_workflow_linters_report_findings(tmp_path: Path) -> None:
+    """One planted defect of each kind: an untrusted input in a script (actionlint), an
+    unquoted variable (shellcheck, through actionlint), an unpinned action and a template
+    injection (zizmor)."""
     bad = tmp_path / "bad.yml"
     bad.write_text(
         "name: bad\non: pull_request\npermissions: {}\njobs:\n  a:\n    name: a\n"
-        "    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n"
+        "    runs-on: ubuntu-24.04\n    steps:\n      - uses: actions/checkout@v4\n"
         '      - run: echo "${{ github.event.pull_request.title }}"\n'
+        "      - run: rm -rf $TARGET/cache\n"
     )
-    proc = run([str(SCRIPTS / "lint-workflows.sh"), str(bad)], tmp_path, check=False)
+    lint = [str(SCRIPTS / "lint-workflows.sh"), str(bad)]
+    proc = run(lint, tmp_path, check=False, VENV=sys.prefix)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "potentially untrusted" in out  # actionlint
+    assert "SC2086" in out  # shellcheck
     assert "template-injection" in out and "unpinned-uses" in out  # zizmor
+    # and the repository's own workflows are clean
+    clean = run([str(SCRIPTS / "lint-workflows.sh")], ROOT, check=False, VENV=sys.prefix)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
 
 
 # --- scripts/dvc-remote.sh ----------------------------------------------------------------
@@ -217,15 +345,22 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 ONNX_MD5 = "7a84818aff1028f04265e31d3f944276"
 
 
+DIGEST = "sha256:" + "ab" * 32
+
+
 @pytest.fixture
-def fake_docker(tmp_path: Path) -> Path:
-    """A `docker` that logs its arguments (one call a line) and succeeds."""
+def fake_tools(tmp_path: Path) -> Path:
+    """`skopeo` and `gh` that log their arguments (one call a line) and succeed; `skopeo
+    inspect` prints DIGEST, and `gh` fails when FAKE_GH_FAILS is set."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    log = tmp_path / "docker.log"
-    docker = bin_dir / "docker"
-    docker.write_text(f'#!/bin/sh\necho "$*" >> {shlex.quote(str(log))}\n')
-    docker.chmod(0o755)
+    log = shlex.quote(str(tmp_path / "calls.log"))
+    (bin_dir / "skopeo").write_text(
+        f'#!/bin/sh\necho "skopeo $*" >> {log}\n[ "$1" = inspect ] && echo {DIGEST}\nexit 0\n'
+    )
+    (bin_dir / "gh").write_text(f'#!/bin/sh\necho "gh $*" >> {log}\n[ -z "$FAKE_GH_FAILS" ]\n')
+    for tool in ("skopeo", "gh"):
+        (bin_dir / tool).chmod(0o755)
     return bin_dir
 
 
@@ -272,29 +407,98 @@ def test_image_tags_refuse_bad_input(tmp_path: Path, env: dict[str, str], messag
     assert len(proc.stderr.splitlines()) == 1
 
 
-def test_push_tags_and_pushes_each_reference(tmp_path: Path, fake_docker: Path) -> None:
-    version = {"GITHUB_REF_TYPE": "tag", "GITHUB_REF_NAME": "v2.0.0"}
-    proc = registry(tmp_path, fake_docker, "push", IMAGE_TAG="serve:ci", **version)
+def test_push_oci_pushes_the_archive_by_digest_under_each_tag(
+    tmp_path: Path, fake_tools: Path
+) -> None:
+    archive = tmp_path / "image.tar"
+    archive.write_bytes(b"oci")
+    output = tmp_path / "github_output"
+    version = {"GITHUB_REF_TYPE": "tag", "GITHUB_REF_NAME": "v2.0.0", "GITHUB_OUTPUT": str(output)}
+    proc = registry(tmp_path, fake_tools, "push-oci", str(archive), **version)
     assert proc.returncode == 0, proc.stderr
     image = "ghcr.io/some-org/ml-repo"
+    assert proc.stdout.strip() == f"{image}@{DIGEST}"
     refs = [f"{image}:{SHA}", f"{image}:model-{ONNX_MD5}", f"{image}:v2.0.0"]
-    calls = (tmp_path / "docker.log").read_text().splitlines()
+    calls = (tmp_path / "calls.log").read_text().splitlines()
     assert calls == [
-        "image inspect serve:ci",
-        *(call for ref in refs for call in (f"tag serve:ci {ref}", f"push {ref}")),
+        *(
+            f"skopeo copy --quiet --preserve-digests oci-archive:{archive} docker://{r}"
+            for r in refs
+        ),
+        f"skopeo inspect --format {{{{.Digest}}}} docker://{refs[0]}",
     ]
+    assert output.read_text() == f"digest={DIGEST}\nimage={image}\n"
+    missing = registry(tmp_path, fake_tools, "push-oci", str(tmp_path / "none.tar"))
+    assert missing.returncode == 1 and "not found" in missing.stderr
 
 
-def test_promote_retags_this_commits_image(tmp_path: Path, fake_docker: Path) -> None:
-    assert registry(tmp_path, fake_docker, "promote", "production").returncode == 0
+def test_promote_tags_the_digest_only_once_its_attestation_verifies(
+    tmp_path: Path, fake_tools: Path
+) -> None:
     image = "ghcr.io/some-org/ml-repo"
-    assert (tmp_path / "docker.log").read_text().splitlines() == [
-        f"pull {image}:{SHA}",
-        f"tag {image}:{SHA} {image}:production",
-        f"push {image}:production",
+    proc = registry(tmp_path, fake_tools, "promote", "production", DIGEST=DIGEST)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "calls.log").read_text().splitlines() == [
+        f"gh attestation verify oci://{image}@{DIGEST} --repo Some-Org/ML-Repo",
+        f"skopeo copy --quiet --preserve-digests docker://{image}@{DIGEST} docker://{image}:production",
     ]
-    bad = registry(tmp_path, fake_docker, "promote", "prod/uction")
-    assert bad.returncode == 1 and "usage" in bad.stderr
+    (tmp_path / "calls.log").unlink()
+    unverified = registry(
+        tmp_path, fake_tools, "promote", "production", DIGEST=DIGEST, FAKE_GH_FAILS="1"
+    )
+    assert unverified.returncode == 1 and "not promoted" in unverified.stderr
+    assert "skopeo" not in (tmp_path / "calls.log").read_text()
+    for bad in ({"DIGEST": "latest"}, {"DIGEST": DIGEST, "NAME": ""}):
+        name = bad.pop("NAME", "production") or "prod/uction"
+        proc = registry(tmp_path, fake_tools, "promote", name, **bad)
+        assert proc.returncode == 1 and proc.stderr.startswith("error: ")
+
+
+# --- scripts/build-image.sh -----------------------------------------------------------------
+
+
+def test_build_image_builds_with_buildkit_and_prints_the_archive_digest(tmp_path: Path) -> None:
+    """A stand-in `docker` (no BuildKit here) logs the calls; for the OCI export it writes an
+    archive whose index names DIGEST, which the script must print."""
+    from helpers import export_tiny_model
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy2(ROOT / "Dockerfile", repo / "Dockerfile")
+    shutil.copy2(SCRIPTS / "build-image.sh", repo / "scripts/build-image.sh")
+    export_tiny_model(repo / "models")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "docker.log"
+    (bin_dir / "docker").write_text(
+        "#!/usr/bin/env python3\nimport io, json, sys, tarfile\n"
+        f"open({str(log)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
+        "out = [a.split('dest=', 1)[1] for a in sys.argv if a.startswith('type=oci,dest=')]\n"
+        "if out:\n"
+        f"    index = json.dumps({{'manifests': [{{'digest': {DIGEST!r}}}]}}).encode()\n"
+        "    with tarfile.open(out[0], 'w') as tar:\n"
+        "        info = tarfile.TarInfo('index.json'); info.size = len(index)\n"
+        "        tar.addfile(info, io.BytesIO(index))\n"
+        "sys.exit(1 if sys.argv[1:3] == ['buildx', 'inspect'] else 0)\n"
+    )
+    (bin_dir / "docker").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "VENV": sys.prefix, "IMAGE_TAG": "serve:ci"}
+    env["BASE_IMAGE"] = ""  # the Dockerfile's own default, whatever this machine sets
+    proc = run(["scripts/build-image.sh", str(tmp_path / "image.tar")], repo, check=False, **env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == DIGEST
+    calls = log.read_text().splitlines()
+    assert calls[:3] == [
+        "buildx version",
+        "buildx inspect mlpipeline-release",
+        "buildx create --name mlpipeline-release --driver docker-container",
+    ]
+    load, oci = calls[3:]
+    assert "--load" in load and "--tag serve:ci" in load
+    assert "--sbom=true --provenance=mode=max" in oci and f"dest={tmp_path}/image.tar" in oci
+    for call in (load, oci):
+        assert "--build-arg BASE_IMAGE=python:3.11-slim@sha256:" in call
+        assert "--build-arg MODEL_MD5=" in call
 
 
 # --- scripts/publish_report.py --------------------------------------------------------------
@@ -330,7 +534,11 @@ class FakeGitHub(BaseHTTPRequestHandler):
         self.requests.append(("POST", self.path))
         if self.refuse_writes:
             return self._reply(403, {"message": "Resource not accessible by integration"})
-        comment = {"id": 1000 + len(self.comments), "body": self._body()["body"]}
+        comment = {
+            "id": 1000 + len(self.comments),
+            "body": self._body()["body"],
+            "user": {"login": "github-actions[bot]"},
+        }
         self.comments.append(comment)
         self._reply(201, comment)
 
@@ -345,8 +553,13 @@ class FakeGitHub(BaseHTTPRequestHandler):
 @pytest.fixture
 def github() -> Iterator[tuple[str, type[FakeGitHub]]]:
     handler = type("Handler", (FakeGitHub,), {"comments": [], "requests": []})
-    # other people's comments, more than one page of them
-    handler.comments.extend({"id": i, "body": f"comment {i}"} for i in range(150))
+    # other people's comments, more than one page of them, one with the marker in it
+    handler.comments.extend(
+        {"id": i, "body": f"comment {i}", "user": {"login": "someone"}} for i in range(149)
+    )
+    handler.comments.append(
+        {"id": 149, "body": "<!-- mlpipeline-pr-report --> hijack", "user": {"login": "mallory"}}
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -389,7 +602,9 @@ def test_comment_is_created_once_then_updated(tmp_path: Path, github) -> None:
     proc = publish(tmp_path, "comment", str(first), GITHUB_API_URL=api)
     assert "updated comment 1150 on #7" in proc.stdout
     assert len(handler.comments) == 151 and "second push" in handler.comments[-1]["body"]
-    assert [c["body"] for c in handler.comments[:150]] == [f"comment {i}" for i in range(150)]
+    # other people's comments, the one faking the marker too, are never touched
+    assert [c["body"] for c in handler.comments[:149]] == [f"comment {i}" for i in range(149)]
+    assert handler.comments[149]["body"].endswith("hijack")
     assert ("GET", "/repos/org/repo/issues/7/comments?per_page=100&page=2") in handler.requests
     assert handler.requests[-1] == ("PATCH", "/repos/org/repo/issues/comments/1150")
 
