@@ -335,9 +335,12 @@ def mixed_table(rows: int = 400, task: str = "classification", seed: int = 0) ->
     return frame
 
 
-def export_table_model(base: Path, task: str = "classification", rows: int = 400) -> Any:
-    """Run the stages ingest to export in-process on `mixed_table` (two epochs), paths under
-    `base`; returns the config (the model is cfg.paths.onnx, its card cfg.paths.card)."""
+def export_table_model(
+    base: Path, task: str = "classification", rows: int = 400, *overrides: str, frame: Any = None
+) -> Any:
+    """Run the stages ingest to export in-process on `frame` (default: `mixed_table`), two
+    epochs, paths under `base`; returns the config (the model is cfg.paths.onnx, its card
+    cfg.paths.card)."""
     from mlpipeline.config import compose_config
     from mlpipeline.stages.evaluate import evaluate
     from mlpipeline.stages.export import export
@@ -347,8 +350,10 @@ def export_table_model(base: Path, task: str = "classification", rows: int = 400
     from mlpipeline.stages.train import train
 
     (base / "raw").mkdir(parents=True, exist_ok=True)
-    mixed_table(rows, task).to_csv(base / "raw" / "data.csv", index=False)
+    frame = mixed_table(rows, task) if frame is None else frame
+    frame.to_csv(base / "raw" / "data.csv", index=False)
     overrides = [
+        *overrides,
         "data=tabular",
         "model=mlp",
         f"data.source.path={base}/raw/data.csv",
@@ -356,7 +361,7 @@ def export_table_model(base: Path, task: str = "classification", rows: int = 400
         f"task={task}",
         "trainer.max_epochs=2",
     ]
-    cfg = tiny(compose_config(ROOT / "conf", overrides)[1], base)
+    cfg = tiny(compose_config(ROOT / "conf", list(overrides))[1], base)
     for stage in (ingest, prepare, features, train, evaluate, export):
         stage(cfg)
     return cfg

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from helpers import export_table_model
+from helpers import export_table_model, mixed_table
 from mlflow import MlflowClient
 
 from mlpipeline.artifacts import md5_file, read_json
 from mlpipeline.data.splits import read_split
+from mlpipeline.errors import PipelineError
 from mlpipeline.models.modelfile import load_model
 from mlpipeline.models.training import HISTORY_COLUMNS
 from mlpipeline.stages.evaluate import evaluate
@@ -99,6 +100,20 @@ def test_export_matches_pytorch_and_register_logs_a_version(trained) -> None:
     logged_card = client.download_artifacts(run.info.run_id, "model_card.json", str(cfg.paths.eval))
     check = json.loads(Path(logged_card).read_text())["export_check"]
     assert 0 <= check["max_abs_diff"] <= cfg.export.atol
+
+
+def test_a_binary_task_reports_its_positive_class(tmp_path: Path) -> None:
+    frame = mixed_table(400)
+    frame["target"] = np.where(frame["target"] == "high", "yes", "no")
+    cfg = export_table_model(tmp_path, "classification", 400, "evaluate.positive_class=yes",
+                             frame=frame)  # fmt: skip
+    metrics = read_json(cfg.paths.metrics)
+    positive = {"positive_precision", "positive_recall", "positive_f1", "positive_pr_auc"}
+    assert positive <= set(metrics) and {"f1_macro", "accuracy"} <= set(metrics)
+    assert all(0 <= metrics[k] <= 1 for k in positive)
+    with pytest.raises(PipelineError, match=r"positive_class 'maybe' needs a binary task"):
+        evaluate(cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(
+            update={"positive_class": "maybe"})}))  # fmt: skip
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
