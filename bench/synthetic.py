@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -81,11 +81,17 @@ def write_table(path: Path, rows: int, features: int = 50, classes: int = 5, see
 
 
 def run_stages(
-    base: Path, rows: int, stages: Sequence[str], overrides: Sequence[str] = (), features: int = 50
+    base: Path,
+    rows: int,
+    stages: Sequence[str],
+    overrides: Sequence[str] = (),
+    features: int = 50,
+    env: Mapping[str, str] | None = None,
 ) -> Path:
     """The table written under `base`, then `stages` run on it, each in its own process as
     `dvc repro` runs them, with the tabular defaults (`data=tabular`, `model=mlp`) and
-    `overrides`, every path under `base`; returns the params.yaml they read."""
+    `overrides`, every path under `base`, in environment `env` (default: this process's);
+    returns the params.yaml they read."""
     import yaml
 
     from mlpipeline.config import compose_config
@@ -100,5 +106,5 @@ def run_stages(
     params.write_text(yaml.safe_dump(cfg.dump(), sort_keys=False), encoding="utf-8")
     for stage in stages:
         cmd = [sys.executable, "-m", f"mlpipeline.stages.{stage}", "--params", str(params)]
-        subprocess.run(cmd, cwd=base, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, cwd=base, env=env, check=True, stdout=subprocess.DEVNULL)
     return params

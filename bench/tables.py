@@ -216,9 +216,10 @@ def report(sizes: list[Size], epochs: int) -> str:
         stamp(),
         "",
         f"The tabular defaults (`data=tabular`, `model=mlp`: batch size 256) on a synthetic "
-        f"Parquet table (bench/synthetic.py: {large.features} columns, {large.features - CATEGORICAL} "
-        f"float32 numbers of which {WITH_MISSING} miss {MISSING_RATE:.0%} of their values, "
-        f"{CATEGORICAL} text categories missing as many, 5 classes), with one change: **{epochs} epoch{'s' if epochs > 1 else ''} at every "
+        f"Parquet table (bench/synthetic.py: {large.features} columns, "
+        f"{large.features - CATEGORICAL} float32 numbers of which {WITH_MISSING} miss "
+        f"{MISSING_RATE:.0%} of their values, {CATEGORICAL} text categories missing as many, "
+        f"5 classes), with one change: **{epochs} epoch{'s' if epochs > 1 else ''} at every "
         "size** (`trainer.max_epochs`), where the defaults train up to 100 epochs with early "
         "stopping, which would make the time ratio a ratio of epoch counts. Each size runs "
         "plain `dvc repro` in a fresh copy of the repository after `dvc add` of the table. "
@@ -234,7 +235,8 @@ def report(sizes: list[Size], epochs: int) -> str:
         f"{large.repro_s:.0f} s, {time_ratio:.2f}x for {rows_ratio:.0f}x the rows (goal <= "
         f"{time_goal:.0f}x: {verdict(time_ratio <= time_goal, quiet)})",
         "",
-        "| stage | " + " | ".join(f"{s.rows:,} rows: wall s, max RSS GiB (x array)" for s in sizes)
+        "| stage | "
+        + " | ".join(f"{s.rows:,} rows: wall s, max RSS GiB (x array)" for s in sizes)
         + " |",
         "|---|" + "---:|" * len(sizes),
     ]
@@ -253,14 +255,25 @@ def report(sizes: list[Size], epochs: int) -> str:
     def row(label: str, cell: Any) -> str:
         return f"| {label} | " + " | ".join(cell(s) for s in sizes) + " |"
 
-    gib = lambda n: f"{n / GIB:.2f} GiB"  # noqa: E731
+    def gib(n: float) -> str:
+        return f"{n / GIB:.2f} GiB"
+
+    def dvc_own_s(s: Size) -> str:
+        return f"{s.repro_s - sum(st['wall_s'] for st in s.stages.values()):.1f} s"
+
+    def inputs(s: Size) -> str:
+        return f"{s.inputs} per row, {gib(float32_bytes(s.rows, s.inputs))}"
+
     lines += [
-        row("`dvc repro`, all of it", lambda s: f"{s.repro_s:.1f} s, DVC {s.dvc_rss_mib / 1024:.2f} GiB"),
-        row("DVC itself (repro - stages)", lambda s: f"{s.repro_s - sum(st['wall_s'] for st in s.stages.values()):.1f} s"),
+        row("`dvc repro`, all of it",
+            lambda s: f"{s.repro_s:.1f} s, DVC {s.dvc_rss_mib / 1024:.2f} GiB"),
+        row("DVC itself (repro - stages)", dvc_own_s),
         row("other processes' CPU during the run", lambda s: f"{s.others_cores:.2f} cores"),
-        row("the float32 array (rows x columns x 4)", lambda s: gib(float32_bytes(s.rows, s.features))),
-        row("the network's inputs (features stage)", lambda s: f"{s.inputs} per row, {gib(float32_bytes(s.rows, s.inputs))}"),
-        row("the Parquet table; written in, `dvc add` in", lambda s: f"{gib(s.table_bytes)}; {s.generate_s:.0f} s, {s.add_s:.1f} s"),
+        row("the float32 array (rows x columns x 4)",
+            lambda s: gib(float32_bytes(s.rows, s.features))),
+        row("the network's inputs (features stage)", inputs),
+        row("the Parquet table; written in, `dvc add` in",
+            lambda s: f"{gib(s.table_bytes)}; {s.generate_s:.0f} s, {s.add_s:.1f} s"),
         "",
         "Disk: the sizes of the files in the workspace (the table and every stage output) "
         "and in the DVC cache, and the blocks the whole copy holds on disk, each inode once "
@@ -271,8 +284,10 @@ def report(sizes: list[Size], epochs: int) -> str:
         "|---|" + "---:|" * len(sizes),
         row("workspace files", lambda s: gib(s.disk.workspace)),
         row("DVC cache files", lambda s: gib(s.disk.cache)),
-        row("on disk, both together (after; peak)", lambda s: f"{gib(s.disk.allocated)}; {gib(s.peak_allocated)}"),
-        row("workspace files by link to the cache", lambda s: ", ".join(f"{k} {v}" for k, v in s.disk.links.items())),
+        row("on disk, both together (after; peak)",
+            lambda s: f"{gib(s.disk.allocated)}; {gib(s.peak_allocated)}"),
+        row("workspace files by link to the cache",
+            lambda s: ", ".join(f"{k} {v}" for k, v in s.disk.links.items())),
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
