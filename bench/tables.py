@@ -4,6 +4,8 @@ repository. Writes its section of docs/performance.md.
 
     .venv/bin/python bench/tables.py [--rows 1000000 10000000] [--epochs 1]
 
+(`make bench` runs it at smaller sizes unless told TABLE_ROWS="1000000 10000000".)
+
 Per size: each stage's wall time and peak memory (max RSS of its process, from os.wait4, as
 bench/pipeline.py measures them), DVC's own peak memory, the whole `dvc repro`'s time, and the
 disk the workspace and the DVC cache take together (the cache links files instead of copying
@@ -292,6 +294,14 @@ def report(sizes: list[Size], epochs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def short(rows: int) -> str:
+    """A row count as the section's title says it: 1M, 200k, 500."""
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if rows >= size and rows % (size // 10) == 0:
+            return f"{rows / size:g}{unit}"
+    return str(rows)
+
+
 def main() -> None:
     import tempfile
 
@@ -316,7 +326,8 @@ def main() -> None:
             flush=True,
         )
     text = report(sizes, args.epochs)
-    doc = write_section("tables", "Large tables: memory, time and disk from 1M to 10M rows", text)
+    title = f"Large tables: memory, time and disk from {short(sizes[0].rows)} to "
+    doc = write_section("tables", title + f"{short(sizes[-1].rows)} rows", text)
     print("\n" + text + f"\nwritten to {doc.relative_to(ROOT)}")
     if args.json:
         from dataclasses import asdict
