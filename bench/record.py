@@ -37,13 +37,19 @@ def machine() -> str:
     )
 
 
+# When the benchmark started and the load then: every benchmark imports this module before it
+# measures anything, and stamp() runs only once the figures are in
+STARTED = datetime.now(timezone.utc)
+LOAD_AT_START = os.getloadavg()[0]
+
+
 def stamp() -> str:
-    """Date, machine and command, for the head of a section."""
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    """Start date, machine and command, for the head of a section."""
+    when = STARTED.strftime("%Y-%m-%d %H:%M UTC")
     via = " (through `make bench`)" if "MAKELEVEL" in os.environ else ""
     return (
-        f"Measured {when} on {machine()}; load average before the start "
-        f"{os.getloadavg()[0]:.1f}. Command: `{shlex.join(sys.orig_argv)}`{via}."
+        f"Measured from {when} on {machine()}; load average at the start "
+        f"{LOAD_AT_START:.1f}. Command: `{shlex.join(sys.orig_argv)}`{via}."
     )
 
 

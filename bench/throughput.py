@@ -18,7 +18,7 @@ Usage:
     python bench/throughput.py REPO [--epochs N] [--rounds R]
 REPO is a repository copy whose data/features exists (bench/pipeline.py passes its temp
 copy); prints one JSON object on the last line of stdout.
-    python bench/throughput.py --table [--rows 1000000] [--epochs 5] [--rounds 3]
+    python bench/throughput.py --table [--rows 200000] [--epochs 3] [--rounds 3]
 A table: the tabular defaults (`data=tabular`, `model=mlp`, batch size 256) on a synthetic
 table (bench/synthetic.py, 50 columns, 5 classes) whose features the ingest, prepare and
 features stages make in a temporary directory first; writes its section of
@@ -208,9 +208,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo", type=Path, nargs="?", help="a repository with data/features")
     parser.add_argument("--table", action="store_true", help="a synthetic table instead")
-    parser.add_argument("--rows", type=int, default=1_000_000, help="--table: its rows")
+    parser.add_argument("--rows", type=int, default=200_000, help="--table: its rows")
     parser.add_argument("--features", type=int, default=50, help="--table: its columns")
-    parser.add_argument("--epochs", type=int, help="timed epochs per run (20; --table: 5)")
+    parser.add_argument("--epochs", type=int, help="timed epochs per run (20; --table: 3)")
     parser.add_argument("--rounds", type=int, default=3, help="quiet rounds (one run per loop)")
     args = parser.parse_args()
     if (args.repo is None) == (not args.table):
@@ -228,7 +228,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mlpipeline-bench-throughput-") as tmp:
         stages = ("ingest", "prepare", "features")
         cfg = load_config(run_stages(Path(tmp), args.rows, stages, features=args.features))
-        tp = measure(cfg, args.epochs or 5, args.rounds)
+        tp = measure(cfg, args.epochs or 3, args.rounds)
     lines = [
         stamp(),
         "",
