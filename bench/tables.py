@@ -214,6 +214,11 @@ def report(sizes: list[Size], epochs: int) -> str:
     time_ratio = large.repro_s / small.repro_s
     time_goal = GOALS["time_per_rows"] * rows_ratio
     quiet = all(s.others_cores < BUSY_CORES for s in sizes)
+    over = ", ".join(
+        f"{name} {st['rss_mib'] / large.array_mib:.2f}x"
+        for name, st in large.stages.items()
+        if st["rss_mib"] > budget
+    )
     lines = [
         stamp(),
         "",
@@ -233,6 +238,7 @@ def report(sizes: list[Size], epochs: int) -> str:
         f"({large.rows:,} x {large.features} x 4 bytes = {large.array_mib / 1024:.2f} GiB; "
         f"goal <= {GOALS['rss_per_array']}x = {budget / 1024:.2f} GiB: "
         f"{verdict(worst_rss <= budget)})",
+        f"- Stages over the memory goal at {large.rows:,} rows: {over or 'none'}",
         f"- Pipeline time from {small.rows:,} to {large.rows:,} rows: {small.repro_s:.0f} s to "
         f"{large.repro_s:.0f} s, {time_ratio:.2f}x for {rows_ratio:.0f}x the rows (goal <= "
         f"{time_goal:.0f}x: {verdict(time_ratio <= time_goal, quiet)})",
