@@ -70,8 +70,8 @@ lint: install audit ## ruff; the lock against pyproject.toml; actionlint and ziz
 audit: install ## known vulnerabilities in the locked set (pip-audit; exceptions in audit-ignore.toml)
 	scripts/audit.sh
 
-# bench/tables.py's sizes for `make bench`: the issue's 1M and 10M rows take about half an
-# hour on two cores, so the default is smaller: make bench TABLE_ROWS="1000000 10000000"
+# bench/tables.py's sizes for `make bench`, smaller than the issue's 1M and 10M rows, which
+# take long on a small machine: make bench TABLE_ROWS="1000000 10000000" runs those
 TABLE_ROWS ?= 100000 1000000
 
 bench: install ## run the benchmarks under bench/; they rewrite docs/performance.md

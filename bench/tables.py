@@ -16,7 +16,7 @@ most 1.1x as fast as the rows (11x from 1M to 10M rows).
 The configuration is the tabular defaults (`data=tabular`, `model=mlp`) with one change: the
 epoch count is fixed (`--epochs`, default 1) and the same at every size, where the defaults
 train up to 100 epochs with early stopping, which would make the time ratio a ratio of epoch
-counts. Disk: about 12 GB free per 10M rows.
+counts. Disk: the section's disk table says how much each size needs free.
 """
 
 from __future__ import annotations
@@ -322,7 +322,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = []
     for rows in sorted(args.rows):
-        # one copy at a time: a 10M-row copy takes about 12 GB
+        # one copy at a time: a large copy holds the table several times over (workspace, cache)
         with tempfile.TemporaryDirectory(prefix="mlpipeline-bench-tables-") as tmp:
             sizes.append(measure(rows, args.features, args.epochs, args.wait, Path(tmp)))
         s = sizes[-1]
