@@ -70,10 +70,16 @@ lint: install audit ## ruff; the lock against pyproject.toml; actionlint and ziz
 audit: install ## known vulnerabilities in the locked set (pip-audit; exceptions in audit-ignore.toml)
 	scripts/audit.sh
 
+# bench/tables.py's sizes for `make bench`, smaller than the issue's 1M and 10M rows, which
+# take long on a small machine: make bench TABLE_ROWS="1000000 10000000" runs those
+TABLE_ROWS ?= 100000 1000000
+
 bench: install ## run the benchmarks under bench/; they rewrite docs/performance.md
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/sweeps.py
 	$(BIN)/python bench/kernels.py
+	$(BIN)/python bench/throughput.py --table
+	$(BIN)/python bench/tables.py --rows $(TABLE_ROWS)
 
 clean: ## remove the venv, the MLflow store and Python caches (DVC outputs stay)
 	rm -rf $(VENV) mlflow.db mlruns mlartifacts mlflow-server.db mlartifacts-server outputs multirun \

@@ -39,13 +39,14 @@ def child(threads: int, vendor_convs: bool, epochs: int) -> None:
 
     import lightning  # noqa: F401  (imported before the clock starts)
     import torch
-    from mlpipeline.train import train
 
-    import mlpipeline
+    import mlpipeline.determinism
     from mlpipeline.config import load_config
+    from mlpipeline.stages.train import train
 
     if vendor_convs:
-        mlpipeline.use_portable_kernels = torch.set_num_threads  # threads only
+        # training looks the function up when it starts: threads only, vendors' convolutions on
+        mlpipeline.determinism.use_portable_kernels = torch.set_num_threads
     cfg = load_config(ROOT / "params.yaml")
     out = Path(tempfile.mkdtemp())
     cfg = cfg.model_copy(

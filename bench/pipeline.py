@@ -26,14 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from quiet import BUSY_CORES, cpu_snapshot, others_cores, repeat_quietly, wait_for_idle
 from record import stamp, write_section
+from throughput_report import report as throughput_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 DVC = str(Path(PYTHON).parent / "dvc")
-STAGES = ("compose", "ingest", "prepare", "train", "evaluate", "export", "register")
-GOALS = {"cold_s": 60.0, "noop_ratio": 1.5, "throughput_ratio": 0.85}
+STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+GOALS = {"cold_s": 60.0, "noop_ratio": 1.5}
 
 # What each stage imports inside its functions on the default pipeline, on top of
 # `import mlpipeline.stages.<stage>`: kept by hand, so check it when a stage's imports change.
@@ -41,12 +43,16 @@ GOALS = {"cold_s": 60.0, "noop_ratio": 1.5, "throughput_ratio": 0.85}
 LAZY_IMPORTS = {
     # check_targets imports every `_target_`, Lightning's Trainer included
     "compose": "hydra omegaconf torch.optim lightning.pytorch mlpipeline.models.nets",
-    "ingest": "gzip importlib.util",  # the digits file is read without importing scikit-learn
-    "prepare": "sklearn.model_selection",
+    # the digits file is read without importing scikit-learn
+    "ingest": "gzip importlib.util pyarrow.parquet",
+    "prepare": "pyarrow.parquet sklearn.model_selection",
+    "features": "",  # images are copied as prepared
+    "crossval": "",  # off by default (cv.folds: 0)
     "train": "lightning torch torchmetrics hydra.utils mlpipeline.data.datamodule "
     "mlpipeline.models.module mlpipeline.models.modelfile mlpipeline.models.training",
-    "evaluate": "torch torchmetrics.functional.classification mlpipeline.models.modelfile",
-    "export": "torch torch.onnx onnxruntime mlpipeline.models.modelfile",
+    "evaluate": "torch torchmetrics.functional.classification mlpipeline.models.modelfile "
+    "mlpipeline.determinism",
+    "export": "torch torch.onnx onnxruntime mlpipeline.models.modelfile mlpipeline.determinism",
     "register": "onnx onnxruntime mlflow mlflow.onnx mlflow.pyfunc mlflow.models "
     "mlflow.store.tracking.sqlalchemy_store mlflow.store.model_registry.sqlalchemy_store "
     "alembic.command matplotlib.pyplot matplotlib.backends.backend_agg",
@@ -246,37 +252,7 @@ def report(results: Results, args: argparse.Namespace, loadavg: str) -> str:
         f"each: {', '.join(f'({f:.2f}, {o:.2f})' for f, o in results.noop)} s; {quiet_rule}.",
         "",
     ]
-    tp = results.throughput
-    ratios = {k: [r[k]["ratio"] for r in tp["rounds"]] for k in ("stage", "floor")}
-    stage = statistics.median(ratios["stage"])
-    tp_ok = stage >= GOALS["throughput_ratio"]
-    lines += [
-        f"### 3. Training throughput: train stage / plain PyTorch = {stage:.3f} "
-        f"(goal >= {GOALS['throughput_ratio']}: {verdict(tp_ok, tp['quiet'])})",
-        "",
-        f"{tp['samples_per_epoch']} training samples, batch size {tp['batch_size']}, "
-        f"{tp['threads']} torch thread(s) (cpu_threads), CPU, portable kernels, deterministic. "
-        "The stage is `train()` as `dvc repro` runs it, timed over each epoch's training "
-        "batches (validation left out); before each of its epochs the plain loop runs one "
-        "epoch in the same process, and each round's figure is the median of those per-epoch "
-        f"ratios over {tp['epochs']} epochs (after a warm-up epoch); the verdict is the median "
-        f"of {len(tp['rounds'])} rounds; {quiet_rule}.",
-        "",
-        "| loop | / plain, per round | / plain, median | samples/s, Lightning "
-        "| samples/s, plain beside it |",
-        "|---|---|---:|---|---|",
-    ]
-    labels = {
-        "stage": "the train stage (module, callbacks, progress bar, validation between epochs)",
-        "floor": "Lightning's floor: a module doing only the plain loop's work, no callbacks",
-    }
-    for key, label in labels.items():
-        light = ", ".join(f"{r[key]['lightning']:.0f}" for r in tp["rounds"])
-        plain = ", ".join(f"{r[key]['plain']:.0f}" for r in tp["rounds"])
-        per_round = ", ".join(f"{v:.3f}" for v in ratios[key])
-        lines.append(
-            f"| {label} | {per_round} | {statistics.median(ratios[key]):.2f} | {light} | {plain} |"
-        )
+    lines += throughput_report(results.throughput, "3. Training throughput")
     return "\n".join(lines) + "\n"
 
 

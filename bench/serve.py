@@ -10,8 +10,16 @@ concurrency 64 against this service, counting errors and its resident memory bef
 Usage (from the repository root, after `dvc repro`; wrk from Debian: apt-get install wrk):
     python bench/serve.py [--duration 5] [--rounds 3] [--json results.json]
 Servers listen on 127.0.0.1 only. MLflow's store: env MLFLOW_TRACKING_URI, default
-sqlite:///<repo>/mlflow.db; the model version served is the one whose run logged the ONNX md5
-of models/model.onnx.
+sqlite:///<repo>/mlflow.db; the model served is the project's registered model (the `project`
+setting, params.yaml), the version whose run logged the ONNX md5 of models/model.onnx.
+
+    python bench/serve.py --table [--rows 20000] [--duration 5] [--rounds 3]
+A table model instead, requests of named records: the stages ingest to register run on a
+synthetic table (bench/synthetic.py: 50 columns, 5 classes; tabular defaults, one epoch) in a
+temporary directory with its own MLflow store; this service takes `{"records": [...]}` and
+MLflow the same rows as `{"dataframe_records": [...]}`. Goals (issue 15): requests/s at least
+3x MLflow's and p99 latency at most a third of MLflow's, at every point. Writes its own
+section, apart from the image model's.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +47,16 @@ import numpy as np
 from record import stamp, write_section
 
 from mlpipeline.artifacts import md5_file
+from mlpipeline.config import load_config
 from mlpipeline.ops.docker import free_port
-from mlpipeline.serving.model import load_model
+from mlpipeline.serving.model import Model, load_model
+from mlpipeline.serving.parsing import parse_inputs, parse_records
 from mlpipeline.serving.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 16, 64)
 BATCHES = (1, 64)
+GOALS = {"rps_ratio": 3.0, "p99_ratio": 1 / 3}  # --table: ours against MLflow, at every point
 
 WRK_SCRIPT = r"""
 local f = assert(io.open(os.getenv("WRK_BODY"), "rb"))
@@ -164,32 +176,100 @@ def soak(url: str, body: bytes, total: int, concurrency: int) -> dict[str, int]:
     return asyncio.run(run())
 
 
-def mlflow_version(tracking_uri: str, onnx_md5: str) -> str:
-    """The registered version of the card's model whose run logged this ONNX file."""
+def mlflow_version(tracking_uri: str, name: str, onnx_md5: str) -> str:
+    """The registered version of model `name` whose run logged this ONNX file."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    versions = client.search_model_versions("name = 'digits-classifier'")
+    versions = client.search_model_versions(f"name = '{name}'")
     matching = [
         v for v in versions if client.get_run(v.run_id).data.tags.get("onnx_md5") == onnx_md5
     ]
     if not matching:
-        sys.exit(f"error: no registered digits-classifier version has onnx_md5 {onnx_md5}")
+        sys.exit(f"error: no registered {name} version has onnx_md5 {onnx_md5}")
     return str(max(int(v.version) for v in matching))
 
 
-def in_process(x: np.ndarray, repeats: int) -> dict[int, dict[str, float]]:
-    """ONNX Runtime alone, with the service's own session settings, per batch size (µs)."""
-    model = load_model(Settings(model_path=ROOT / "models/model.onnx"))
+@dataclass
+class Subject:
+    """The model both servers serve, and the request bodies for each batch size."""
+
+    onnx: Path
+    tracking_uri: str
+    model_name: str
+    version: str = ""
+    ours: dict[int, bytes] = field(default_factory=dict)  # this service's bodies
+    mlflow: dict[int, bytes] = field(default_factory=dict)  # the same rows, MLflow's way
+    records: bool = False
+
+
+def image_subject() -> Subject:
+    """The repository's own model (after `dvc repro`), test images as `inputs` to both."""
+    onnx = ROOT / "models/model.onnx"
+    x_path = ROOT / "data/prepared/test/x.npy"
+    for path in (onnx, x_path):
+        if not path.is_file():
+            sys.exit(f"error: {path} not found: run `dvc repro` first")
+    x = np.load(x_path)
+    uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT}/mlflow.db")
+    name = load_config(ROOT / "params.yaml").tracking.registered_model
+    subject = Subject(onnx, uri, name)
+    for batch in BATCHES:
+        subject.ours[batch] = json.dumps({"inputs": x[:batch].tolist()}).encode()
+    subject.mlflow = dict(subject.ours)
+    return subject
+
+
+def table_subject(base: Path, rows: int) -> Subject:
+    """A table model made and registered under `base` by the stages; the test split's rows
+    as named records (missing values as null)."""
+    import pyarrow.parquet as pq
+    from synthetic import run_stages
+
+    uri = f"sqlite:///{base / 'mlflow.db'}"
+    stages = ("ingest", "prepare", "features", "train", "evaluate", "export", "register")
+    # the stages' MLflow store is the temporary one, not the repository's
+    env = os.environ | {"MLFLOW_TRACKING_URI": uri}
+    params = run_stages(base, rows, stages, ["trainer.max_epochs=1"], env=env)
+    cfg = load_config(params)
+    test = pq.read_table(cfg.paths.prepared / "test" / "x.parquet").to_pylist()
+    subject = Subject(cfg.paths.onnx, uri, cfg.tracking.registered_model, records=True)
+    for batch in BATCHES:
+        subject.ours[batch] = json.dumps({"records": test[:batch]}).encode()
+        subject.mlflow[batch] = json.dumps({"dataframe_records": test[:batch]}).encode()
+    return subject
+
+
+def probabilities(answer: dict[str, Any], records: bool) -> np.ndarray:
+    """The class probabilities in an answer of this service (records: one object per row,
+    classes as keys) or MLflow's (`predictions`, by output name or one object per row)."""
+    if "probabilities" in answer:
+        rows = answer["probabilities"]
+        return np.asarray([list(r.values()) for r in rows] if records else rows, dtype=float)
+    predictions = answer["predictions"]
+    if isinstance(predictions, dict):
+        return np.asarray(predictions["probabilities"], dtype=float)
+    return np.asarray([r["probabilities"] for r in predictions], dtype=float)
+
+
+def in_process(subject: Subject, repeats: int) -> dict[int, dict[str, float]]:
+    """ONNX Runtime alone, with the service's own session settings, per batch size (µs), on
+    the inputs the service makes of each body (parsed before the clock starts)."""
+    model: Model = load_model(Settings(model_path=subject.onnx))
     out = {}
     for batch in BATCHES:
-        rows = x[:batch]
+        body = subject.ours[batch]
+        if model.records:
+            feeds = parse_records(body, model.columns, batch)
+        else:
+            name = getattr(model.card.input, "name", "")
+            feeds = {name: parse_inputs(body, model.example_shape, batch)}
         for _ in range(100):
-            model.predict(rows)
+            model.predict(feeds)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            model.predict(rows)
+            model.predict(feeds)
             times.append((time.perf_counter() - start) * 1e6)
         times.sort()
         out[batch] = {"p50_us": statistics.median(times), "p99_us": times[int(0.99 * len(times))]}
@@ -215,36 +295,31 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load point")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per point (medians shown)")
-    parser.add_argument("--soak", type=int, default=10_000, help="requests in the soak run")
-    parser.add_argument("--json", type=Path, help="write all results here")
-    parser.add_argument(
-        "--pythonpath",
-        help="prepend this to both servers' PYTHONPATH (e.g. a directory holding httptools "
-        "and uvloop, which uvicorn then uses for both)",
-    )
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("error: wrk not found: apt-get install wrk")
-    onnx = ROOT / "models/model.onnx"
-    x_path = ROOT / "data/prepared/test/x.npy"
-    for path in (onnx, x_path):
-        if not path.is_file():
-            sys.exit(f"error: {path} not found: run `dvc repro` first")
-    x = np.load(x_path)
-    uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT}/mlflow.db")
-    version = mlflow_version(uri, md5_file(onnx))
+def verdicts(results: dict[str, Any]) -> list[str]:
+    """--table: one line per point, saying whether both goals (GOALS) are met there."""
+    lines = []
+    for point in results["load"]:
+        ours, theirs = point["ours"], point["mlflow"]
+        rps, p99 = ours["rps"] / theirs["rps"], ours["p99_us"] / theirs["p99_us"]
+        ok = rps >= GOALS["rps_ratio"] and p99 <= GOALS["p99_ratio"]
+        lines.append(
+            f"- {point['batch']} record(s) per request, concurrency {point['concurrency']}: "
+            f"requests/s {rps:.1f}x MLflow's (goal >= {GOALS['rps_ratio']:g}x), p99 {p99:.2f} "
+            f"of MLflow's (goal <= {GOALS['p99_ratio']:.2f}): " + ("met" if ok else "**MISSED**")
+        )
+    return lines
 
-    scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+
+def measure(subject: Subject, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """Both servers up side by side: the same answers, the load points, the in-process
+    figures and the soak run."""
     script = scratch / "post.lua"
     script.write_text(WRK_SCRIPT)
-    bodies = {}
-    for batch in BATCHES:
-        bodies[batch] = scratch / f"body{batch}.json"
-        bodies[batch].write_text(json.dumps({"inputs": x[:batch].tolist()}))
+    bodies: dict[str, dict[int, Path]] = {"ours": {}, "mlflow": {}}
+    for name, per_batch in (("ours", subject.ours), ("mlflow", subject.mlflow)):
+        for batch, body in per_batch.items():
+            bodies[name][batch] = scratch / f"{name}{batch}.json"
+            bodies[name][batch].write_bytes(body)
 
     ours_port, mlflow_port = free_port(), free_port()
     ours_url = f"http://127.0.0.1:{ours_port}"
@@ -255,13 +330,14 @@ def main() -> None:
         extra["PYTHONPATH"] = os.pathsep.join(
             filter(None, [args.pythonpath, os.environ.get("PYTHONPATH")])
         )
-    ours_env = {"MODEL_PATH": str(onnx), "PORT": str(ours_port), "WORKERS": "1", **extra}
+    ours_env = {"MODEL_PATH": str(subject.onnx), "PORT": str(ours_port), "WORKERS": "1", **extra}
+    model_uri = f"models:/{subject.model_name}/{subject.version}"
     mlflow_cmd = [
         str(Path(sys.executable).with_name("mlflow")),
         "models",
         "serve",
         "-m",
-        f"models:/digits-classifier/{version}",
+        model_uri,
         "--env-manager",
         "local",
         "-h",
@@ -273,34 +349,42 @@ def main() -> None:
     ]
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "mlflow_model": f"models:/digits-classifier/{version}",
+        "mlflow_model": model_uri,
+        "records": subject.records,
         "duration_s": args.duration,
         "rounds": args.rounds,
         "load_average_before": os.getloadavg(),
         "pythonpath": args.pythonpath,
         "load": [],
     }
+    mlflow_env = {"MLFLOW_TRACKING_URI": subject.tracking_uri, **extra}
     with (
         server(ours_cmd, ours_env, f"{ours_url}/ready") as ours_proc,
-        server(mlflow_cmd, {"MLFLOW_TRACKING_URI": uri, **extra}, f"{mlflow_url}/ping"),
+        server(mlflow_cmd, mlflow_env, f"{mlflow_url}/ping"),
     ):
         targets = {"ours": f"{ours_url}/predict", "mlflow": f"{mlflow_url}/invocations"}
         # same answers first: the comparison is only fair if both compute the same thing
-        a = httpx.post(targets["ours"], json={"inputs": x[:64].tolist()}).json()
-        b = httpx.post(targets["mlflow"], json={"inputs": x[:64].tolist()}).json()
-        diff = np.abs(
-            np.asarray(a["probabilities"]) - np.asarray(b["predictions"]["probabilities"])
-        ).max()
-        results["answers_max_abs_diff"] = float(diff)
-        for url in targets.values():  # warm-up
-            wrk(url, bodies[1], script, 16, 2)
-            wrk(url, bodies[64], script, 16, 2)
+        headers = {"content-type": "application/json"}
+        answers = {
+            name: httpx.post(url, content=bodies[name][64].read_bytes(), headers=headers)
+            for name, url in targets.items()
+        }
+        for name, answer in answers.items():
+            if answer.status_code != 200:
+                sys.exit(f"error: {name} answered {answer.status_code}: {answer.text[:2000]}")
+        a = probabilities(answers["ours"].json(), subject.records)
+        # MLflow flattens a table model's (rows, classes) output to one list of numbers
+        b = probabilities(answers["mlflow"].json(), subject.records).reshape(a.shape)
+        results["answers_max_abs_diff"] = float(np.abs(a - b).max())
+        for name, url in targets.items():  # warm-up
+            wrk(url, bodies[name][1], script, 16, 2)
+            wrk(url, bodies[name][64], script, 16, 2)
         runs: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
         for _ in range(args.rounds):
             for batch in BATCHES:
                 for concurrency in CONCURRENCY:
                     for name, url in targets.items():  # alternate, so drift hits both alike
-                        run = wrk(url, bodies[batch], script, concurrency, args.duration)
+                        run = wrk(url, bodies[name][batch], script, concurrency, args.duration)
                         runs.setdefault((batch, concurrency, name), []).append(run)
                         print(f"{name:6} rows {batch:2} c {concurrency:2}: {run}", flush=True)
         for batch in BATCHES:
@@ -310,7 +394,7 @@ def main() -> None:
                     point[name] = median_run(runs[(batch, concurrency, name)])
                 results["load"].append(point)
 
-        ort_times = in_process(x, repeats=5000)
+        ort_times = in_process(subject, repeats=5000)
         results["overhead"] = {
             str(batch): {
                 "in_process_ort_p50_us": ort_times[batch]["p50_us"],
@@ -323,9 +407,9 @@ def main() -> None:
             for batch in BATCHES
         }
 
-        wrk(targets["ours"], bodies[1], script, 64, 3)  # settle allocations first
+        wrk(targets["ours"], bodies["ours"][1], script, 64, 3)  # settle allocations first
         before = rss_mb(ours_proc.pid)
-        soaked = soak(targets["ours"], bodies[1].read_bytes(), args.soak, 64)
+        soaked = soak(targets["ours"], subject.ours[1], args.soak, 64)
         after = rss_mb(ours_proc.pid)
         results["soak"] = {
             "requests": soaked["requests"],
@@ -334,17 +418,32 @@ def main() -> None:
             "rss_after_mb": after,
             "rss_growth_pct": 100 * (after - before) / before,
         }
-    shutil.rmtree(scratch)
     results["load_average_after"] = os.getloadavg()
+    return results
 
+
+def report(results: dict[str, Any], args: argparse.Namespace) -> str:
+    """The section's markdown."""
+    what = (
+        f"a table model (stages ingest to register on a synthetic table of {args.rows:,} rows, "
+        "bench/synthetic.py: 50 columns, 5 classes; tabular defaults, one epoch), requests of "
+        'named records: `{"records": [...]}` to this service, the same rows as '
+        '`{"dataframe_records": [...]}` to MLflow'
+        if results["records"]
+        else "the repository's image model, `inputs` to both"
+    )
     lines = [
         f"{stamp()} Load average (1/5/15 min) before {results['load_average_before']}, after "
-        f"{results['load_average_after']}. Model: {results['mlflow_model']}; each point the "
-        f"median of {args.rounds} alternating rounds of wrk, {args.duration} s each.",
+        f"{results['load_average_after']}. Model: {results['mlflow_model']}, {what}; both "
+        f"answer the same (largest difference in probabilities "
+        f"{results['answers_max_abs_diff']:.1e}); each point the median of {args.rounds} "
+        f"alternating rounds of wrk, {args.duration:g} s each.",
         "",
         table(results),
         "",
     ]
+    if results["records"]:
+        lines += [*verdicts(results), ""]
     for batch, row in results["overhead"].items():
         lines.append(
             f"- {batch} row(s): in-process ORT p50 {row['in_process_ort_p50_us']:.0f} µs, "
@@ -355,8 +454,39 @@ def main() -> None:
         f"- soak: {s['requests']} requests at concurrency 64, {s['errors']} errors, RSS "
         f"{s['rss_before_mb']:.1f} → {s['rss_after_mb']:.1f} MB ({s['rss_growth_pct']:+.1f} %)"
     )
-    text = "\n".join(lines)
-    write_section("serving", "Serving: throughput and latency against `mlflow models serve`", text)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load point")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per point (medians shown)")
+    parser.add_argument("--soak", type=int, default=10_000, help="requests in the soak run")
+    parser.add_argument("--table", action="store_true", help="a table model, named records")
+    parser.add_argument("--rows", type=int, default=20_000, help="--table: the table's rows")
+    parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument(
+        "--pythonpath",
+        help="prepend this to both servers' PYTHONPATH (e.g. a directory holding httptools "
+        "and uvloop, which uvicorn then uses for both)",
+    )
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("error: wrk not found: apt-get install wrk")
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        scratch = Path(tmp)
+        subject = table_subject(scratch / "table", args.rows) if args.table else image_subject()
+        subject.version = mlflow_version(
+            subject.tracking_uri, subject.model_name, md5_file(subject.onnx)
+        )
+        results = measure(subject, args, scratch)
+    text = report(results, args)
+    if args.table:
+        title = "Serving named records: a table model against `mlflow models serve`"
+        write_section("serving-records", title, text)
+    else:
+        title = "Serving: throughput and latency against `mlflow models serve`"
+        write_section("serving", title, text)
     print(text)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

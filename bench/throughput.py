@@ -14,9 +14,15 @@ The plain loop runs one epoch of its own just before each Lightning epoch, in th
 a tenth of a second of each other, so the load of a shared machine's other tenants weighs on
 both alike. The first epoch of each run is a warm-up and is not counted.
 
-Usage: python bench/throughput.py REPO [--epochs N] [--rounds R]
-REPO is a repository copy whose data/prepared exists (bench/pipeline.py passes its temp copy).
-Prints one JSON object on the last line of stdout.
+Usage:
+    python bench/throughput.py REPO [--epochs N] [--rounds R]
+REPO is a repository copy whose data/features exists (bench/pipeline.py passes its temp
+copy); prints one JSON object on the last line of stdout.
+    python bench/throughput.py --table [--rows 200000] [--epochs 3] [--rounds 3]
+A table: the tabular defaults (`data=tabular`, `model=mlp`, batch size 256) on a synthetic
+table (bench/synthetic.py, 50 columns, 5 classes) whose features the ingest, prepare and
+features stages make in a temporary directory first; writes its section of
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -33,24 +39,27 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from mlpipeline.datamodule import ArrayDataModule
-from mlpipeline.model import Classifier
-from mlpipeline.nets import build_network
-from mlpipeline.train import MODULE_TRAINER_ARGS, train
 from quiet import repeat_quietly
+from throughput_report import report
 
-from mlpipeline import use_portable_kernels
 from mlpipeline.config import Config, load_config
+from mlpipeline.data.datamodule import ArrayDataModule
+from mlpipeline.determinism import use_portable_kernels
+from mlpipeline.models.modelfile import build_network
+from mlpipeline.models.module import Classifier
+from mlpipeline.models.training import MODULE_TRAINER_ARGS
+from mlpipeline.stages.train import train
 
-Times = dict[str, list[float]]  # per epoch: wall and CPU seconds
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_data(cfg: Config) -> ArrayDataModule:
     data = ArrayDataModule(
-        cfg.paths.prepared, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed
+        cfg.paths.features, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed
     )
     data.setup("fit")
     return data
@@ -171,34 +180,69 @@ def summary(paired: Paired, samples: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("repo", type=Path)
-    parser.add_argument("--epochs", type=int, default=20, help="timed epochs per run")
-    parser.add_argument("--rounds", type=int, default=3, help="quiet rounds (one run per loop)")
-    args = parser.parse_args()
-    os.chdir(args.repo)  # params.yaml paths are relative to the repository root
-    warnings.filterwarnings("ignore", message=".*treespec.*deprecated")
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    cfg = load_config("params.yaml")
-    samples = len(make_data(cfg).data["train"])
+def measure(cfg: Config, epochs: int, rounds: int) -> dict[str, Any]:
+    """`rounds` quiet rounds of the stage and the floor, each paired with the plain loop over
+    `epochs` epochs after a warm-up one; what `report` shows."""
+    data = make_data(cfg)
+    samples = len(data.data["train"])
 
     def one_round() -> dict[str, dict[str, float]]:
         with tempfile.TemporaryDirectory() as out:
-            stage = stage_epochs(cfg, args.epochs + 1, Path(out))
-        floor = floor_epochs(cfg, args.epochs + 1)
+            stage = stage_epochs(cfg, epochs + 1, Path(out))
+        floor = floor_epochs(cfg, epochs + 1)
         return {"stage": summary(stage, samples), "floor": summary(floor, samples)}
 
-    rounds, quiet = repeat_quietly(one_round, args.rounds, tries=2 * args.rounds)
-    info = {
+    results, quiet = repeat_quietly(one_round, rounds, tries=2 * rounds)
+    return {
         "samples_per_epoch": samples,
+        "inputs": int(np.prod(data.meta["input_shape"])),
         "batch_size": cfg.data.batch_size,
-        "epochs": args.epochs,
+        "epochs": epochs,
         "threads": torch.get_num_threads(),
-        "rounds": rounds,
+        "rounds": results,
         "quiet": quiet,
     }
-    print(json.dumps(info))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("repo", type=Path, nargs="?", help="a repository with data/features")
+    parser.add_argument("--table", action="store_true", help="a synthetic table instead")
+    parser.add_argument("--rows", type=int, default=200_000, help="--table: its rows")
+    parser.add_argument("--features", type=int, default=50, help="--table: its columns")
+    parser.add_argument("--epochs", type=int, help="timed epochs per run (20; --table: 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="quiet rounds (one run per loop)")
+    args = parser.parse_args()
+    if (args.repo is None) == (not args.table):
+        parser.error("give a REPO or --table (not both)")
+    warnings.filterwarnings("ignore", message=".*treespec.*deprecated")
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    if args.repo is not None:
+        os.chdir(args.repo)  # params.yaml paths are relative to the repository root
+        print(json.dumps(measure(load_config("params.yaml"), args.epochs or 20, args.rounds)))
+        return
+
+    from record import stamp, write_section
+    from synthetic import run_stages
+
+    with tempfile.TemporaryDirectory(prefix="mlpipeline-bench-throughput-") as tmp:
+        stages = ("ingest", "prepare", "features")
+        cfg = load_config(run_stages(Path(tmp), args.rows, stages, features=args.features))
+        tp = measure(cfg, args.epochs or 3, args.rounds)
+    lines = [
+        stamp(),
+        "",
+        f"A synthetic table (bench/synthetic.py) of {args.rows:,} rows and {args.features} "
+        "columns, 5 classes, through the ingest, prepare and features stages with the tabular "
+        f"defaults (`data=tabular`, `model=mlp`); the network takes "
+        f"{tp['inputs']} inputs per row (numbers, missing indicators, one-hot slots).",
+        "",
+        *report(tp, "Tabular training throughput"),
+    ]
+    text = "\n".join(lines) + "\n"
+    title = "Tabular training: the train stage against plain PyTorch"
+    write_section("throughput-table", title, text)
+    print(text)
 
 
 if __name__ == "__main__":
