@@ -67,7 +67,7 @@ lint: install audit ## ruff; the lock against pyproject.toml; actionlint and ziz
 	$(UV) lock --check
 	scripts/lint-workflows.sh
 
-audit: install ## known vulnerabilities in the locked set (pip-audit; exceptions in audit-ignore.toml)
+audit: install ## known vulnerabilities in the locked set (pip-audit; exceptions in audit-ignore.txt)
 	scripts/audit.sh
 
 # bench/tables.py's sizes for `make bench`, smaller than the issue's 1M and 10M rows, which
