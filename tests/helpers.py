@@ -190,12 +190,14 @@ MAX_BODY = 64 * 1024
 
 def export_tiny_model(directory: Path, n_test: int = 50) -> Path:
     """Write model.onnx, model_card.json (the fields serving reads), x.npy (raw digit-like
-    inputs) and reference.npy (ONNX Runtime's probabilities on x) into `directory`, with the
-    export stage's own function."""
+    inputs), reference.npy (ONNX Runtime's probabilities on x) and profile.json (x and those
+    predictions as the drift reference) into `directory`, with the export stage's own
+    function and the profile's builders."""
     import onnxruntime as ort
     import torch
 
     from mlpipeline.models.modelfile import build_network
+    from mlpipeline.serving import profile
     from mlpipeline.stages.export import INPUT, OUTPUT, to_onnx
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -221,7 +223,17 @@ def export_tiny_model(directory: Path, n_test: int = 50) -> Path:
     (directory / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
     session = ort.InferenceSession(str(directory / "model.onnx"))
     np.save(directory / "x.npy", x)
-    np.save(directory / "reference.npy", session.run(None, {INPUT: x})[0])
+    outputs = session.run(None, {INPUT: x})[0]
+    np.save(directory / "reference.npy", outputs)
+    reference = profile.Profile(
+        input="tensor",
+        rows=len(x),
+        columns=profile.image_columns(x, bins=5),
+        prediction=profile.class_prediction(card["classes"], outputs),
+    )
+    (directory / "profile.json").write_text(
+        reference.model_dump_json(exclude_none=True), encoding="utf-8"
+    )
     return directory
 
 
@@ -338,15 +350,16 @@ def mixed_table(rows: int = 400, task: str = "classification", seed: int = 0) ->
 def export_table_model(
     base: Path, task: str = "classification", rows: int = 400, *overrides: str, frame: Any = None
 ) -> Any:
-    """Run the stages ingest to export in-process on `frame` (default: `mixed_table`), two
-    epochs, paths under `base`; returns the config (the model is cfg.paths.onnx, its card
-    cfg.paths.card)."""
+    """Run the stages ingest to export, and profile, in-process on `frame` (default:
+    `mixed_table`), two epochs, paths under `base`; returns the config (the model is
+    cfg.paths.onnx, its card cfg.paths.card, its drift profile cfg.paths.profile)."""
     from mlpipeline.config import compose_config
     from mlpipeline.stages.evaluate import evaluate
     from mlpipeline.stages.export import export
     from mlpipeline.stages.features import features
     from mlpipeline.stages.ingest import ingest
     from mlpipeline.stages.prepare import prepare
+    from mlpipeline.stages.profile import profile
     from mlpipeline.stages.train import train
 
     (base / "raw").mkdir(parents=True, exist_ok=True)
@@ -362,6 +375,6 @@ def export_table_model(
         "trainer.max_epochs=2",
     ]
     cfg = tiny(compose_config(ROOT / "conf", list(overrides))[1], base)
-    for stage in (ingest, prepare, features, train, evaluate, export):
+    for stage in (ingest, prepare, features, train, evaluate, export, profile):
         stage(cfg)
     return cfg
