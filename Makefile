@@ -94,6 +94,12 @@ smoke: image check-image ## build the image, then check it on the test split (si
 check-image: install ## check an image built before (IMAGE_TAG) on the test split
 	$(BIN)/python -m mlpipeline.ops.image smoke
 
+# Monitoring: the Prometheus rules from conf/monitoring, and the offline drift check
+.PHONY: rules drift
+
+rules: install ## write monitoring/prometheus/rules.yml from params.yaml's monitoring section
+	$(BIN)/python -m mlpipeline.ops.rules --params params.yaml --out monitoring/prometheus/rules.yml
+
 # Pull-request report. BASE comes from the command line or the environment and reaches the
 # program as a shell variable, so a branch name is never parsed as shell code.
 .PHONY: report
