@@ -353,15 +353,6 @@ def export_table_model(
     """Run the stages ingest to export, and profile, in-process on `frame` (default:
     `mixed_table`), two epochs, paths under `base`; returns the config (the model is
     cfg.paths.onnx, its card cfg.paths.card, its drift profile cfg.paths.profile)."""
-    from mlpipeline.config import compose_config
-    from mlpipeline.stages.evaluate import evaluate
-    from mlpipeline.stages.export import export
-    from mlpipeline.stages.features import features
-    from mlpipeline.stages.ingest import ingest
-    from mlpipeline.stages.prepare import prepare
-    from mlpipeline.stages.profile import profile
-    from mlpipeline.stages.train import train
-
     (base / "raw").mkdir(parents=True, exist_ok=True)
     frame = mixed_table(rows, task) if frame is None else frame
     frame.to_csv(base / "raw" / "data.csv", index=False)
@@ -374,6 +365,28 @@ def export_table_model(
         f"task={task}",
         "trainer.max_epochs=2",
     ]
+    return run_stages_in_process(base, *overrides)
+
+
+def export_image_model(base: Path, *overrides: str) -> Any:
+    """Run the stages ingest to export, and profile, in-process on the default config (the
+    digits and their CNN), two epochs, paths under `base`; returns the config."""
+    (base / "raw").mkdir(parents=True, exist_ok=True)
+    return run_stages_in_process(base, "trainer.max_epochs=2", *overrides)
+
+
+def run_stages_in_process(base: Path, *overrides: str) -> Any:
+    """Compose conf/ with `overrides`, paths under `base`, and run the stages ingest to
+    export, and profile, in this process; returns the config."""
+    from mlpipeline.config import compose_config
+    from mlpipeline.stages.evaluate import evaluate
+    from mlpipeline.stages.export import export
+    from mlpipeline.stages.features import features
+    from mlpipeline.stages.ingest import ingest
+    from mlpipeline.stages.prepare import prepare
+    from mlpipeline.stages.profile import profile
+    from mlpipeline.stages.train import train
+
     cfg = tiny(compose_config(ROOT / "conf", list(overrides))[1], base)
     for stage in (ingest, prepare, features, train, evaluate, export, profile):
         stage(cfg)
