@@ -303,10 +303,13 @@ def bad_requests() -> list[tuple[str, bytes, str | None, int, str]]:
 
 def host_network_compose_file(root: Path) -> Path:
     """docker-compose.yml of `root` on the host's network: no published ports, each service
-    listening on the host port itself, builds on the host network too."""
+    listening on the host port itself, builds on the host network too; without the services
+    of the "monitoring" profile."""
     spec = yaml.safe_load((root / "docker-compose.yml").read_text(encoding="utf-8"))
     port_vars = {"mlflow": ("MLFLOW_PORT", "5000"), "model": ("PORT", "8080")}
     host_vars = {"mlflow": "MLFLOW_PORT", "model": "MODEL_PORT"}
+    # the monitoring profile's services run official images no registry here serves
+    spec["services"] = {n: s for n, s in spec["services"].items() if "profiles" not in s}
     for name, service in spec["services"].items():
         service.pop("ports", None)
         service["network_mode"] = "host"

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from helpers import export_image_model, export_table_model, mixed_table
 from scraped import Monitored, monitored
+from test_dashboard import expressions
 
 from mlpipeline.data.splits import read_split
 from mlpipeline.serving import profile as bins
@@ -69,10 +70,16 @@ def check_psi_is_the_offline_definition(running: Monitored, profile: bins.Profil
     assert running.values("model:prediction_psi") == {(): pytest.approx(offline, rel=1e-9)}
 
 
+@pytest.fixture(scope="module")
+def table_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A table model trained on 2000 rows of mixed_table (its config)."""
+    return export_table_model(tmp_path_factory.mktemp("table"), "classification", 2000)
+
+
 def test_a_shifted_column_of_a_table_model_fires_its_alert_and_only_its_own(
-    prometheus_binary: str, tmp_path: Path
+    prometheus_binary: str, tmp_path: Path, table_model: Any
 ) -> None:
-    cfg = export_table_model(tmp_path / "model", "classification", 2000)
+    cfg = table_model
     profile = bins.read_profile(cfg.paths.profile)
     columns = [c.name for c in profile.columns]
     warning, critical = 0.1, 0.25
@@ -143,3 +150,25 @@ def test_one_class_of_images_fires_the_prediction_drift_alert_of_the_digits_cnn(
         check_psi_is_the_offline_definition(running, profile)
         alert = running.firing("ModelPredictionDriftCritical")
         assert float(alert["value"]) > critical
+
+
+def test_every_dashboard_panel_query_returns_a_series_after_traffic(
+    prometheus_binary: str, tmp_path: Path, table_model: Any
+) -> None:
+    with monitored(prometheus_binary, table_model.paths.onnx, tmp_path / "monitoring") as running:
+        frame = mixed_table(600, seed=3)
+        frame.loc[:5, "color"] = "a colour never seen"
+        send(running.model_url, record_batches(frame))
+        with httpx.Client(base_url=running.model_url) as http:  # an error, and a refusal
+            assert (
+                http.post(
+                    "/predict", content=b"{", headers={"content-type": "application/json"}
+                ).status_code
+                == 400
+            )
+        running.settle()
+        running.settle()  # two scrapes after the refusal: a rate over its new series
+        for expr in expressions():
+            # Grafana's $__rate_interval: at least four scrape intervals
+            query = expr.replace("$__rate_interval", "30s")
+            assert running.query(query), f"no series: {query}"
