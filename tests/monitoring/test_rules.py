@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from helpers import ROOT, one_line_error, run
+from helpers import ROOT, copy_tracked_files, make_command, one_line_error, run
 
 from mlpipeline.config import compose_config
 from mlpipeline.ops.rules import RULES_FILE, rules_text
@@ -23,6 +23,14 @@ RULE_TESTS = RULES.with_name("rules.test.yml")
 def test_the_committed_rules_are_what_make_rules_writes_from_the_default_config() -> None:
     _, cfg = compose_config(ROOT / "conf")
     assert RULES.read_text(encoding="utf-8") == rules_text(cfg.monitoring), "run `make rules`"
+
+
+def test_make_rules_writes_them_from_params_yaml(tmp_path) -> None:
+    repo = copy_tracked_files(tmp_path / "repo")
+    (repo / RULES_FILE).unlink()
+    proc = run(make_command("rules"), repo)
+    assert f"wrote {RULES_FILE}" in proc.stdout
+    assert (repo / RULES_FILE).read_text(encoding="utf-8") == RULES.read_text(encoding="utf-8")
 
 
 def test_the_thresholds_and_window_come_from_the_config() -> None:
