@@ -163,6 +163,5 @@ class DriftCounters:
 
 def _add(children: list[Any], counts: np.ndarray) -> None:
     """Increment each bin's counter by its count, skipping empty bins."""
-    for child, n in zip(children, counts.tolist(), strict=True):
-        if n:
-            child.inc(n)
+    for i in np.flatnonzero(counts).tolist():  # a small batch fills few bins
+        children[i].inc(int(counts[i]))
