@@ -285,3 +285,55 @@ def test_categorical_bins_keep_the_most_frequent_values_and_fold_the_rest() -> N
     forgetful = bins.categorical_column("x", texts, top_values=2, known_values=3)
     assert forgetful.known is None
     assert bins.CategoricalBinner(forgetful).counts(["c", "z"])[1] == 0  # unseen not counted
+
+
+def _counted(registry) -> dict:
+    from prometheus_client import generate_latest
+
+    found = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+@pytest.mark.parametrize("kind", ["image", "table", "regression"])
+def test_small_batches_counted_row_by_row_count_what_whole_batches_count(
+    kind: str, image_model: Path, table_cfg, tmp_path: Path
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from mlpipeline.serving.drift import SMALL_BATCH, DriftCounters
+    from mlpipeline.serving.model import load_model
+
+    if kind == "image":
+        profile = bins.read_profile(image_model / "profile.json")
+        x = np.load(image_model / "x.npy")
+        x[3] = np.nan  # NaN statistics: past the last bin, as searchsorted puts them
+        feeds, outputs = {"input": x}, np.load(image_model / "reference.npy")
+    else:
+        cfg = table_cfg if kind == "table" else export_table_model(tmp_path, "regression")
+        profile = bins.read_profile(cfg.paths.profile)
+        model = load_model(Settings(model_path=cfg.paths.onnx, max_batch=64))
+        records = [
+            {"width": 9.5, "color": "red", "flag": True, "count": 2},
+            {"width": None, "color": "a colour never seen", "flag": None},
+            {"color": "blue", "count": 1, "width": 1e9},
+            {"color": None, "width": 10.0},
+        ] * 5
+        from mlpipeline.serving.parsing import parse_records
+
+        feeds = parse_records(json.dumps({"records": records}).encode(), model.columns, 64)
+        outputs = model.predict(feeds)
+    whole_registry, rows_registry = CollectorRegistry(), CollectorRegistry()
+    DriftCounters(profile, whole_registry).count(feeds, outputs)
+    rows = DriftCounters(profile, rows_registry)
+    for start in range(0, len(outputs), SMALL_BATCH):
+        part = {k: v[start : start + SMALL_BATCH] for k, v in feeds.items()}
+        rows.count(part, outputs[start : start + SMALL_BATCH])
+    counted = _counted(rows_registry)
+    assert counted == _counted(whole_registry)
+    assert sum(v for (name, _), v in counted.items() if name == "model_prediction_total") == len(
+        outputs
+    )
