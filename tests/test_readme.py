@@ -100,12 +100,16 @@ def test_your_own_table_with_the_readmes_commands(repo_copy: Path) -> None:
         "compose",
         "ingest",
         "prepare",
+        "features",
         "train",
+        "crossval",
         "evaluate",
         "export",
+        "profile",
         "register",
     ]
     card = json.loads((repo_copy / "models/model_card.json").read_text())
     assert card["classes"] == ["ant", "bee", "cat"]
-    assert card["input"]["shape"] == [None, 6]
-    assert card["input"]["feature_names"] == [f"f{i}" for i in range(6)]
+    # a table model takes its raw columns by name (records), each with its kind
+    assert card["input"]["kind"] == "records"
+    assert [c["name"] for c in card["input"]["columns"]] == [f"f{i}" for i in range(6)]
