@@ -100,6 +100,17 @@ smoke: image check-image ## build the image, then check it on the test split (si
 check-image: install ## check an image built before (IMAGE_TAG) on the test split
 	$(BIN)/python -m mlpipeline.ops.image smoke
 
+# Monitoring: the Prometheus rules from conf/monitoring, and the offline drift check
+.PHONY: rules drift
+
+rules: install ## write monitoring/prometheus/rules.yml from params.yaml's monitoring section
+	$(BIN)/python -m mlpipeline.ops.rules --params params.yaml --out monitoring/prometheus/rules.yml
+
+# DATA reaches the program as a shell variable, so a file name is never parsed as shell code
+drift: install ## score DATA (CSV/Parquet records, .npy images) against models/profile.json; exit 1 above the critical PSI
+	@test -n "$${DATA:-}" || { echo "error: give the batch to check: make drift DATA=new.csv" >&2; exit 2; }
+	$(BIN)/python -m mlpipeline.ops.drift --params params.yaml "$${DATA}"
+
 # Pull-request report. BASE comes from the command line or the environment and reaches the
 # program as a shell variable, so a branch name is never parsed as shell code.
 .PHONY: report

@@ -190,12 +190,14 @@ MAX_BODY = 64 * 1024
 
 def export_tiny_model(directory: Path, n_test: int = 50) -> Path:
     """Write model.onnx, model_card.json (the fields serving reads), x.npy (raw digit-like
-    inputs) and reference.npy (ONNX Runtime's probabilities on x) into `directory`, with the
-    export stage's own function."""
+    inputs), reference.npy (ONNX Runtime's probabilities on x) and profile.json (x and those
+    predictions as the drift reference) into `directory`, with the export stage's own
+    function and the profile's builders."""
     import onnxruntime as ort
     import torch
 
     from mlpipeline.models.modelfile import build_network
+    from mlpipeline.serving import profile
     from mlpipeline.stages.export import INPUT, OUTPUT, to_onnx
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -221,7 +223,17 @@ def export_tiny_model(directory: Path, n_test: int = 50) -> Path:
     (directory / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
     session = ort.InferenceSession(str(directory / "model.onnx"))
     np.save(directory / "x.npy", x)
-    np.save(directory / "reference.npy", session.run(None, {INPUT: x})[0])
+    outputs = session.run(None, {INPUT: x})[0]
+    np.save(directory / "reference.npy", outputs)
+    reference = profile.Profile(
+        input="tensor",
+        rows=len(x),
+        columns=profile.image_columns(x, bins=5),
+        prediction=profile.class_prediction(card["classes"], outputs),
+    )
+    (directory / "profile.json").write_text(
+        reference.model_dump_json(exclude_none=True), encoding="utf-8"
+    )
     return directory
 
 
@@ -291,10 +303,13 @@ def bad_requests() -> list[tuple[str, bytes, str | None, int, str]]:
 
 def host_network_compose_file(root: Path) -> Path:
     """docker-compose.yml of `root` on the host's network: no published ports, each service
-    listening on the host port itself, builds on the host network too."""
+    listening on the host port itself, builds on the host network too; without the services
+    of the "monitoring" profile."""
     spec = yaml.safe_load((root / "docker-compose.yml").read_text(encoding="utf-8"))
     port_vars = {"mlflow": ("MLFLOW_PORT", "5000"), "model": ("PORT", "8080")}
     host_vars = {"mlflow": "MLFLOW_PORT", "model": "MODEL_PORT"}
+    # the monitoring profile's services run official images no registry here serves
+    spec["services"] = {n: s for n, s in spec["services"].items() if "profiles" not in s}
     for name, service in spec["services"].items():
         service.pop("ports", None)
         service["network_mode"] = "host"
@@ -338,17 +353,9 @@ def mixed_table(rows: int = 400, task: str = "classification", seed: int = 0) ->
 def export_table_model(
     base: Path, task: str = "classification", rows: int = 400, *overrides: str, frame: Any = None
 ) -> Any:
-    """Run the stages ingest to export in-process on `frame` (default: `mixed_table`), two
-    epochs, paths under `base`; returns the config (the model is cfg.paths.onnx, its card
-    cfg.paths.card)."""
-    from mlpipeline.config import compose_config
-    from mlpipeline.stages.evaluate import evaluate
-    from mlpipeline.stages.export import export
-    from mlpipeline.stages.features import features
-    from mlpipeline.stages.ingest import ingest
-    from mlpipeline.stages.prepare import prepare
-    from mlpipeline.stages.train import train
-
+    """Run the stages ingest to export, and profile, in-process on `frame` (default:
+    `mixed_table`), two epochs, paths under `base`; returns the config (the model is
+    cfg.paths.onnx, its card cfg.paths.card, its drift profile cfg.paths.profile)."""
     (base / "raw").mkdir(parents=True, exist_ok=True)
     frame = mixed_table(rows, task) if frame is None else frame
     frame.to_csv(base / "raw" / "data.csv", index=False)
@@ -361,7 +368,29 @@ def export_table_model(
         f"task={task}",
         "trainer.max_epochs=2",
     ]
+    return run_stages_in_process(base, *overrides)
+
+
+def export_image_model(base: Path, *overrides: str) -> Any:
+    """Run the stages ingest to export, and profile, in-process on the default config (the
+    digits and their CNN), two epochs, paths under `base`; returns the config."""
+    (base / "raw").mkdir(parents=True, exist_ok=True)
+    return run_stages_in_process(base, "trainer.max_epochs=2", *overrides)
+
+
+def run_stages_in_process(base: Path, *overrides: str) -> Any:
+    """Compose conf/ with `overrides`, paths under `base`, and run the stages ingest to
+    export, and profile, in this process; returns the config."""
+    from mlpipeline.config import compose_config
+    from mlpipeline.stages.evaluate import evaluate
+    from mlpipeline.stages.export import export
+    from mlpipeline.stages.features import features
+    from mlpipeline.stages.ingest import ingest
+    from mlpipeline.stages.prepare import prepare
+    from mlpipeline.stages.profile import profile
+    from mlpipeline.stages.train import train
+
     cfg = tiny(compose_config(ROOT / "conf", list(overrides))[1], base)
-    for stage in (ingest, prepare, features, train, evaluate, export):
+    for stage in (ingest, prepare, features, train, evaluate, export, profile):
         stage(cfg)
     return cfg

@@ -36,6 +36,7 @@ def test_each_path_is_written_by_the_stage_that_owns_it() -> None:
     eval_files = {f"{PATHS['eval']}/{name}" for name in EVAL_PLOTS.values()}
     assert outputs("evaluate") == {PATHS["metrics"], *eval_files}
     assert outputs("export") == {PATHS["onnx"], PATHS["card"], PATHS["reference"]}
+    assert outputs("profile") == {PATHS["profile"]}
     assert outputs("register") == {PATHS["registration"]}
 
 

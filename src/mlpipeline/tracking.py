@@ -105,10 +105,12 @@ def log_pipeline_run(
     artifacts: Iterable[Path],
     input_example: Any,
     signature: Any,
+    model_files: Iterable[Path] = (),
 ) -> dict[str, str]:
     """One MLflow run: params, per-epoch and test metrics, plots, the ONNX model registered
     as a new version of `registered_model` with its `signature` (an mlflow ModelSignature) and
-    `input_example`. Returns run id and model version."""
+    `input_example`; `model_files` (the drift profile) beside the card. Returns run id and
+    model version."""
     import mlflow
     import onnx
     import onnxruntime
@@ -122,6 +124,8 @@ def log_pipeline_run(
         for path in artifacts:
             mlflow.log_artifact(str(path), artifact_path="reports")
         mlflow.log_dict(card, "model_card.json")
+        for path in model_files:
+            mlflow.log_artifact(str(path))
         info = mlflow.onnx.log_model(
             onnx.load(str(onnx_path)),
             name="model",

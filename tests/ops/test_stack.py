@@ -45,10 +45,15 @@ def load(name: str) -> dict:
 BASE = dockerfile_base(ROOT / "Dockerfile")
 
 
+def built(spec: dict) -> dict:
+    """The services this repository builds (the monitoring ones run official images)."""
+    return {name: s for name, s in spec["services"].items() if "build" in s}
+
+
 def test_the_base_image_is_pinned_by_digest_and_the_same_everywhere() -> None:
     assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", BASE)
     assert dockerfile_base(ROOT / "docker/mlflow.Dockerfile") == BASE
-    services = load("docker-compose.yml")["services"]
+    services = built(load("docker-compose.yml"))
     assert {s["build"]["args"]["BASE_IMAGE"] for s in services.values()} == {
         f"${{BASE_IMAGE:-{BASE}}}"
     }
@@ -56,8 +61,8 @@ def test_the_base_image_is_pinned_by_digest_and_the_same_everywhere() -> None:
 
 def test_the_compose_file_publishes_ports_on_loopback_unless_told_otherwise() -> None:
     base = load("docker-compose.yml")
-    assert set(base["services"]) == set(stack.SERVICES)
-    for name, service in base["services"].items():
+    assert set(built(base)) == set(stack.SERVICES)
+    for name, service in built(base).items():
         assert service["build"]["args"]["BASE_IMAGE"] == f"${{BASE_IMAGE:-{BASE}}}"
         assert "network" not in service["build"] and "network_mode" not in service, name
         assert service["healthcheck"]["test"][0] == "CMD"
@@ -70,6 +75,29 @@ def test_the_compose_file_publishes_ports_on_loopback_unless_told_otherwise() ->
     assert base["services"]["model"]["ports"] == [
         "${MODEL_BIND:-127.0.0.1}:${MODEL_PORT:-8080}:8080"
     ]
+
+
+def test_the_monitoring_services_scrape_the_model_and_load_the_rules_and_dashboards() -> None:
+    # declared for users (profile "monitoring"); their images cannot be pulled here, so the
+    # stack test does not start them: docs/monitoring.md
+    base = load("docker-compose.yml")
+    monitoring = {n: s for n, s in base["services"].items() if "build" not in s}
+    assert set(monitoring) == {"prometheus", "grafana"}
+    for name, service in monitoring.items():
+        assert service["profiles"] == ["monitoring"], name
+        assert service["healthcheck"]["test"][0] == "CMD", name
+        assert service["restart"] == "unless-stopped", name
+        (port,) = service["ports"]
+        assert port.startswith(f"${{{name.upper()}_BIND:-127.0.0.1}}:"), port
+    prometheus = monitoring["prometheus"]
+    assert prometheus["depends_on"]["model"]["condition"] == "service_healthy"
+    mounts = dict(v.split(":")[:2] for v in prometheus["volumes"] if v.startswith("./"))
+    assert mounts["./monitoring/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    config = load("monitoring/prometheus/prometheus.yml")
+    assert mounts["./monitoring/prometheus/rules.yml"] in config["rule_files"]
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "model" and job["static_configs"] == [{"targets": ["model:8080"]}]
+    assert monitoring["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
 
 
 def test_the_dockerignore_allow_list_lets_the_mlflow_build_see_its_files() -> None:

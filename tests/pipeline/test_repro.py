@@ -18,6 +18,7 @@ STAGES = [
     "crossval",
     "evaluate",
     "export",
+    "profile",
     "register",
 ]
 

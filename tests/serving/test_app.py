@@ -103,7 +103,11 @@ def test_metadata_is_the_card_with_commit_and_limits(client: TestClient, model_d
     meta = client.get("/metadata").json()
     assert {k: meta[k] for k in card} == card
     assert meta["git_commit"] == "0123abc"
-    assert meta["serving"] == {"max_batch": MAX_BATCH, "max_body_bytes": MAX_BODY}
+    assert meta["serving"] == {
+        "max_batch": MAX_BATCH,
+        "max_body_bytes": MAX_BODY,
+        "drift_metrics": True,
+    }
 
 
 def test_metrics_count_requests_errors_latency_and_batch_sizes(client: TestClient) -> None:
@@ -303,6 +307,17 @@ def test_python_m_serve_runs_uvicorn(workers: int, model_dir: Path) -> None:
             if s.name == "http_requests_total" and s.labels["route"] == "/predict"
         ]
         assert served == [10.0]
+        # the drift counters too: 20 rows, each counted once per column and once predicted
+        for family, per in (("model_prediction", 1), ("model_input_bin", 2)):
+            rows = [s.value for s in families[family].samples if s.name == f"{family}_total"]
+            assert sum(rows) == 20 * per, family
+        # gauges every worker sets appear once
+        (info,) = families["model_info"].samples
+        assert info.value == 1 and info.labels["version"] == "0123456789ab"
     finally:
         proc.terminate()
-        proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=30)
+    # stdout: the request log, one JSON object per line, one line per request
+    entries = [json.loads(line) for line in out.splitlines()]
+    assert [e["route"] for e in entries].count("/predict") == 10
+    assert {e["status"] for e in entries if e["route"] == "/predict"} == {200}

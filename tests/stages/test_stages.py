@@ -17,11 +17,13 @@ from mlpipeline.data.splits import read_split
 from mlpipeline.errors import PipelineError
 from mlpipeline.models.modelfile import load_model
 from mlpipeline.models.training import HISTORY_COLUMNS
+from mlpipeline.serving.profile import read_profile
 from mlpipeline.stages.evaluate import evaluate
 from mlpipeline.stages.export import export
 from mlpipeline.stages.features import features
 from mlpipeline.stages.ingest import ingest
 from mlpipeline.stages.prepare import prepare
+from mlpipeline.stages.profile import profile
 from mlpipeline.stages.register import register
 from mlpipeline.stages.train import train
 
@@ -85,6 +87,7 @@ def test_export_matches_pytorch_and_register_logs_a_version(trained) -> None:
     assert card["hashes"]["onnx"] == md5_file(cfg.paths.onnx)
     assert json.loads(cfg.paths.card.read_text()) == card
 
+    profile(cfg)
     receipt = register(cfg)
     assert read_json(cfg.paths.registration) == receipt
     assert receipt["onnx_md5"] == card["hashes"]["onnx"]
@@ -100,6 +103,48 @@ def test_export_matches_pytorch_and_register_logs_a_version(trained) -> None:
     logged_card = client.download_artifacts(run.info.run_id, "model_card.json", str(cfg.paths.eval))
     check = json.loads(Path(logged_card).read_text())["export_check"]
     assert 0 <= check["max_abs_diff"] <= cfg.export.atol
+    logged_profile = client.download_artifacts(run.info.run_id, "profile.json", str(cfg.paths.eval))
+    assert Path(logged_profile).read_bytes() == cfg.paths.profile.read_bytes()
+
+
+def test_profile_bins_the_training_images_and_the_predictions_the_same_every_time(
+    trained,
+) -> None:
+    cfg, _ = trained
+    written = profile(cfg)
+    assert read_json(cfg.paths.profile) == written
+    first = md5_file(cfg.paths.profile)
+    profile(cfg)
+    assert md5_file(cfg.paths.profile) == first, "the bytes follow from the inputs"
+    reference = read_profile(cfg.paths.profile)
+    assert reference.input == "tensor" and reference.rows == 1257
+    assert reference.model_md5 == md5_file(cfg.paths.model)
+    assert [c.name for c in reference.columns] == ["channel_0_mean", "channel_0_std"]
+    for part in [*reference.columns, reference.prediction]:
+        assert abs(sum(part.shares) - 1) < 1e-9
+    for column in reference.columns:  # quantile bins: about a tenth of the rows each
+        assert len(column.shares) == 10 and max(column.shares) < 0.15
+    assert reference.prediction.bins() == [str(c) for c in range(10)]
+
+
+def test_profile_of_a_table_bins_each_raw_column_by_its_kind(tmp_path: Path) -> None:
+    cfg = export_table_model(tmp_path, "regression")
+    reference = read_profile(cfg.paths.profile)
+    assert reference.input == "records"
+    columns = {c.name: c for c in reference.columns}
+    assert {n: c.kind for n, c in columns.items()} == {
+        "width": "numeric",
+        "color": "categorical",
+        "flag": "categorical",
+        "count": "numeric",
+    }
+    assert columns["width"].bins()[-1] == "missing" and columns["width"].shares[-1] > 0
+    # count holds 0..4: coinciding quantiles merge, so fewer bins than configured
+    assert len(columns["count"].edges) < cfg.monitoring.profile.bins - 1
+    assert columns["color"].bins() == ["red", "green", "blue", "violet", "(other)", "(missing)"]
+    assert columns["color"].known == ["blue", "green", "red", "violet"]
+    assert columns["flag"].bins()[:2] in (["false", "true"], ["true", "false"])
+    assert reference.prediction.kind == "score" and len(reference.prediction.shares) == 10
 
 
 def test_a_binary_task_reports_its_positive_class(tmp_path: Path) -> None:

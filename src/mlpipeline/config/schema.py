@@ -49,6 +49,7 @@ class Paths(Section):
     onnx: Path
     card: Path
     reference: Path
+    profile: Path
     registration: Path
 
     def rebased(self, root: Path) -> Paths:
@@ -176,6 +177,61 @@ class Export(Section):
     rtol: float = Field(ge=0)  # plus rtol * |PyTorch's value|: a regression's values are large
 
 
+# a Prometheus duration: 30s, 5m, 1h30m, ...
+DURATION = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
+
+
+class Profile(Section):
+    """The reference profile the `profile` stage writes (models/profile.json)."""
+
+    bins: int = Field(ge=2, le=100)  # quantile bins per numeric column, statistic, score
+    top_values: int = Field(ge=1, le=200)  # categorical: the most frequent values kept
+    known_values: int = Field(ge=0)  # categorical: training values remembered, to count unseen
+    rows: int = Field(ge=100)  # a seeded sample of at most this many training rows
+
+
+class Drift(Section):
+    """The population stability index, online (Prometheus's rules) and offline (make drift)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    epsilon: float = Field(gt=0, lt=0.01)
+    warning: float = Field(gt=0)
+    critical: float = Field(gt=0)
+    window: str = Field(pattern=DURATION)
+    min_rows: int = Field(ge=1)
+    hold: str = Field(alias="for", pattern=DURATION)
+
+    @model_validator(mode="after")
+    def _warning_below_critical(self) -> Drift:
+        if self.warning >= self.critical:
+            raise ValueError(
+                f"monitoring.drift.warning ({self.warning}) must be below monitoring.drift."
+                f"critical ({self.critical})"
+            )
+        return self
+
+
+class Alerts(Section):
+    """The service's other alert rules: errors, refusals, latency, not scraped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    job: str = Field(min_length=1, pattern=r"^[^\"\\]+$")
+    rate_window: str = Field(pattern=DURATION)
+    error_ratio: float = Field(gt=0, le=1)
+    reject_ratio: float = Field(gt=0, le=1)
+    latency_p99_s: float = Field(gt=0)
+    hold: str = Field(alias="for", pattern=DURATION)
+    down_for: str = Field(pattern=DURATION)
+
+
+class Monitoring(Section):
+    profile: Profile
+    drift: Drift
+    alerts: Alerts
+
+
 class Tracking(Section):
     uri: str | None = None
     experiment: str = Field(min_length=1)
@@ -213,6 +269,7 @@ class Config(Section):
     export: Export
     tracking: Tracking
     sweep: Sweep
+    monitoring: Monitoring
 
     @model_validator(mode="after")
     def _fits_the_task(self) -> Config:

@@ -12,6 +12,7 @@ Every request the service cannot use gets a 4xx answer `{"error": "<what is wron
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -20,7 +21,8 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mlpipeline.serving.metrics import Metrics, MetricsMiddleware
+from mlpipeline.serving.drift import DriftCounters, load_profile
+from mlpipeline.serving.metrics import Metrics, MetricsMiddleware, RequestLog
 from mlpipeline.serving.model import Model, load_model
 from mlpipeline.serving.parsing import ClientError, parse_inputs, parse_records, read_body
 from mlpipeline.serving.settings import Settings
@@ -83,11 +85,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     model = load_model(settings)
     input_name = getattr(model.card.input, "name", "")
     metrics = Metrics(settings.max_batch)
+    drift = None
+    if settings.drift_metrics:
+        drift = DriftCounters(load_profile(settings, model), metrics.registry)
+    metrics.describe_model(_model_labels(model, settings, drift is not None))
+    log = RequestLog(model.version, settings.log_payload) if settings.request_log else None
     metadata = orjson.dumps(
         {
             **model.card_json,
             "git_commit": settings.git_commit,
-            "serving": {"max_batch": settings.max_batch, "max_body_bytes": settings.max_body_bytes},
+            "serving": {
+                "max_batch": settings.max_batch,
+                "max_body_bytes": settings.max_body_bytes,
+                "drift_metrics": drift is not None,
+            },
         }
     )
     app = FastAPI(
@@ -118,16 +129,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     f"Content-Type must be application/json, not {media_type or 'missing'!r}",
                 )
             body = await read_body(request, settings.max_body_bytes)
+            if settings.log_payload:
+                request.state.payload = body
             if model.records:
                 feeds = parse_records(body, model.columns, settings.max_batch)
             else:
                 feeds = {input_name: parse_inputs(body, model.example_shape, settings.max_batch)}
         except ClientError as err:
             metrics.rejected.labels(err.reason).inc()
+            request.state.rejected = err.reason
             return _error(err.status, err.message)
         # ORT releases the GIL but the model is tiny: a thread hop would cost more than the run
         out = model.predict(feeds)
         metrics.batch_size.observe(len(out))
+        if drift is not None:
+            drift.count(feeds, out)
+        request.state.batch_size = len(out)
         answer = _answer(model, out)
         return Response(
             orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
@@ -153,5 +170,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Prometheus text exposition."""
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, log=log)
     return app
+
+
+def _model_labels(model: Model, settings: Settings, profiled: bool) -> dict[str, str]:
+    """model_info's labels: what the card and the settings say about the served model."""
+    hashes = model.card_json.get("hashes") or {}
+    profile_md5 = ""
+    if profiled:
+        profile_md5 = hashlib.md5(settings.profile_file.read_bytes()).hexdigest()
+    return {
+        "name": str(model.card_json.get("name", "")),
+        "version": model.version,
+        "task": model.card.task,
+        "data_md5": str(hashes.get("data", "")),
+        "model_md5": str(hashes.get("model", "")),
+        "onnx_md5": str(hashes.get("onnx", "")),
+        "profile_md5": profile_md5,
+        "git_commit": settings.git_commit or "",
+    }

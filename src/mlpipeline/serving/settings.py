@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class Settings(BaseSettings):
     """Service settings, read from environment variables of the same name in upper case
-    (MODEL_PATH, CARD_PATH, HOST, PORT, WORKERS, MAX_BATCH, MAX_BODY_BYTES, ...)."""
+    (MODEL_PATH, CARD_PATH, PROFILE_PATH, HOST, PORT, WORKERS, MAX_BATCH, ...)."""
 
     # `model_path` would otherwise collide with pydantic's reserved `model_` prefix
     model_config = SettingsConfigDict(protected_namespaces=(), frozen=True, extra="ignore")
@@ -32,9 +32,27 @@ class Settings(BaseSettings):
         "default: /metrics covers the service, and the check costs time on every request",
     )
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug|trace)$")
-    access_log: bool = False
+    access_log: bool = Field(False, description="uvicorn's plain-text access log, on stderr")
+    profile_path: Path | None = Field(
+        None, description="drift reference profile; default: profile.json beside the model"
+    )
+    drift_metrics: bool = Field(
+        True,
+        description="count inputs and predictions against the profile, for the drift rules",
+    )
+    request_log: bool = Field(True, description="one JSON line per request, on stdout")
+    log_payload: bool = Field(
+        False,
+        description="add each /predict body to its log line; off by default, as bodies may "
+        "hold personal data",
+    )
 
     @property
     def card_file(self) -> Path:
         """The model card: CARD_PATH, else model_card.json beside the model."""
         return self.card_path or self.model_path.with_name("model_card.json")
+
+    @property
+    def profile_file(self) -> Path:
+        """The drift profile: PROFILE_PATH, else profile.json beside the model."""
+        return self.profile_path or self.model_path.with_name("profile.json")

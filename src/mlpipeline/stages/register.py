@@ -1,5 +1,6 @@
 """Stage `register`: the pipeline's MLflow run (params, per-epoch and test metrics, plots, model
-card) with the exported ONNX model registered as a new version of `tracking.registered_model`.
+card, drift profile) with the exported ONNX model registered as a new version of
+`tracking.registered_model`.
 
 Its own stage, after export, so that editing plot or tracking code re-runs this alone. Its
 output is a receipt of what was registered, which only the pipeline's inputs determine (the
@@ -30,7 +31,8 @@ from mlpipeline.plots import render_plots
 
 def register(cfg: Config) -> dict[str, Any]:
     """Log the run and register the model; write `paths.registration`; return the receipt."""
-    for needed in (cfg.paths.onnx, cfg.paths.card, cfg.paths.metrics, cfg.paths.history):
+    paths = cfg.paths
+    for needed in (paths.onnx, paths.card, paths.profile, paths.metrics, paths.history):
         if not needed.is_file():
             raise PipelineError(f"{needed} not found: run the stages before register (dvc repro)")
     card = read_json(cfg.paths.card)
@@ -63,6 +65,7 @@ def register(cfg: Config) -> dict[str, Any]:
             ],
             input_example=example,
             signature=signature,
+            model_files=[cfg.paths.profile],
         )
     receipt = {
         "registered_model": cfg.tracking.registered_model,

@@ -1,0 +1,111 @@
+"""Stage `profile`: the drift reference (models/profile.json): the training split binned, and
+the model's predictions on it. The serving image ships it beside the model; the service counts
+each request against its bins, Prometheus's rules and `make drift` score those counts against
+its shares (docs/monitoring.md).
+
+Tables: per raw column (as clients send it), quantile bins and a missing slot for numeric
+columns, the most frequent values plus "(other)" and "(missing)" for categorical ones. Images:
+per channel, the quantile bins of each example's mean and standard deviation. Predictions:
+the predicted class shares, or a regression's value in quantile bins. PyTorch computes the
+predictions, with the pinned kernels, so the file's bytes follow from the pipeline's inputs
+alone (ONNX Runtime's last bits vary by CPU).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mlpipeline.artifacts import md5_file, write_json
+from mlpipeline.cli import run_stage
+from mlpipeline.config import Config
+from mlpipeline.data.splits import read_meta, read_split
+from mlpipeline.errors import PipelineError
+from mlpipeline.serving import profile as bins
+
+
+def sample_rows(total: int, limit: int, seed: int) -> np.ndarray:
+    """Every row index, or a seeded sorted sample of `limit` of them."""
+    if total <= limit:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))
+
+
+def table_columns(cfg: Config, meta: dict[str, Any], rows: np.ndarray) -> list[Any]:
+    """The raw training columns the model takes (meta.json's), binned."""
+    import pyarrow.parquet as pq
+
+    from mlpipeline.data.features import number_values, text_values
+
+    settings = cfg.monitoring.profile
+    names = [c["name"] for c in meta["columns"]]
+    train = pq.read_table(cfg.paths.prepared / "train" / "x.parquet", columns=names)
+    if len(rows) < train.num_rows:
+        train = train.take(rows)
+    columns: list[Any] = []
+    for column in meta["columns"]:
+        data = train.column(column["name"])
+        if column["kind"] == "numeric":
+            columns.append(bins.numeric_column(column["name"], number_values(data), settings.bins))
+        else:
+            texts = text_values(data)
+            columns.append(
+                bins.categorical_column(
+                    column["name"], texts, settings.top_values, settings.known_values
+                )
+            )
+    return columns
+
+
+def build_profile(cfg: Config) -> bins.Profile:
+    """The profile of `paths.features`' training split and `paths.model`'s predictions."""
+    from mlpipeline.determinism import use_portable_kernels
+    from mlpipeline.models.modelfile import load_model, predict
+
+    use_portable_kernels(cfg.cpu_threads)
+    network, _ = load_model(cfg.paths.model)
+    meta = read_meta(cfg.paths.features)
+    x, _ = read_split(cfg.paths.features, "train", mmap=True)
+    if len(x) == 0:
+        raise PipelineError(f"{cfg.paths.features}/train has no rows to profile")
+    settings = cfg.monitoring.profile
+    rows = sample_rows(len(x), settings.rows, cfg.seed)
+    sample = np.asarray(x[rows])
+    table = meta.get("kind") == "table"
+    columns = table_columns(cfg, meta, rows) if table else bins.image_columns(sample, settings.bins)
+    outputs = predict(network, sample, cfg.task).numpy()
+    prediction = (
+        bins.score_prediction(outputs, settings.bins)
+        if cfg.task == "regression"
+        else bins.class_prediction([str(c) for c in meta["classes"]], outputs)
+    )
+    return bins.Profile(
+        input="records" if table else "tensor",
+        rows=len(rows),
+        model_md5=md5_file(cfg.paths.model),
+        columns=columns,
+        prediction=prediction,
+    )
+
+
+def profile(cfg: Config) -> dict[str, Any]:
+    """Write `paths.profile`; return what was written."""
+    built = build_profile(cfg)
+    written = built.model_dump(mode="json", exclude_none=True)
+    write_json(cfg.paths.profile, written)
+    kinds = {k: sum(c.kind == k for c in built.columns) for k in ("numeric", "categorical")}
+    what = (
+        f"{kinds['numeric']} numeric and {kinds['categorical']} categorical columns"
+        if built.input == "records"
+        else f"{len(built.columns)} image statistics"
+    )
+    print(
+        f"profile: {what} and the predictions ({len(built.prediction.bins())} bins) of "
+        f"{built.rows} training rows -> {cfg.paths.profile}"
+    )
+    return written
+
+
+if __name__ == "__main__":
+    run_stage(profile)
