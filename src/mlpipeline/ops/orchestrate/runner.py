@@ -1,0 +1,273 @@
+"""One stage as one task: take the upstream tasks' hand-offs, pull the stage's dependencies
+from the DVC remote, `dvc repro --single-item` (DVC's hashes decide whether it runs), push its
+outputs, and hand on dvc.lock's entries and the files git would commit.
+
+Runs in the pipeline's environment, in a workspace that is a checkout of the same revision as
+every other task's (a worker's clone, or the training image's copy). One task at a time per
+workspace: the runner holds a lock on it from the first write to the last."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlpipeline.artifacts import atomic_path
+from mlpipeline.errors import PipelineError
+from mlpipeline.ops.orchestrate.graph import open_repo, pipeline_stages
+from mlpipeline.ops.orchestrate.handoff import Handoff, check_size, file_bytes, file_entry, merge
+
+LOCKFILE = "dvc.lock"
+# in the training image the workspace is a snapshot of this source revision (its git history
+# is not in the image)
+REVISION_ENV = "MLPIPELINE_REVISION"
+# how long a task waits for another task to leave the workspace
+WORKSPACE_LOCK_TIMEOUT_S = 24 * 3600
+_EXP_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def workspace_revision(root: Path) -> str:
+    """The source revision the workspace holds: MLPIPELINE_REVISION, else git's HEAD."""
+    if revision := os.environ.get(REVISION_ENV):
+        return revision
+    from scmrepo.git import Git
+
+    with Git(str(root)) as scm:
+        return scm.get_rev()
+
+
+def changed_files(root: Path) -> dict[str, dict[str, str] | None]:
+    """Every file that differs from the workspace's git revision and that git does not
+    ignore (what a user would commit after `dvc repro`), dvc.lock aside."""
+    from scmrepo.git import Git
+
+    with Git(str(root)) as scm:
+        staged, unstaged, untracked = scm.status(untracked_files="all")
+    paths = {p for group in staged.values() for p in group} | set(unstaged) | set(untracked)
+    paths.discard(LOCKFILE)
+    return {
+        path: file_entry((root / path).read_bytes() if (root / path).is_file() else None)
+        for path in sorted(paths)
+    }
+
+
+def apply_handoff(root: Path, handoff: Handoff) -> None:
+    """Write the hand-off's files and dvc.lock entries into the workspace, each file whole
+    (a temporary file, then a rename)."""
+    for path, entry in handoff.files.items():
+        data = file_bytes(entry)
+        target = root / path
+        if data is None:
+            target.unlink(missing_ok=True)
+            continue
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+    if handoff.stages:
+        write_lock_entries(root / LOCKFILE, handoff.stages)
+
+
+def write_lock_entries(lockfile: Path, entries: dict[str, Any]) -> None:
+    """Set these stages' entries in dvc.lock with DVC's own YAML writer (the file's other
+    entries and its layout stay as DVC keeps them)."""
+    from dvc.utils.serialize import modify_yaml
+
+    with atomic_path(lockfile) as tmp:
+        if lockfile.is_file():
+            tmp.write_bytes(lockfile.read_bytes())
+        with modify_yaml(str(tmp)) as data:
+            data.setdefault("schema", "2.0")
+            stages = data.setdefault("stages", {})
+            for name, entry in entries.items():
+                stages[name] = entry
+
+
+def lock_entry(root: Path, stage: str) -> dict[str, Any]:
+    """The stage's entry in dvc.lock."""
+    import yaml
+
+    lockfile = root / LOCKFILE
+    data = yaml.safe_load(lockfile.read_text(encoding="utf-8")) if lockfile.is_file() else {}
+    entry = (data or {}).get("stages", {}).get(stage)
+    if entry is None:
+        raise PipelineError(f"dvc.lock has no entry for stage {stage} after it ran")
+    return entry
+
+
+def plan(root: Path, stage: str) -> tuple[list[str], bool]:
+    """What to pull before the stage (the cached outputs of other stages that its deps name,
+    or that lie inside or around them) and whether it has upstream stages."""
+    repo = open_repo(root)
+    try:
+        stages = pipeline_stages(repo)
+        by_name = {s.addressing: s for s in stages}
+        if stage not in by_name:
+            raise PipelineError(
+                f"no stage {stage} in {root}'s pipeline (stages: {', '.join(by_name)})"
+            )
+        this = by_name[stage]
+        graph = repo.index.graph
+        upstream = [s for s in graph.successors(this) if s in stages]
+        deps = [Path(d.fs_path) for d in this.deps]
+        targets = sorted(
+            {
+                os.path.relpath(out.fs_path, root)
+                for s in repo.index.stages
+                if s is not this
+                for out in s.outs
+                if out.use_cache
+                for dep in deps
+                if Path(out.fs_path) == dep
+                or dep in Path(out.fs_path).parents
+                or Path(out.fs_path) in dep.parents
+            }
+        )
+    finally:
+        repo.close()
+    return targets, bool(upstream)
+
+
+def apply_overrides(root: Path, overrides: Sequence[str]) -> None:
+    """Compose params.yaml from conf/ with Hydra overrides, as `dvc exp run -S` does (DVC's
+    own composition, with the repository's `hydra` settings)."""
+    from dvc.utils.hydra import compose_and_dump
+
+    repo = open_repo(root)
+    try:
+        hydra = repo.config.get("hydra", {})
+    finally:
+        repo.close()
+    if not hydra.get("enabled", False):
+        raise PipelineError(
+            "overrides need DVC's Hydra composition: `dvc config hydra.enabled true`"
+        )
+    config_module = hydra.get("config_module")
+    config_dir = None if config_module else str(root / hydra.get("config_dir", "conf"))
+    try:
+        compose_and_dump(
+            str(root / "params.yaml"),
+            config_dir,
+            config_module,
+            hydra.get("config_name", "config"),
+            str(root / hydra.get("plugins_path", "")),
+            list(overrides),
+        )
+    except Exception as err:  # Hydra's many error types: a bad override is input
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PipelineError(f"override {' '.join(overrides)}: {message}") from None
+
+
+def stream(cmd: list[str], cwd: Path, env: dict[str, str], echo: Callable[[str], None]) -> int:
+    """Run `cmd`, passing each line of its output (stdout and stderr together) to `echo`;
+    returns its exit status."""
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        bufsize=1,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        echo(line.rstrip("\n"))
+    return proc.wait()
+
+
+def failure(stage: str, step: str, lines: list[str]) -> str:
+    """The one line that says why a step failed: the stage's own `error:` line, else DVC's."""
+    own = [ln for ln in lines if ln.startswith("error: ")]
+    dvc = [ln for ln in lines if ln.startswith("ERROR: ")]
+    reason = own[-1][len("error: ") :] if own else (dvc[-1][len("ERROR: ") :] if dvc else "")
+    what = f"stage {stage}" if step == "repro" else f"dvc {step} for stage {stage}"
+    return f"{what} failed: {reason or 'see the log above'}"
+
+
+@contextmanager
+def workspace_lock(root: Path, echo: Callable[[str], None]):
+    """Hold the workspace for one task; a second task here waits (DVC's own lock would fail
+    it instead)."""
+    from filelock import FileLock, Timeout
+
+    path = root / ".dvc" / "tmp" / "orchestrate.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        echo(f"waiting for another task to leave the workspace {root}")
+        try:
+            lock.acquire(timeout=WORKSPACE_LOCK_TIMEOUT_S)
+        except Timeout:
+            raise PipelineError(
+                f"the workspace {root} stayed locked for {WORKSPACE_LOCK_TIMEOUT_S} s"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def run_stage(
+    root: Path,
+    stage: str,
+    upstream: Sequence[Handoff] = (),
+    overrides: Sequence[str] = (),
+    experiment: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> Handoff:
+    """Run `stage` in the workspace at `root` after its upstream tasks; returns the hand-off
+    for the tasks after it. `overrides` (Hydra, as `dvc exp run -S` takes them) are applied
+    by the stages without upstream stages; `experiment` names the run for the stages
+    (DVC_EXP_NAME, as under `dvc exp run`). A failing stage raises PipelineError with its
+    one-line error."""
+    root = root.resolve()
+    dvc = [sys.executable, "-m", "dvc"]
+    env = dict(os.environ)
+    if experiment:
+        env["DVC_EXP_NAME"] = _EXP_NAME.sub("-", experiment)
+    with workspace_lock(root, echo):
+        revision = workspace_revision(root)
+        received = merge(revision, upstream)
+        apply_handoff(root, received)
+        targets, has_upstream = plan(root, stage)
+        if overrides and not has_upstream:
+            echo(f"applying overrides {' '.join(overrides)} to params.yaml (as dvc exp run -S)")
+            apply_overrides(root, overrides)
+        steps = [
+            (["pull", "--force", *targets], targets),
+            (["repro", "--single-item", "--pull", stage], True),
+            (["push", stage], True),
+        ]
+        for args, needed in steps:
+            if not needed:
+                continue
+            lines: list[str] = []
+
+            def keep(line: str, lines: list[str] = lines) -> None:
+                lines.append(line)
+                echo(line)
+
+            echo(f"$ dvc {' '.join(args)}")
+            if stream([*dvc, *args], root, env, keep) != 0:
+                raise PipelineError(failure(stage, args[0], lines))
+        files = changed_files(root)
+        check_size(files)
+        return Handoff(revision, {**received.stages, stage: lock_entry(root, stage)}, files)
+
+
+def dvc_hash(root: Path, path: str) -> str:
+    """DVC's hash of `path` as a stage dependency records it (a directory's `.dir` md5),
+    computed from the workspace; PipelineError if no stage depends on it."""
+    repo = open_repo(root)
+    try:
+        wanted = os.path.abspath(os.path.join(repo.root_dir, path))
+        for stage in repo.index.stages:
+            for dep in stage.deps:
+                if os.path.abspath(dep.fs_path) == wanted:
+                    if not dep.exists:
+                        raise PipelineError(f"{path} does not exist in {root}")
+                    return dep.get_hash().value
+    finally:
+        repo.close()
+    raise PipelineError(f"no stage of {root}'s pipeline depends on {path}")
