@@ -223,7 +223,8 @@ def run_stage(
     one-line error."""
     root = root.resolve()
     dvc = [sys.executable, "-m", "dvc"]
-    env = dict(os.environ)
+    # stage commands say `python`: the pipeline environment's, as `make pipeline` has it
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     if experiment:
         env["DVC_EXP_NAME"] = _EXP_NAME.sub("-", experiment)
     with workspace_lock(root, echo):
