@@ -4,13 +4,23 @@ required (MLPIPELINE_REQUIRE_DOCKER=1, as .ci/run sets it) a missing daemon fail
 Settings a CI machine sets for an unusual daemon, read the same way the product reads them:
 BASE_IMAGE (a base image already on the daemon), DOCKER_NETWORK=host (a daemon without a bridge
 network, where published ports do not work: the stack then runs from a host-network variant of
-docker-compose.yml, helpers.host_network_compose_file)."""
+docker-compose.yml, helpers.host_network_compose_file).
+
+Airflow for the orchestration tests: a private home per test (SQLite, no scheduler unless a
+test starts one), from the environment `make airflow-install` creates."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
 import docker
 import pytest
-from helpers import REQUIRED
+from helpers import REQUIRED, ROOT, run
 
 from mlpipeline.errors import PipelineError
 from mlpipeline.ops.docker import DockerSettings, connect, ensure_base_image
@@ -38,3 +48,69 @@ def client(settings: DockerSettings) -> docker.DockerClient:
             pytest.fail(f"MLPIPELINE_REQUIRE_DOCKER=1 but {err}")
         pytest.skip(str(err))
     return docker_client
+
+
+# Airflow, from its own environment (make airflow-install; make test installs it)
+
+AIRFLOW_BIN = ROOT / ".venv-airflow" / "bin"
+
+
+def airflow_env(home: Path) -> dict[str, str]:
+    """Environment for Airflow's CLI with its home (SQLite database, dags folder) in `home`."""
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # Airflow's own programs first; the pipeline's environment is the DAG's to name
+        "PATH": f"{AIRFLOW_BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+
+
+@pytest.fixture(scope="session")
+def airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated Airflow SQLite database, made once per test process; tests copy it."""
+    if not (AIRFLOW_BIN / "airflow").is_file():
+        pytest.skip(f"{AIRFLOW_BIN}/airflow not found: make airflow-install (make test runs it)")
+    home = tmp_path_factory.mktemp("airflow-db")
+    run([str(AIRFLOW_BIN / "airflow"), "db", "migrate"], home, **airflow_env(home))
+    return home / "airflow.db"
+
+
+@dataclass
+class Airflow:
+    """A private Airflow home holding dags/mlpipeline.py, and its CLI with `env` (set the
+    MLPIPELINE_* settings there)."""
+
+    home: Path
+    env: dict[str, str]
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run([str(AIRFLOW_BIN / "airflow"), *args], self.home, check=check, **self.env)
+
+    def dags_test(self, dag_id: str = "mlpipeline", conf: dict | None = None, check: bool = True):
+        """`airflow dags test`: one whole DAG run in this process, no scheduler."""
+        extra = ["-c", json.dumps(conf)] if conf else []
+        return self("dags", "test", dag_id, *extra, check=check)
+
+    def json(self, *args: str) -> list[dict]:
+        """A CLI command's `-o json` answer (its warnings before it are dropped)."""
+        lines = self(*args, "-o", "json").stdout.splitlines()
+        return json.loads(next((ln for ln in reversed(lines) if ln.startswith("[")), "[]"))
+
+    def runs(self, dag_id: str = "mlpipeline") -> list[dict]:
+        """The DAG's runs, newest first."""
+        return self.json("dags", "list-runs", dag_id)
+
+    def states(self, run_id: str, dag_id: str = "mlpipeline") -> dict[str, str]:
+        """Each task's state in a run."""
+        rows = self.json("tasks", "states-for-dag-run", dag_id, run_id)
+        return {t["task_id"]: t["state"] for t in rows}
+
+
+@pytest.fixture
+def airflow(tmp_path: Path, airflow_db: Path) -> Airflow:
+    home = tmp_path / "airflow"
+    (home / "dags").mkdir(parents=True)
+    shutil.copy2(airflow_db, home / "airflow.db")
+    shutil.copy2(ROOT / "dags" / "mlpipeline.py", home / "dags" / "mlpipeline.py")
+    return Airflow(home, airflow_env(home))

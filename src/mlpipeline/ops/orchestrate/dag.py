@@ -180,12 +180,12 @@ def watched_asset(settings: Settings) -> Asset:
 
 def pipeline_dag(settings: Settings, stages: list[Stage]) -> DAG:
     """The pipeline: one task per stage, an edge for each stage dependency."""
-    timetable = CronTriggerTimetable(settings.schedule, timezone="UTC") if settings.schedule else None
+    schedule: Any = None
+    if settings.schedule:
+        schedule = CronTriggerTimetable(settings.schedule, timezone="UTC")
     if settings.watch:
-        asset = watched_asset(settings)
-        schedule: Any = AssetOrTimeSchedule(timetable=timetable, assets=[asset]) if timetable else [asset]
-    else:
-        schedule = timetable
+        assets = [watched_asset(settings)]
+        schedule = AssetOrTimeSchedule(timetable=schedule, assets=assets) if schedule else assets
     dag = DAG(
         dag_id=settings.dag_id,
         schedule=schedule,
@@ -195,11 +195,13 @@ def pipeline_dag(settings: Settings, stages: list[Stage]) -> DAG:
         max_active_runs=1,
         params={
             OVERRIDES: Param(
-                [], type="array", items={"type": "string"},
+                [],
+                type="array",
+                items={"type": "string"},
                 description="Hydra overrides for this run, as `dvc exp run -S` takes them",
             )
-        },  # fmt: skip
-        doc_md=f"The DVC pipeline of `{settings.repo}`, one task per stage (docs/orchestration.md).",
+        },
+        doc_md=f"The DVC pipeline of `{settings.repo}`, a task per stage (docs/orchestration.md)",
         tags=["mlpipeline", "dvc"],
     )
     tasks = {s.name: s.task_id for s in stages}
@@ -247,7 +249,7 @@ def watch_dag(settings: Settings) -> DAG:
         start_date=START,
         catchup=False,
         max_active_runs=1,
-        doc_md=f"Triggers `{settings.dag_id}` when the DVC hash of {', '.join(settings.watch)} changes.",
+        doc_md=f"Runs `{settings.dag_id}` when the DVC hash of {', '.join(settings.watch)} changes",
         tags=["mlpipeline", "dvc"],
     )
     with dag:

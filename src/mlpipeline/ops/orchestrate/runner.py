@@ -20,7 +20,14 @@ from typing import Any
 from mlpipeline.artifacts import atomic_path
 from mlpipeline.errors import PipelineError
 from mlpipeline.ops.orchestrate.graph import open_repo, pipeline_stages
-from mlpipeline.ops.orchestrate.handoff import Handoff, check_size, file_bytes, file_entry, merge
+from mlpipeline.ops.orchestrate.handoff import (
+    Handoff,
+    check_size,
+    file_bytes,
+    file_entry,
+    merge,
+    state,
+)
 
 LOCKFILE = "dvc.lock"
 # in the training image the workspace is a snapshot of this source revision (its git history
@@ -41,9 +48,10 @@ def workspace_revision(root: Path) -> str:
         return scm.get_rev()
 
 
-def changed_files(root: Path) -> dict[str, dict[str, str] | None]:
+def changed_files(root: Path) -> dict[str, bytes | None]:
     """Every file that differs from the workspace's git revision and that git does not
-    ignore (what a user would commit after `dvc repro`), dvc.lock aside."""
+    ignore (what a user would commit after `dvc repro`), dvc.lock aside: its content, None
+    where it was deleted."""
     from scmrepo.git import Git
 
     with Git(str(root)) as scm:
@@ -51,24 +59,59 @@ def changed_files(root: Path) -> dict[str, dict[str, str] | None]:
     paths = {p for group in staged.values() for p in group} | set(unstaged) | set(untracked)
     paths.discard(LOCKFILE)
     return {
-        path: file_entry((root / path).read_bytes() if (root / path).is_file() else None)
+        path: (root / path).read_bytes() if (root / path).is_file() else None
         for path in sorted(paths)
     }
 
 
+def restore(root: Path, paths: list[str]) -> None:
+    """Put these files back as the git revision has them (a file it lacks is removed)."""
+    if not paths:
+        return
+    from scmrepo.git import Git
+
+    with Git(str(root)) as scm:
+        committed = scm.get_fs("HEAD")
+        for path in paths:
+            if committed.isfile(path):
+                with atomic_path(root / path) as tmp:
+                    tmp.write_bytes(committed.read_bytes(path))
+            else:
+                (root / path).unlink(missing_ok=True)
+
+
 def apply_handoff(root: Path, handoff: Handoff) -> None:
-    """Write the hand-off's files and dvc.lock entries into the workspace, each file whole
-    (a temporary file, then a rename)."""
+    """Make the workspace what the upstream tasks left: its git-visible files the revision's
+    plus the hand-off's (a file this workspace changed on its own goes back to the revision),
+    each written whole; dvc.lock gets the hand-off's entries."""
+    local = changed_files(root)
+    restore(root, sorted(local.keys() - handoff.files.keys()))
     for path, entry in handoff.files.items():
         data = file_bytes(entry)
-        target = root / path
-        if data is None:
-            target.unlink(missing_ok=True)
-            continue
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(data)
+        if data is not None:
+            if local.get(path) != data:
+                with atomic_path(root / path) as tmp:
+                    tmp.write_bytes(data)
+        elif entry.get("deleted"):
+            (root / path).unlink(missing_ok=True)
+        else:
+            restore(root, [path])
     if handoff.stages:
         write_lock_entries(root / LOCKFILE, handoff.stages)
+
+
+def handed_on(
+    root: Path, stage: str, received: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The files to hand on after `stage`: every deviation from the revision, with the stage
+    that wrote each version (the received writer where the version is the one received)."""
+    files = {}
+    deviation = changed_files(root)
+    for path in sorted(deviation.keys() | received.keys()):
+        new = file_entry(deviation[path], stage) if path in deviation else {"stage": stage}
+        old = received.get(path)
+        files[path] = old if old is not None and state(old) == state(new) else new
+    return files
 
 
 def write_lock_entries(lockfile: Path, entries: dict[str, Any]) -> None:
@@ -87,20 +130,20 @@ def write_lock_entries(lockfile: Path, entries: dict[str, Any]) -> None:
 
 
 def lock_entry(root: Path, stage: str) -> dict[str, Any]:
-    """The stage's entry in dvc.lock."""
-    import yaml
+    """The stage's entry in dvc.lock, read as DVC reads it (YAML 1.2: `1e-05` is a number)."""
+    from dvc.utils.serialize import load_yaml
 
     lockfile = root / LOCKFILE
-    data = yaml.safe_load(lockfile.read_text(encoding="utf-8")) if lockfile.is_file() else {}
+    data = load_yaml(str(lockfile)) if lockfile.is_file() else {}
     entry = (data or {}).get("stages", {}).get(stage)
     if entry is None:
         raise PipelineError(f"dvc.lock has no entry for stage {stage} after it ran")
     return entry
 
 
-def plan(root: Path, stage: str) -> tuple[list[str], bool]:
-    """What to pull before the stage (the cached outputs of other stages that its deps name,
-    or that lie inside or around them) and whether it has upstream stages."""
+def plan(root: Path, stage: str) -> list[str]:
+    """What to pull before the stage: the cached outputs of other stages that its deps name,
+    or that lie inside or around them."""
     repo = open_repo(root)
     try:
         stages = pipeline_stages(repo)
@@ -110,8 +153,6 @@ def plan(root: Path, stage: str) -> tuple[list[str], bool]:
                 f"no stage {stage} in {root}'s pipeline (stages: {', '.join(by_name)})"
             )
         this = by_name[stage]
-        graph = repo.index.graph
-        upstream = [s for s in graph.successors(this) if s in stages]
         deps = [Path(d.fs_path) for d in this.deps]
         targets = sorted(
             {
@@ -128,7 +169,7 @@ def plan(root: Path, stage: str) -> tuple[list[str], bool]:
         )
     finally:
         repo.close()
-    return targets, bool(upstream)
+    return targets
 
 
 def apply_overrides(root: Path, overrides: Sequence[str]) -> None:
@@ -218,7 +259,7 @@ def run_stage(
 ) -> Handoff:
     """Run `stage` in the workspace at `root` after its upstream tasks; returns the hand-off
     for the tasks after it. `overrides` (Hydra, as `dvc exp run -S` takes them) are applied
-    by the stages without upstream stages; `experiment` names the run for the stages
+    by the first tasks (those given no upstream hand-off); `experiment` names the run for the stages
     (DVC_EXP_NAME, as under `dvc exp run`). A failing stage raises PipelineError with its
     one-line error."""
     root = root.resolve()
@@ -230,9 +271,11 @@ def run_stage(
     with workspace_lock(root, echo):
         revision = workspace_revision(root)
         received = merge(revision, upstream)
-        apply_handoff(root, received)
-        targets, has_upstream = plan(root, stage)
-        if overrides and not has_upstream:
+        # the first tasks start from their workspace as it is; the others from what they got
+        if upstream:
+            apply_handoff(root, received)
+        targets = plan(root, stage)
+        if overrides and not upstream:
             echo(f"applying overrides {' '.join(overrides)} to params.yaml (as dvc exp run -S)")
             apply_overrides(root, overrides)
         steps = [
@@ -252,7 +295,7 @@ def run_stage(
             echo(f"$ dvc {' '.join(args)}")
             if stream([*dvc, *args], root, env, keep) != 0:
                 raise PipelineError(failure(stage, args[0], lines))
-        files = changed_files(root)
+        files = handed_on(root, stage, received.files)
         check_size(files)
         return Handoff(revision, {**received.stages, stage: lock_entry(root, stage)}, files)
 

@@ -1,24 +1,6 @@
 """The orchestration's settings, from environment variables of Airflow's processes (standard
-library only: Airflow's environment has neither DVC nor torch).
-
-| variable | meaning | default |
-| --- | --- | --- |
-| MLPIPELINE_REPO | a checkout of the repository: where the DAG reads the stage graph, and the tasks' workspace in `checkout` mode | (required) |
-| MLPIPELINE_PYTHON | the pipeline environment's python in that checkout | `<repo>/.venv/bin/python` |
-| MLPIPELINE_MODE | `checkout` (tasks run in a checkout on the worker) or `docker` (in the training image) | `checkout` |
-| MLPIPELINE_GRAPH | a file from `python -m mlpipeline.ops.orchestrate graph --output`, read instead of asking DVC at every parse | (ask DVC) |
-| MLPIPELINE_WORKSPACES | JSON `{"stage": "/other/checkout"}`: stages that run in another checkout | `{}` |
-| MLPIPELINE_QUEUES | JSON `{"stage": "queue"}`: Airflow queues (workers) for stages, e.g. `{"train": "gpu"}` | `{}` |
-| MLPIPELINE_POOL | the Airflow pool of the tasks (one slot per shared workspace) | Airflow's `default_pool` |
-| MLPIPELINE_REMOTE_CONN | the Airflow connection (type `aws`) with the DVC remote's credentials | (none: the worker's own) |
-| MLPIPELINE_IMAGE | the training image (`docker` mode) | `mlpipeline-train:latest` |
-| MLPIPELINE_DOCKER_URL | the Docker daemon (`docker` mode) | `unix://var/run/docker.sock` |
-| DOCKER_NETWORK | the containers' network (`docker` mode) | `bridge` |
-| MLPIPELINE_SCHEDULE | a cron expression or preset for scheduled runs, `none` for none | `@daily` |
-| MLPIPELINE_WATCH | paths whose DVC hash, when it changes, triggers a run (comma-separated; empty: no watch) | `data/raw` |
-| MLPIPELINE_WATCH_SCHEDULE | how often the watch checks them | `@hourly` |
-| MLPIPELINE_DAG_ID | the pipeline DAG's id (the watch's is `<id>_watch`) | `mlpipeline` |
-"""
+library only: Airflow's environment has neither DVC nor torch). Each variable, its meaning
+and its default: docs/orchestration.md#settings; `Settings.from_env` reads them."""
 
 from __future__ import annotations
 
@@ -42,7 +24,7 @@ def _json_map(environ: Mapping[str, str], name: str) -> dict[str, str]:
     try:
         value = json.loads(text)
     except ValueError as err:
-        raise PipelineError(f"{name} is not JSON ({err}): set it to {{\"stage\": \"...\"}}") from None
+        raise PipelineError(f'{name} is not JSON ({err}): set it to {{"stage": "..."}}') from None
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise PipelineError(f'{name} must be a JSON object of strings: {{"stage": "..."}}')
     return value
