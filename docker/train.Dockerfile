@@ -37,22 +37,24 @@ RUN python /tmp/lock/locked.py /tmp/lock/uv.lock uv > /tmp/uv.txt \
         "torch==$torch"; \
     fi
 
+# Final stage. What never changes comes before the copies: each instruction after them copies
+# the whole file system again on some storage drivers.
 FROM ${BASE_IMAGE}
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin app
+USER app
+WORKDIR /workspace
+CMD ["python", "-m", "mlpipeline.ops.orchestrate", "--help"]
+LABEL org.opencontainers.image.title="mlpipeline training" \
+      org.opencontainers.image.description="The DVC pipeline's stages, one per container" \
+      org.opencontainers.image.licenses="MIT"
 COPY --from=builder /opt/venv /opt/venv
 # the stages run from the workspace's own sources (DVC hashes them as deps); the runner
 # writes there, as the image's user
 COPY --chown=app:app workspace/ /workspace/
-USER app
-WORKDIR /workspace
 ARG GIT_COMMIT=unknown SOURCE_URL=unknown
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/workspace/src \
     PYTHONUNBUFFERED=1 \
     MLPIPELINE_REVISION=${GIT_COMMIT}
-LABEL org.opencontainers.image.title="mlpipeline training" \
-      org.opencontainers.image.description="The DVC pipeline's stages, one per container" \
-      org.opencontainers.image.source="${SOURCE_URL}" \
-      org.opencontainers.image.revision="${GIT_COMMIT}" \
-      org.opencontainers.image.licenses="MIT"
-CMD ["python", "-m", "mlpipeline.ops.orchestrate", "--help"]
+LABEL org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.revision="${GIT_COMMIT}"

@@ -4,6 +4,7 @@ the one source of the DAG's tasks and edges, so a stage added to dvc.yaml is a t
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,13 @@ class Stage:
 def task_id(name: str) -> str:
     """An Airflow task id for a DVC stage address."""
     return _NOT_IN_TASK_ID.sub("_", name)
+
+
+def address(stage: Any, root: str) -> str:
+    """The stage's DVC address relative to the repository root (DVC's own `addressing` is
+    relative to the working directory): `train`, `train@cnn`, `sub/dvc.yaml:train`."""
+    dvcfile = os.path.relpath(stage.dvcfile.path, root)
+    return stage.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage.name}"
 
 
 def open_repo(root: Path) -> Any:
@@ -60,13 +68,12 @@ def read_graph(root: Path) -> list[Stage]:
     try:
         stages = pipeline_stages(repo)
         graph = repo.index.graph
+        name = {stage: address(stage, repo.root_dir) for stage in stages}
         result = [
             Stage(
-                name=stage.addressing,
-                task_id=task_id(stage.addressing),
-                upstream=tuple(
-                    sorted(d.addressing for d in graph.successors(stage) if d in stages)
-                ),
+                name=name[stage],
+                task_id=task_id(name[stage]),
+                upstream=tuple(sorted(name[d] for d in graph.successors(stage) if d in name)),
             )
             for stage in stages
         ]

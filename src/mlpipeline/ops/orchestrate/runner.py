@@ -19,7 +19,7 @@ from typing import Any
 
 from mlpipeline.artifacts import atomic_path
 from mlpipeline.errors import PipelineError
-from mlpipeline.ops.orchestrate.graph import open_repo, pipeline_stages
+from mlpipeline.ops.orchestrate.graph import address, open_repo, pipeline_stages
 from mlpipeline.ops.orchestrate.handoff import (
     Handoff,
     check_size,
@@ -147,7 +147,7 @@ def plan(root: Path, stage: str) -> list[str]:
     repo = open_repo(root)
     try:
         stages = pipeline_stages(repo)
-        by_name = {s.addressing: s for s in stages}
+        by_name = {address(s, repo.root_dir): s for s in stages}
         if stage not in by_name:
             raise PipelineError(
                 f"no stage {stage} in {root}'s pipeline (stages: {', '.join(by_name)})"
