@@ -11,16 +11,20 @@ test starts one), from the environment `make airflow-install` creates."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import pytest
-from helpers import REQUIRED, ROOT, run
+from helpers import REQUIRED, ROOT, free_port, run, stop, wait_for_server
 
 from mlpipeline.errors import PipelineError
 from mlpipeline.ops.docker import DockerSettings, connect, ensure_base_image
@@ -114,3 +118,47 @@ def airflow(tmp_path: Path, airflow_db: Path) -> Airflow:
     shutil.copy2(airflow_db, home / "airflow.db")
     shutil.copy2(ROOT / "dags" / "mlpipeline.py", home / "dags" / "mlpipeline.py")
     return Airflow(home, airflow_env(home))
+
+
+@contextlib.contextmanager
+def scheduler(airflow: Airflow, timeout_s: float = 240) -> Iterator[sqlite3.Connection]:
+    """`airflow standalone` (scheduler, DAG processor, API server, triggerer) on free ports
+    for the block; yields a connection to its database for polling (cheaper than the CLI)."""
+    api = free_port()
+    env = {
+        **os.environ,
+        **airflow.env,
+        "AIRFLOW__API__PORT": str(api),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api}/execution/",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = (airflow.home / "standalone.log").open("w")
+    proc = subprocess.Popen(
+        [str(AIRFLOW_BIN / "airflow"), "standalone"],
+        cwd=airflow.home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for_server(
+            proc, f"http://127.0.0.1:{api}/api/v2/monitor/health", timeout_s,
+            (airflow.home / "standalone.log").read_text,
+        )  # fmt: skip
+        with contextlib.closing(sqlite3.connect(airflow.home / "airflow.db")) as db:
+            yield db
+    finally:
+        stop(proc)
+        log.close()
+
+
+def wait_for(db: sqlite3.Connection, query: str, args: tuple, wanted: set, timeout_s: float):
+    """Poll `query` (one value) until it is in `wanted`; fail with the last value if not."""
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        row = db.execute(query, args).fetchone()
+        value = row[0] if row else None
+        if value in wanted:
+            return value
+        time.sleep(1)
+    pytest.fail(f"{query} {args}: {value!r} after {timeout_s} s, not one of {wanted}")
