@@ -71,10 +71,11 @@ lint: install audit ## ruff; the locks against their pyproject.toml; actionlint 
 audit: install ## known vulnerabilities in the locked set (pip-audit; exceptions in audit-ignore.toml)
 	scripts/audit.sh
 
-bench: install ## run the benchmarks under bench/; they rewrite docs/performance.md
+bench: install airflow-install ## run the benchmarks under bench/; they rewrite docs/performance.md
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/sweeps.py
 	$(BIN)/python bench/kernels.py
+	$(BIN)/python bench/orchestration.py
 
 clean: ## remove the venv, the MLflow store and Python caches (DVC outputs stay)
 	rm -rf $(VENV) $(AIRFLOW_VENV) mlflow.db mlruns mlartifacts mlflow-server.db mlartifacts-server outputs multirun \

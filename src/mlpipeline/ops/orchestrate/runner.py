@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -269,12 +270,14 @@ def run_stage(
     if experiment:
         env["DVC_EXP_NAME"] = _EXP_NAME.sub("-", experiment)
     with workspace_lock(root, echo):
+        started = time.perf_counter()
         revision = workspace_revision(root)
         received = merge(revision, upstream)
         # the first tasks start from their workspace as it is; the others from what they got
         if upstream:
             apply_handoff(root, received)
         targets = plan(root, stage)
+        echo(f"runner: hand-off in and plan took {time.perf_counter() - started:.2f} s")
         if overrides and not upstream:
             echo(f"applying overrides {' '.join(overrides)} to params.yaml (as dvc exp run -S)")
             apply_overrides(root, overrides)
@@ -293,11 +296,17 @@ def run_stage(
                 echo(line)
 
             echo(f"$ dvc {' '.join(args)}")
+            started = time.perf_counter()
             if stream([*dvc, *args], root, env, keep) != 0:
                 raise PipelineError(failure(stage, args[0], lines))
+            # one line per step, for the log's reader and bench/orchestration.py
+            echo(f"runner: dvc {args[0]} took {time.perf_counter() - started:.2f} s")
+        started = time.perf_counter()
         files = handed_on(root, stage, received.files)
         check_size(files)
-        return Handoff(revision, {**received.stages, stage: lock_entry(root, stage)}, files)
+        handoff = Handoff(revision, {**received.stages, stage: lock_entry(root, stage)}, files)
+        echo(f"runner: hand-off out took {time.perf_counter() - started:.2f} s")
+        return handoff
 
 
 def dvc_hash(root: Path, path: str) -> str:
