@@ -40,7 +40,10 @@ RUN python /tmp/lock/locked.py /tmp/lock/uv.lock uv > /tmp/uv.txt \
 # Final stage. What never changes comes before the copies: each instruction after them copies
 # the whole file system again on some storage drivers.
 FROM ${BASE_IMAGE}
-RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin app
+# the workspace belongs to the image's user, itself included: git refuses a repository whose
+# folder another user owns
+RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin app \
+ && install -d -o app -g app /workspace
 USER app
 WORKDIR /workspace
 CMD ["python", "-m", "mlpipeline.ops.orchestrate", "--help"]

@@ -132,6 +132,8 @@ def scheduler(airflow: Airflow, timeout_s: float = 240) -> Iterator[sqlite3.Conn
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api}/execution/",
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        # the executor's worker processes: two cores here, and the DAG is nearly a chain
+        "AIRFLOW__CORE__PARALLELISM": "2",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     log = (airflow.home / "standalone.log").open("w")

@@ -82,11 +82,10 @@ def restore(root: Path, paths: list[str]) -> None:
 
 
 def apply_handoff(root: Path, handoff: Handoff) -> None:
-    """Make the workspace what the upstream tasks left: its git-visible files the revision's
-    plus the hand-off's (a file this workspace changed on its own goes back to the revision),
-    each written whole; dvc.lock gets the hand-off's entries."""
+    """Write what the upstream tasks left into the workspace, each file whole: dvc.lock's
+    entries, and each file the hand-off names as it says (its content, deleted, or as the
+    revision has it). Other files stay as they are (a fix made in this checkout counts)."""
     local = changed_files(root)
-    restore(root, sorted(local.keys() - handoff.files.keys()))
     for path, entry in handoff.files.items():
         data = file_bytes(entry)
         if data is not None:
@@ -95,20 +94,22 @@ def apply_handoff(root: Path, handoff: Handoff) -> None:
                     tmp.write_bytes(data)
         elif entry.get("deleted"):
             (root / path).unlink(missing_ok=True)
-        else:
+        elif path in local:
             restore(root, [path])
     if handoff.stages:
         write_lock_entries(root / LOCKFILE, handoff.stages)
 
 
 def handed_on(
-    root: Path, stage: str, received: dict[str, dict[str, Any]]
+    root: Path, stage: str, received: dict[str, dict[str, Any]], managed: set[str]
 ) -> dict[str, dict[str, Any]]:
-    """The files to hand on after `stage`: every deviation from the revision, with the stage
-    that wrote each version (the received writer where the version is the one received)."""
+    """The files to hand on after `stage`: every deviation from the revision, and every file
+    the pipeline writes outside DVC's cache (`managed`) even where it is as the revision has
+    it, so that a stale copy in another workspace is put right; each with the stage that wrote
+    that version (the received writer where the version is the one received)."""
     files = {}
     deviation = changed_files(root)
-    for path in sorted(deviation.keys() | received.keys()):
+    for path in sorted(deviation.keys() | received.keys() | managed):
         new = file_entry(deviation[path], stage) if path in deviation else {"stage": stage}
         old = received.get(path)
         files[path] = old if old is not None and state(old) == state(new) else new
@@ -142,9 +143,12 @@ def lock_entry(root: Path, stage: str) -> dict[str, Any]:
     return entry
 
 
-def plan(root: Path, stage: str) -> list[str]:
-    """What to pull before the stage: the cached outputs of other stages that its deps name,
-    or that lie inside or around them."""
+def plan(root: Path, stage: str) -> tuple[list[str], set[str]]:
+    """What to pull before the stage (the cached outputs of other stages that its deps name,
+    or that lie inside or around them), and the files the pipeline writes outside DVC's
+    cache (uncached outputs, parameter files)."""
+    from dvc.dependency.param import ParamsDependency
+
     repo = open_repo(root)
     try:
         stages = pipeline_stages(repo)
@@ -168,9 +172,12 @@ def plan(root: Path, stage: str) -> list[str]:
                 or Path(out.fs_path) in dep.parents
             }
         )
+        uncached = [o for s in stages for o in s.outs if not o.use_cache]
+        params = [d for s in stages for d in s.deps if isinstance(d, ParamsDependency)]
+        managed = {os.path.relpath(item.fs_path, root) for item in [*uncached, *params]}
     finally:
         repo.close()
-    return targets
+    return targets, managed
 
 
 def apply_overrides(root: Path, overrides: Sequence[str]) -> None:
@@ -203,17 +210,21 @@ def apply_overrides(root: Path, overrides: Sequence[str]) -> None:
         raise PipelineError(f"override {' '.join(overrides)}: {message}") from None
 
 
-def stream(cmd: list[str], cwd: Path, env: dict[str, str], echo: Callable[[str], None]) -> int:
+def stream(
+    cmd: list[str], cwd: Path, env: dict[str, str], echo: Callable[[str], None]
+) -> tuple[int, list[str]]:
     """Run `cmd`, passing each line of its output (stdout and stderr together) to `echo`;
-    returns its exit status."""
+    returns its exit status and those lines."""
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         bufsize=1,
     )  # fmt: skip
     assert proc.stdout is not None
+    lines = []
     for line in proc.stdout:
-        echo(line.rstrip("\n"))
-    return proc.wait()
+        lines.append(line.rstrip("\n"))
+        echo(lines[-1])
+    return proc.wait(), lines
 
 
 def failure(stage: str, step: str, lines: list[str]) -> str:
@@ -273,36 +284,27 @@ def run_stage(
         started = time.perf_counter()
         revision = workspace_revision(root)
         received = merge(revision, upstream)
-        # the first tasks start from their workspace as it is; the others from what they got
+        # the first tasks start from their workspace as it is; the others take what they got
         if upstream:
             apply_handoff(root, received)
-        targets = plan(root, stage)
+        targets, managed = plan(root, stage)
         echo(f"runner: hand-off in and plan took {time.perf_counter() - started:.2f} s")
         if overrides and not upstream:
             echo(f"applying overrides {' '.join(overrides)} to params.yaml (as dvc exp run -S)")
             apply_overrides(root, overrides)
-        steps = [
-            (["pull", "--force", *targets], targets),
-            (["repro", "--single-item", "--pull", stage], True),
-            (["push", stage], True),
-        ]
-        for args, needed in steps:
-            if not needed:
-                continue
-            lines: list[str] = []
-
-            def keep(line: str, lines: list[str] = lines) -> None:
-                lines.append(line)
-                echo(line)
-
+        steps = [["repro", "--single-item", "--pull", stage], ["push", stage]]
+        if targets:
+            steps.insert(0, ["pull", "--force", *targets])
+        for args in steps:
             echo(f"$ dvc {' '.join(args)}")
             started = time.perf_counter()
-            if stream([*dvc, *args], root, env, keep) != 0:
+            status, lines = stream([*dvc, *args], root, env, echo)
+            if status != 0:
                 raise PipelineError(failure(stage, args[0], lines))
             # one line per step, for the log's reader and bench/orchestration.py
             echo(f"runner: dvc {args[0]} took {time.perf_counter() - started:.2f} s")
         started = time.perf_counter()
-        files = handed_on(root, stage, received.files)
+        files = handed_on(root, stage, received.files, managed)
         check_size(files)
         handoff = Handoff(revision, {**received.stages, stage: lock_entry(root, stage)}, files)
         echo(f"runner: hand-off out took {time.perf_counter() - started:.2f} s")
