@@ -36,6 +36,9 @@ class StageContainerOperator(DockerOperator):
         kwargs.setdefault("auto_remove", "force")
         # the daemon may be on another host: no host folder is shared with the container
         kwargs.setdefault("mount_tmp_dir", False)
+        # the Docker API's calls, container creation among them: a storage driver that copies
+        # a large image's file system (vfs) can take minutes on a loaded host
+        kwargs.setdefault("timeout", 600)
         super().__init__(do_xcom_push=True, xcom_all=False, working_dir=WORKSPACE, **kwargs)
         self.stage = stage
         self.upstream_stage_tasks = upstream_stage_tasks
