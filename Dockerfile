@@ -1,6 +1,6 @@
 # The serving image: the pipeline's ONNX model behind FastAPI on ONNX Runtime; no torch.
 #   make image          (python -m mlpipeline.ops.image build: build args from the checkout)
-#   docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) -t mlpipeline-serve .
+#   docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) -t digits-serve .   (<project>-serve)
 # Builds with the classic builder and with BuildKit alike: no RUN --mount, no syntax line.
 # The base, pinned by digest: Renovate's regex manager (renovate.json) keeps it current, as
 # Dependabot does not read ARG defaults.

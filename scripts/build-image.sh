@@ -12,9 +12,9 @@ set -euo pipefail
 
 out="${1:-}"
 [[ -n "$out" ]] || { echo "usage: scripts/build-image.sh OUT.tar" >&2; exit 2; }
-tag="${IMAGE_TAG:-mlpipeline-serve:latest}"
 python="${VENV:-.venv}/bin/python"
 [[ -x "$python" ]] || { echo "error: $python not found: run \`make install\` first" >&2; exit 1; }
+tag="$("$python" -m mlpipeline.ops.image tag)"  # IMAGE_TAG, else <project>-serve:latest
 command -v docker >/dev/null || { echo "error: docker not found" >&2; exit 1; }
 docker buildx version >/dev/null 2>&1 || {
   echo "error: docker buildx not found: install Docker's buildx plugin" >&2

@@ -240,7 +240,7 @@ def export_tiny_model(directory: Path, n_test: int = 50) -> Path:
         "name": "tiny-test-model",
         "version": "0123456789ab",
         "format": "onnx",
-        "input": {"name": INPUT, "dtype": "float32", "shape": [None, *ROW]},
+        "input": {"kind": "tensor", "name": INPUT, "dtype": "float32", "shape": [None, *ROW]},
         "output": {"name": OUTPUT, "dtype": "float32", "shape": [None, 10]},
         "classes": [str(c) for c in range(10)],
         "hashes": {"onnx": "0123456789abcdef"},
@@ -332,3 +332,64 @@ def host_network_compose_file(root: Path) -> Path:
     path = root / "docker-compose.host-network.yml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
+
+
+def mixed_table(rows: int = 400, task: str = "classification", seed: int = 0) -> Any:
+    """A table with every kind of column the features stage handles, and missing values in
+    each: numbers (floats and small integers), text categories, booleans; the label (three
+    classes, or a number) depends on all of them."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    width = rng.normal(10, 3, rows)
+    color = rng.choice(["red", "green", "blue", "violet"], rows, p=[0.4, 0.3, 0.25, 0.05])
+    flag = rng.random(rows) < 0.5
+    count = rng.integers(0, 5, rows)
+    score = (width - 10) / 3 + (color == "red") - (color == "blue") + flag * 0.8 + count * 0.3
+    frame = pd.DataFrame(
+        {
+            "width": width,
+            "color": pd.array(color, dtype=object),
+            "flag": pd.array(flag, dtype="boolean"),
+            "count": pd.array(count, dtype="Int64"),
+        }
+    )
+    for name in frame.columns:  # about one value in twelve missing, in every column
+        frame.loc[rng.random(rows) < 0.08, name] = None
+    if task == "regression":
+        frame["target"] = np.round(score * 10 + 50 + rng.normal(0, 1, rows), 3)
+    else:
+        frame["target"] = np.select([score < -0.3, score < 0.9], ["low", "mid"], "high")
+    return frame
+
+
+def export_table_model(
+    base: Path, task: str = "classification", rows: int = 400, *overrides: str, frame: Any = None
+) -> Any:
+    """Run the stages ingest to export in-process on `frame` (default: `mixed_table`), two
+    epochs, paths under `base`; returns the config (the model is cfg.paths.onnx, its card
+    cfg.paths.card)."""
+    from mlpipeline.config import compose_config
+    from mlpipeline.stages.evaluate import evaluate
+    from mlpipeline.stages.export import export
+    from mlpipeline.stages.features import features
+    from mlpipeline.stages.ingest import ingest
+    from mlpipeline.stages.prepare import prepare
+    from mlpipeline.stages.train import train
+
+    (base / "raw").mkdir(parents=True, exist_ok=True)
+    frame = mixed_table(rows, task) if frame is None else frame
+    frame.to_csv(base / "raw" / "data.csv", index=False)
+    overrides = [
+        *overrides,
+        "data=tabular",
+        "model=mlp",
+        f"data.source.path={base}/raw/data.csv",
+        "data.source.label=target",
+        f"task={task}",
+        "trainer.max_epochs=2",
+    ]
+    cfg = tiny(compose_config(ROOT / "conf", list(overrides))[1], base)
+    for stage in (ingest, prepare, features, train, evaluate, export):
+        stage(cfg)
+    return cfg

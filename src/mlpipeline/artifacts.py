@@ -76,8 +76,27 @@ def save_arrays(directory: Path, **arrays: np.ndarray) -> None:
         np.save(directory / f"{name}.npy", array, allow_pickle=False)
 
 
-def load_array(path: Path) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
+def load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """An .npy file; `mmap`: mapped copy-on-write, read from disk as it is used."""
+    return np.load(path, allow_pickle=False, mmap_mode="c" if mmap else None)
+
+
+def write_rows(path: Path, chunks: Iterator[np.ndarray], rows: int, columns: int) -> None:
+    """Write an (rows, columns) float32 .npy file from chunks of rows, never holding it whole;
+    the bytes are those `np.save` writes for the same array."""
+    header = {"descr": "<f4", "fortran_order": False, "shape": (rows, columns)}
+    written = 0
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        for chunk in chunks:
+            if chunk.dtype != np.float32 or chunk.ndim != 2 or chunk.shape[1] != columns:
+                raise ValueError(
+                    f"chunk of {chunk.dtype} {chunk.shape}, expected (n, {columns}) float32"
+                )
+            handle.write(np.ascontiguousarray(chunk).tobytes())
+            written += len(chunk)
+    if written != rows:
+        raise ValueError(f"{written} rows written to {path}, {rows} announced")
 
 
 def md5_file(path: Path | str) -> str:

@@ -74,7 +74,8 @@ def log_params(params: dict[str, Any]) -> None:
 
 def log_history(history: Iterable[dict[str, Any]]) -> None:
     """The active run's per-epoch metrics in one batch: one store transaction, not one per
-    epoch (concurrent sweep trials share one SQLite file)."""
+    epoch (concurrent sweep trials share one SQLite file). Empty values (the other task's
+    columns of the history file) are left out."""
     import time
 
     import mlflow
@@ -85,7 +86,7 @@ def log_history(history: Iterable[dict[str, Any]]) -> None:
         Metric(key, float(value), now, int(row["epoch"]))
         for row in history
         for key, value in row.items()
-        if key != "epoch"
+        if key != "epoch" and value not in ("", None)
     ]
     mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=metrics)
 
@@ -103,12 +104,14 @@ def log_pipeline_run(
     card: dict[str, Any],
     artifacts: Iterable[Path],
     input_example: Any,
+    signature: Any,
 ) -> dict[str, str]:
     """One MLflow run: params, per-epoch and test metrics, plots, the ONNX model registered
-    as a new version of `registered_model`. Returns run id and model version."""
+    as a new version of `registered_model` with its `signature` (an mlflow ModelSignature) and
+    `input_example`. Returns run id and model version."""
     import mlflow
     import onnx
-    from mlflow.models import infer_signature
+    import onnxruntime
 
     experiment_id = setup(uri, experiment)
     with mlflow.start_run(experiment_id=experiment_id) as run:
@@ -119,16 +122,12 @@ def log_pipeline_run(
         for path in artifacts:
             mlflow.log_artifact(str(path), artifact_path="reports")
         mlflow.log_dict(card, "model_card.json")
-        import onnxruntime
-
-        output = onnxruntime.InferenceSession(
-            str(onnx_path), providers=["CPUExecutionProvider"]
-        ).run(None, {"input": input_example})[0]
         info = mlflow.onnx.log_model(
             onnx.load(str(onnx_path)),
             name="model",
             registered_model_name=registered_model,
-            signature=infer_signature(input_example, output),
+            signature=signature,
+            input_example=input_example,
             pip_requirements=[
                 f"onnxruntime=={onnxruntime.__version__}",
                 f"onnx=={onnx.__version__}",

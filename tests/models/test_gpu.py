@@ -10,6 +10,7 @@ import torch
 from helpers import run, tiny_params
 
 from mlpipeline.stages.evaluate import evaluate
+from mlpipeline.stages.features import features
 from mlpipeline.stages.ingest import ingest
 from mlpipeline.stages.prepare import prepare
 from mlpipeline.stages.train import train
@@ -26,6 +27,7 @@ def test_single_gpu_training(make_cfg, precision: str) -> None:
     cfg = make_cfg("trainer=gpu", f"trainer.precision={precision}", "trainer.max_epochs=10")
     ingest(cfg)
     prepare(cfg)
+    features(cfg)
     result = train(cfg)
     print(f"{precision}: {result.epochs} epochs, best val_loss {result.best_score:.4f}")
     assert evaluate(cfg)["scalars"]["accuracy"] >= 0.9
@@ -36,6 +38,7 @@ def test_two_gpu_ddp(tmp_path: Path) -> None:
     params, cfg = tiny_params(tmp_path, "trainer=ddp", "trainer.devices=2")
     ingest(cfg)
     prepare(cfg)
+    features(cfg)
     out = run(["python", "-m", "mlpipeline.stages.train", "--params", str(params)], tmp_path)
     assert "MEMBER: 2/2" in out.stdout + out.stderr
     assert cfg.paths.model.is_file()

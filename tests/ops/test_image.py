@@ -227,7 +227,7 @@ def test_cli_without_a_daemon_says_so_in_one_line(
 ) -> None:
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((1, *ROW), dtype=np.float32))
-    extra = ["--x", str(x), "--reference", str(x)] if command == "smoke" else []
+    extra = ["--test", str(tmp_path), "--reference", str(x)] if command == "smoke" else []
     proc = subprocess.run(
         [sys.executable, "-m", module, command, *extra],
         env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"},

@@ -231,10 +231,11 @@ def test_model_and_card_problems_are_one_line_errors(tmp_path: Path, model_dir: 
         load_model(Settings(model_path=tmp_path / "model.onnx"))
     (tmp_path / "model.onnx").write_bytes((model_dir / "model.onnx").read_bytes())
     for change, expected in (
-        ({"classes": ["a", "b"]}, "returns 10 scores but"),
-        ({"input": {**card["input"], "shape": [None, 64]}}, "rejects inputs of the card's shape"),
-        ({"input": {**card["input"], "name": "x"}}, "names input 'x'"),
-        ({"input": {}}, "is not a model card"),
+        ({"classes": ["a", "b"]}, r"returns outputs of shape \[1, 10\] but .* implies \[1, 2\]"),
+        ({"input": {**card["input"], "shape": [None, 64]}}, "rejects inputs as its card"),
+        ({"input": {**card["input"], "name": "x"}}, r"names inputs \['x'\]"),
+        ({"input": {}}, r"is not a model card \(input: Unable to extract tag"),
+        ({"classes": None}, "classification's card without its classes"),
     ):
         (tmp_path / "model_card.json").write_text(json.dumps({**card, **change}))
         with pytest.raises(ModelError, match=expected):

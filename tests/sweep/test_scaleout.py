@@ -14,6 +14,7 @@ import yaml
 from helpers import ROOT, run, tiny_params
 
 from mlpipeline.stages.evaluate import evaluate
+from mlpipeline.stages.features import features
 from mlpipeline.stages.ingest import ingest
 from mlpipeline.stages.prepare import prepare
 
@@ -31,6 +32,7 @@ def test_two_process_cpu_ddp_matches_one_process(tmp_path: Path) -> None:
         params, cfg = tiny_params(base, f"trainer={trainer}", "trainer.max_epochs=15")
         ingest(cfg)
         prepare(cfg)
+        features(cfg)
         # DDP re-launches the command for rank 1, so training runs in its own process
         out = run(["python", "-m", "mlpipeline.stages.train", "--params", str(params)], base)
         assert ("MEMBER: 2/2" in out.stdout + out.stderr) == (trainer == "ddp_cpu")

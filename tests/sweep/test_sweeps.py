@@ -37,12 +37,33 @@ def test_grid_sweep_nests_one_run_per_trial(tmp_path: Path, launcher: list[str])
     # each trial wrote its own model in its own directory: nothing was overwritten
     assert len({md5_file(p.parent / "models/model.pt") for p in trials}) == 4
     best = yaml.safe_load((tmp_path / "sweep/best.yaml").read_text())
-    assert best["best"]["score"] == max(json.loads(p.read_text())["score"] for p in trials)
+    # the default sweep.metric, val_loss, is minimised
+    assert best["best"]["score"] == min(json.loads(p.read_text())["score"] for p in trials)
     runs = mlflow_runs(tmp_path)
     parent = runs[runs["tags.mlpipeline.kind"] == "sweep"]
     assert len(parent) == 1
     children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
     assert len(children) == 4 and set(children["status"]) == {"FINISHED"}
+
+
+def test_a_cross_validated_sweep_records_mean_and_std_per_trial(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    cmd = ["python", "-m", "mlpipeline.sweep", "-m", "optimizer.lr=0.003,0.01", "cv.folds=5"]
+    run([*cmd, "trainer.max_epochs=1", "sweep.metric=val_acc", "sweep.direction=maximize",
+         "hydra.sweep.dir=sweep"], tmp_path)  # fmt: skip
+    results = [
+        json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").glob("*/result.json"))
+    ]
+    assert len(results) == 2
+    for result in results:
+        cv = result["cv"]
+        assert cv["folds"] == 5 and len(cv["scores"]) == 5
+        assert result["score"] == cv["mean"] == pytest.approx(sum(cv["scores"]) / 5, abs=1e-6)
+        assert cv["std"] > 0
+    runs = mlflow_runs(tmp_path)
+    trials = runs[runs["tags.mlpipeline.kind"] == "trial"]
+    assert trials["metrics.cv_val_acc_mean"].notna().all()
+    assert trials["metrics.cv_val_acc_std"].notna().all()
 
 
 def test_optuna_search_optimises_the_configured_metric(tmp_path: Path) -> None:

@@ -66,6 +66,8 @@ def _unknown_key(conf_dir: Path, overrides: list[str], key: str) -> str:
         with contextlib.suppress(PipelineError):
             takes = set(arguments(locate(node["_target_"]), parent) or {})
     where = f"{parent}." if parent else ""
+    if name in present:  # a mapping of the user's own keys (features.columns): new ones need +
+        return f"{key}: new entries need a +: +{key}.<name>.<field>=<value>, or +{key}={{...}}"
     if name in takes:
         return (
             f"{key}: not set in conf/, though {node['_target_']} takes it: add it with "

@@ -40,9 +40,11 @@ class Paths(Section):
     raw: Path
     ingested: Path
     prepared: Path
+    features: Path
     model: Path
     history: Path
     metrics: Path
+    cv: Path
     eval: Path
     onnx: Path
     card: Path
@@ -65,7 +67,8 @@ class TableSource(Section):
     kind: Literal["csv", "parquet"]
     path: Path
     label: str = Field(min_length=1)
-    features: list[str] | None = None
+    features: list[str] | None = None  # the columns to use; None: every other one
+    drop_missing_label: bool = False  # drop rows without a label instead of refusing them
 
 
 SOURCE_KINDS = {"digits": DigitsSource, "csv": TableSource, "parquet": TableSource}
@@ -76,6 +79,8 @@ class Split(Section):
     val: float = Field(gt=0, lt=1)
     test: float = Field(gt=0, lt=1)
     min_class_samples: int = Field(ge=3)
+    # regression: split stratified on this many quantile bins of the target (0: by seed only)
+    bins: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> Split:
@@ -85,6 +90,44 @@ class Split(Section):
                 f"train + val + test must sum to 1, got {self.train} + {self.val} + "
                 f"{self.test} = {total:g}"
             )
+        return self
+
+
+class NumericColumns(Section):
+    impute: Literal["median", "mean", "constant"]
+    fill_value: float = 0.0  # for impute: constant
+    missing_indicator: bool  # one more 0/1 input per column that had missing values in train
+    scale: bool  # standardise with the training split's mean and standard deviation
+
+
+class CategoricalColumns(Section):
+    min_frequency: int = Field(ge=1)  # rarer values share the "(other)" slot with unseen ones
+    max_levels: int = Field(ge=1)  # at most this many values kept per column, the most frequent
+    # integer columns with at most this many distinct values are categorical (0: numeric always)
+    integer_levels: int = Field(ge=0)
+
+
+class ColumnOverride(Section):
+    kind: Literal["numeric", "categorical", "drop"]
+
+
+class Features(Section):
+    """How the features stage turns table columns into the network's inputs."""
+
+    numeric: NumericColumns
+    categorical: CategoricalColumns
+    columns: dict[str, ColumnOverride] = Field(default_factory=dict)
+    # the preprocessing is fitted on a seeded sample of at most this many training rows
+    fit_rows: int = Field(ge=100)
+
+
+class CrossValidation(Section):
+    folds: int = Field(ge=0)  # 0: none; else K >= 2 folds of the training split
+
+    @model_validator(mode="after")
+    def _not_one(self) -> CrossValidation:
+        if self.folds == 1:
+            raise ValueError("one fold is no cross-validation: use 0 (off) or 2 and more")
         return self
 
 
@@ -123,11 +166,14 @@ class Evaluate(Section):
     batch_size: int = Field(ge=1)
     calibration_bins: int = Field(ge=2)
     curve_thresholds: int = Field(ge=2)
+    # binary classification: the class whose precision, recall, F1 and PR-AUC are reported
+    positive_class: str | None = None
 
 
 class Export(Section):
     opset: int = Field(ge=13)
     atol: float = Field(gt=0)
+    rtol: float = Field(ge=0)  # plus rtol * |PyTorch's value|: a regression's values are large
 
 
 class Tracking(Section):
@@ -136,27 +182,64 @@ class Tracking(Section):
     registered_model: str = Field(min_length=1)
 
 
+CLASSIFICATION_METRICS = ("val_loss", "val_acc", "val_f1")
+REGRESSION_METRICS = ("val_loss", "val_mae", "val_rmse", "val_r2")
+
+
 class Sweep(Section):
-    metric: Literal["val_loss", "val_acc", "val_f1"]
+    metric: Literal["val_loss", "val_acc", "val_f1", "val_mae", "val_rmse", "val_r2"]
     direction: Literal["minimize", "maximize"]
 
 
 class Config(Section):
     """The whole resolved configuration, as in params.yaml."""
 
+    project: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    task: Literal["classification", "regression"]
+    # None: cross-entropy for classification, mean squared error for regression
+    loss: Literal["cross_entropy", "mse", "huber"] | None = None
     seed: int = Field(ge=0)
     cpu_threads: int | None = Field(ge=1)
     paths: Paths
     data: Data
+    features: Features
     model: Target
     optimizer: Optimizer
     scheduler: Target | None
     trainer: Trainer
     callbacks: Callbacks
+    cv: CrossValidation
     evaluate: Evaluate
     export: Export
     tracking: Tracking
     sweep: Sweep
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> Config:
+        regression = self.task == "regression"
+        if regression and isinstance(self.data.source, DigitsSource):
+            raise ValueError(
+                "task regression needs a table with a numeric label: set data=tabular and "
+                "data.source.label"
+            )
+        if self.loss == "cross_entropy" and regression:
+            raise ValueError("loss cross_entropy is for task classification; use mse or huber")
+        if self.loss in ("mse", "huber") and not regression:
+            raise ValueError(f"loss {self.loss} is for task regression; use cross_entropy")
+        valid = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
+        if self.sweep.metric not in valid:
+            raise ValueError(
+                f"sweep.metric {self.sweep.metric} is not one of task {self.task}'s: "
+                f"{', '.join(valid)}"
+            )
+        if regression and self.evaluate.positive_class is not None:
+            raise ValueError("evaluate.positive_class is for task classification; set it null")
+        return self
+
+    @property
+    def objective(self) -> str:
+        """The loss the network is trained with."""
+        return self.loss or ("mse" if self.task == "regression" else "cross_entropy")
 
     def targets(self) -> dict[str, Target]:
         """Every `_target_` section by its dotted key, e.g. `callbacks.early_stopping`."""
@@ -236,8 +319,10 @@ def _describe(error: dict[str, Any]) -> str:
     loc = [str(part) for part in error["loc"] if not str(part).startswith("function-after")]
     # drop the discriminator tags pydantic inserts into the location (data.source.csv.path)
     loc = [p for p in loc if p not in SOURCE_KINDS]
-    key = ".".join(loc) or "(top level)"
+    key = ".".join(loc)
     kind = error["type"]
+    if not key:  # a check across sections: its message names the keys
+        return error["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
         valid = _fields_at(error["loc"][:-1])
         return f"{key}: unknown key; {suggest(loc[-1], valid)}valid: {', '.join(valid)}"

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -36,19 +37,30 @@ def keep_batch(batch: Any) -> Any:
 
 
 class ArrayDataModule(L.LightningDataModule):
-    """Train/val/test loaders over data/prepared; the train order is seeded."""
+    """Train/val/test loaders over the features of each split (memory-mapped); the train
+    order is seeded. `splits` replaces them by arrays in memory (a cross-validation fold)."""
 
-    def __init__(self, directory: Path, batch_size: int, num_workers: int = 0, seed: int = 0):
+    def __init__(
+        self,
+        directory: Path,
+        batch_size: int,
+        num_workers: int = 0,
+        seed: int = 0,
+        splits: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ):
         super().__init__()
         self.directory = Path(directory)
         self.meta = read_meta(self.directory)
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.data: dict[str, TensorBatches] = {}
+        self.data: dict[str, TensorBatches] = {
+            name: TensorBatches(torch.from_numpy(x), torch.from_numpy(y))
+            for name, (x, y) in (splits or {}).items()
+        }
 
     def setup(self, stage: str | None = None) -> None:
-        for name in SPLITS:
+        for name in SPLITS if not self.data else ():
             if name not in self.data:
-                x, y = read_split(self.directory, name)
+                x, y = read_split(self.directory, name, mmap=True)
                 self.data[name] = TensorBatches(torch.from_numpy(x), torch.from_numpy(y))
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:

@@ -1,6 +1,6 @@
 """Where the data comes from: one registry of source kinds, each a function from its config
-section to a `Dataset` in memory. A new kind is a loader here, a schema class in
-`mlpipeline.config.schema` and a file in conf/data/."""
+section to the data in memory: image arrays (`Dataset`) or a table's columns (`Table`). A new
+kind is a loader here, a schema class in `mlpipeline.config.schema` and a file in conf/data/."""
 
 from __future__ import annotations
 
@@ -20,8 +20,26 @@ PARQUET_MAGIC = b"PAR1"
 
 
 @dataclass(frozen=True)
+class Table:
+    """A table as read: Arrow columns, the feature columns' names and the label's."""
+
+    table: Any  # pyarrow.Table: the feature columns, then the label
+    label: str
+    features: list[str]
+
+    def meta(self, kind: str) -> dict[str, Any]:
+        """The ingested meta.json for a table, which `prepare` reads."""
+        return {
+            "source": kind,
+            "label": self.label,
+            "feature_names": self.features,
+            "rows": self.table.num_rows,
+        }
+
+
+@dataclass(frozen=True)
 class Dataset:
-    """Features, integer labels and what they mean."""
+    """Image arrays, integer labels and what they mean."""
 
     x: np.ndarray  # float32, (N, *input_shape)
     y: np.ndarray  # int64 class indices, (N,)
@@ -59,8 +77,12 @@ def load_digits(_source: DigitsSource, _raw_dir: Path) -> Dataset:
     return Dataset(x, table[:, -1].astype(np.int64), [str(c) for c in range(10)], None)
 
 
-def load_table(source: TableSource, raw_dir: Path) -> Dataset:
-    """A CSV or Parquet file with one label column and numeric feature columns."""
+def load_table(source: TableSource, raw_dir: Path) -> Table:
+    """A CSV or Parquet file: the label column and the feature columns, read column by column
+    into Arrow (no row objects, no pandas copy). Rows without a label are refused, or dropped
+    with data.source.drop_missing_label."""
+    import pyarrow.compute as pc
+
     path = source.path
     if not path.resolve().is_relative_to(raw_dir.resolve()):
         raise PipelineError(
@@ -72,15 +94,15 @@ def load_table(source: TableSource, raw_dir: Path) -> Dataset:
             f"data.source.path {path} not found: put your {source.kind.upper()} file there "
             "or point data.source.path at it"
         )
-    frame = _read_frame(path, source.kind)
-    columns = [str(c) for c in frame.columns]
-    if source.label not in frame.columns:
+    table = _read_table(path, source.kind)
+    columns = table.column_names
+    if source.label not in columns:
         raise PipelineError(
             f"label column '{source.label}' not in {path}; {suggest(source.label, columns)}"
             f"set data.source.label to one of: {', '.join(columns)}"
         )
-    features = source.features or [c for c in frame.columns if c != source.label]
-    missing = [c for c in features if c not in frame.columns]
+    features = source.features or [c for c in columns if c != source.label]
+    missing = [c for c in features if c not in columns]
     if missing:
         raise PipelineError(
             f"data.source.features names {missing}, not columns of {path}; "
@@ -88,31 +110,24 @@ def load_table(source: TableSource, raw_dir: Path) -> Dataset:
         )
     if not features:
         raise PipelineError(f"{path} has no feature columns besides '{source.label}'")
-    import pandas as pd
-
-    text = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
-    if text:
+    table = table.select([*features, source.label])
+    unlabelled = table.column(source.label).null_count
+    if unlabelled and not source.drop_missing_label:
         raise PipelineError(
-            f"feature columns {text} in {path} are not numeric: encode them as numbers "
-            "or leave them out with data.source.features"
+            f"{unlabelled} of {table.num_rows} rows of {path} have no '{source.label}': fill "
+            "them, or drop them with data.source.drop_missing_label=true"
         )
-    labels = frame[source.label]
-    if labels.isna().any():
-        rows = labels.index[labels.isna()].tolist()[:5]
-        raise PipelineError(
-            f"{int(labels.isna().sum())} rows of {path} have no '{source.label}' "
-            f"(first rows: {rows}): fill or drop them"
-        )
-    classes = sorted({str(v) for v in labels})
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index[str(v)] for v in labels], dtype=np.int64)
-    x = frame[features].to_numpy(dtype=np.float32)
-    return Dataset(x, y, classes, [str(c) for c in features])
+    if unlabelled:
+        table = table.filter(pc.is_valid(table.column(source.label)))
+    return Table(table, source.label, list(features))
 
 
-def _read_frame(path: Path, kind: str) -> Any:
-    """The file as a DataFrame; a CSV configured as Parquet (or the reverse) says so."""
-    import pandas as pd
+def _read_table(path: Path, kind: str) -> Any:
+    """The file as an Arrow table; a CSV configured as Parquet (or the reverse) says so.
+    Empty fields and the usual spellings of missing (NA, NaN, null) are missing values."""
+    import pyarrow as pa
+    import pyarrow.csv as pv
+    import pyarrow.parquet as pq
 
     with path.open("rb") as handle:
         is_parquet = handle.read(4) == PARQUET_MAGIC
@@ -124,38 +139,54 @@ def _read_frame(path: Path, kind: str) -> Any:
     if kind == "csv" and is_parquet:
         raise PipelineError(f"{path} is a Parquet file, not CSV: set data.source.kind: parquet")
     try:
-        return pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
-    except Exception as err:  # pandas raises many types for unreadable files
+        if kind == "parquet":
+            return pq.read_table(path)
+        options = pv.ConvertOptions(strings_can_be_null=True)
+        return pv.read_csv(path, convert_options=options)
+    except (pa.ArrowException, OSError) as err:
         reason = " ".join(str(err).split())[:200]
         raise PipelineError(f"cannot read {path} as {kind}: {reason}") from None
 
 
 # kind (data.source.kind) -> loader; each takes its config section and the raw-data folder
-SOURCES: dict[str, Callable[[Any, Path], Dataset]] = {
+SOURCES: dict[str, Callable[[Any, Path], Dataset | Table]] = {
     "digits": load_digits,
     "csv": load_table,
     "parquet": load_table,
 }
 
 
-def load_source(source: DigitsSource | TableSource, raw_dir: Path) -> Dataset:
+def load_source(source: DigitsSource | TableSource, raw_dir: Path) -> Dataset | Table:
     """Load the configured source."""
-    dataset = SOURCES[source.kind](source, raw_dir)
-    if len(dataset.y) == 0:
+    data = SOURCES[source.kind](source, raw_dir)
+    rows = data.table.num_rows if isinstance(data, Table) else len(data.y)
+    if rows == 0:
         raise PipelineError("the source has no rows; point data.source at a non-empty file")
-    return dataset
+    return data
 
 
-def write_dataset(dataset: Dataset, directory: Path, kind: str) -> None:
-    """The ingested format: x.npy, y.npy and meta.json in `directory`, replaced atomically."""
+def write_ingested(data: Dataset | Table, directory: Path, kind: str) -> None:
+    """The ingested format, replaced atomically: images as x.npy and y.npy, tables as
+    table.parquet; meta.json beside either."""
+    import pyarrow.parquet as pq
+
     with atomic_path(directory, is_dir=True) as out:
-        save_arrays(out, x=dataset.x, y=dataset.y)
-        write_json(out / "meta.json", dataset.meta(kind))
+        if isinstance(data, Table):
+            pq.write_table(data.table, out / "table.parquet")
+        else:
+            save_arrays(out, x=data.x, y=data.y)
+        write_json(out / "meta.json", data.meta(kind))
 
 
-def read_dataset(directory: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Features, labels and meta.json of an ingested dataset."""
+def read_ingested(directory: Path) -> tuple[Dataset | Table, dict[str, Any]]:
+    """What `write_ingested` wrote, and its meta.json."""
+    import pyarrow.parquet as pq
+
     if not (directory / "meta.json").is_file():
         raise PipelineError(f"{directory}/meta.json not found: run the ingest stage first")
     meta = read_json(directory / "meta.json")
-    return load_array(directory / "x.npy"), load_array(directory / "y.npy"), meta
+    if "label" in meta:
+        table = pq.read_table(directory / "table.parquet", memory_map=True)
+        return Table(table, meta["label"], meta["feature_names"]), meta
+    x, y = load_array(directory / "x.npy"), load_array(directory / "y.npy")
+    return Dataset(x, y, meta["classes"], None), meta

@@ -117,6 +117,131 @@ def read_meta(directory: Path) -> dict[str, Any]:
     return read_json(directory / "meta.json")
 
 
-def read_split(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels of one split."""
-    return load_array(directory / split / "x.npy"), load_array(directory / split / "y.npy")
+def read_split(directory: Path, split: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of one split; `mmap`: the features mapped, read as they are used."""
+    return load_array(directory / split / "x.npy", mmap), load_array(directory / split / "y.npy")
+
+
+# Tables: the feature columns stay as they were read (the features stage encodes them); the
+# label becomes class indices or float32 targets here.
+
+MAX_CLASSES_OF_NUMBERS = 50  # more distinct numeric labels than this look like a regression
+
+
+@dataclass(frozen=True)
+class PreparedTable:
+    splits: dict[str, tuple[Any, np.ndarray]]  # split -> (pyarrow.Table of features, y)
+    meta: dict[str, Any]
+
+
+def encode_labels(values: Any, label: str, task: str) -> tuple[np.ndarray, list[str] | None]:
+    """Class indices in natural order (numbers by value, text alphabetically) and the class
+    names, or float32 targets for a regression; PipelineError when the label does not fit."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    numeric = pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
+    if task == "regression":
+        if not numeric:
+            sample = values.drop_null().unique()[:3].to_pylist()
+            raise PipelineError(
+                f"label '{label}' is not numeric (values like {sample}): task regression "
+                "needs a number to predict; for classes set task=classification"
+            )
+        return values.to_numpy(zero_copy_only=False).astype(np.float32), None
+    distinct = values.unique()
+    if numeric and len(distinct) > MAX_CLASSES_OF_NUMBERS:
+        raise PipelineError(
+            f"label '{label}' has {len(distinct)} distinct numeric values, too many for classes: "
+            "for a numeric target set task=regression (or bin it into classes first)"
+        )
+    order = sorted(distinct.to_pylist(), key=lambda v: v if numeric else str(v))
+    names = [_class_name(v) for v in order]
+    codes = pc.index_in(values, value_set=pa.array(order, type=values.type))
+    return codes.to_numpy(zero_copy_only=False).astype(np.int64), names
+
+
+def _class_name(value: Any) -> str:
+    """2.0 reads as '2', True as 'true': the names a client of the service sees."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def regression_indices(y: np.ndarray, split: Split, seed: int) -> dict[str, np.ndarray]:
+    """Train/val/test indices by seed, stratified on `split.bins` quantile bins of the target
+    when that is more than 1."""
+    from sklearn.model_selection import train_test_split
+
+    strata = None
+    if split.bins > 1:
+        edges = np.quantile(y, np.linspace(0, 1, split.bins + 1)[1:-1])
+        strata = np.digitize(y, edges)
+    idx = np.arange(len(y))
+    try:
+        train, rest = train_test_split(
+            idx, train_size=split.train, stratify=strata, random_state=seed
+        )
+        val, test = train_test_split(
+            rest,
+            test_size=split.test / (split.val + split.test),
+            stratify=None if strata is None else strata[rest],
+            random_state=seed,
+        )
+    except ValueError as err:
+        raise PipelineError(
+            f"cannot split {len(y)} rows as train/val/test = {split.train}/{split.val}/"
+            f"{split.test} with data.split.bins={split.bins}: {err}; lower data.split.bins"
+        ) from None
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def prepare_table(table: Any, label: str, task: str, split: Split, seed: int) -> PreparedTable:
+    """Encode the label, check the classes, split the rows."""
+    y, classes = encode_labels(table.column(label), label, task)
+    features = table.drop_columns([label])
+    if classes is not None:
+        meta = {"classes": classes, "feature_names": features.column_names}
+        check_quality(np.zeros((len(y), 1), np.float32), y, meta, split)
+        parts = split_indices(y, split, seed)
+    else:
+        if not np.isfinite(y).all():
+            raise PipelineError(f"label '{label}' has infinite values: fix or drop those rows")
+        parts = regression_indices(y, split, seed)
+    splits = {name: (features.take(i), y[i]) for name, i in parts.items()}
+    meta = {
+        "kind": "table",
+        "task": task,
+        "label": label,
+        "classes": classes,
+        "feature_names": features.column_names,
+        "sizes": {name: len(i) for name, i in parts.items()},
+        "seed": seed,
+    }
+    if classes is None:
+        # the network learns the standardised target and its last layer scales it back
+        train_y = y[parts["train"]].astype(np.float64)
+        meta["target"] = {"mean": float(train_y.mean()), "std": float(train_y.std() or 1.0)}
+    return PreparedTable(splits, meta)
+
+
+def write_prepared_table(prepared: PreparedTable, directory: Path) -> None:
+    """Per split a features table (x.parquet) and the labels (y.npy), and meta.json."""
+    import pyarrow.parquet as pq
+
+    with atomic_path(directory, is_dir=True) as out:
+        for name, (x, y) in prepared.splits.items():
+            (out / name).mkdir()
+            pq.write_table(x, out / name / "x.parquet")
+            save_arrays(out / name, y=y)
+        write_json(out / "meta.json", prepared.meta)
+
+
+def read_split_table(directory: Path, split: str) -> tuple[Any, np.ndarray]:
+    """A prepared table split: its features (pyarrow.Table, memory-mapped) and labels."""
+    import pyarrow.parquet as pq
+
+    x = pq.read_table(directory / split / "x.parquet", memory_map=True)
+    return x, load_array(directory / split / "y.npy")

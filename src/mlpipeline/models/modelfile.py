@@ -12,19 +12,23 @@ from torch import nn
 from mlpipeline.artifacts import atomic_path
 from mlpipeline.config import locate
 from mlpipeline.errors import PipelineError
-from mlpipeline.models.nets import Normalize
+from mlpipeline.models.nets import Normalize, Rescale
 
 MODEL_FORMAT = 1
 
 
 def build_network(spec: dict[str, Any]) -> nn.Sequential:
     """Normalize + the configured net, from a spec: net (with `_target_`), in_shape,
-    num_classes and normalization (mean, std)."""
+    num_classes and normalization (mean, std); for a regression also `target` (mean, std),
+    which a last Rescale layer applies to the net's standardised output."""
     net_cfg = dict(spec["net"])
     target = locate(net_cfg.pop("_target_"))
     net = target(in_shape=spec["in_shape"], num_classes=spec["num_classes"], **net_cfg)
     norm = spec["normalization"]
-    return nn.Sequential(Normalize(norm["mean"], norm["std"]), net)
+    layers = [Normalize(norm["mean"], norm["std"]), net]
+    if scale := spec.get("target"):
+        layers.append(Rescale(scale["mean"], scale["std"]))
+    return nn.Sequential(*layers)
 
 
 def save_model(path: Path, spec: dict[str, Any], network: nn.Module) -> None:
@@ -53,4 +57,14 @@ def predict_proba(network: nn.Module, x: Any, batch_size: int = 1024) -> torch.T
         parts = [
             network(x[i : i + batch_size]).softmax(dim=1) for i in range(0, len(x), batch_size)
         ]
+    return torch.cat(parts)
+
+
+def predict(network: nn.Module, x: Any, task: str, batch_size: int = 1024) -> torch.Tensor:
+    """Class probabilities (classification) or the predicted values (regression)."""
+    if task != "regression":
+        return predict_proba(network, x, batch_size)
+    x = torch.as_tensor(x, dtype=torch.float32)
+    with torch.inference_mode():
+        parts = [network(x[i : i + batch_size]).squeeze(1) for i in range(0, len(x), batch_size)]
     return torch.cat(parts)

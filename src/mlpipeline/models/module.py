@@ -1,4 +1,5 @@
-"""LightningModule: cross-entropy classifier around a network from `mlpipeline.models.nets`."""
+"""LightningModules around a network from `mlpipeline.models.nets`: a cross-entropy
+classifier, and a regressor (mean squared error or Huber loss on a single output)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, R2Score
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 
@@ -65,10 +66,13 @@ class Classifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, y)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], index: int) -> torch.Tensor:
         x, y = batch
-        logits = self.network(x)
-        loss = F.cross_entropy(logits, y)
+        outputs = self.network(x)
+        loss = self.loss(outputs, y)
         self.manual_backward(loss / self.accumulate if self.accumulate > 1 else loss)
         last = self.trainer.is_last_batch
         if (index + 1) % self.accumulate == 0 or last:
@@ -80,21 +84,28 @@ class Classifier(L.LightningModule):
         # A `self.log` or torchmetrics call per step costs a tenth of a small model's step:
         # keep the epoch's losses and predictions, and compute and log its metrics once, on
         # its last batch (before the on_train_epoch_end hooks that read them)
-        self.epoch_outputs.append((loss.detach(), logits.detach().argmax(dim=1), y))
+        self.epoch_outputs.append((loss.detach(), self.prediction(outputs.detach()), y))
         if last:
             losses, preds, targets = zip(*self.epoch_outputs, strict=True)
             self.epoch_outputs.clear()
             sizes = torch.tensor([len(t) for t in targets], dtype=torch.float32)
             self.train_loss.update(torch.stack(losses), weight=sizes.to(self.device))
-            self.train_acc.update(torch.cat(preds), torch.cat(targets))
             # compute() syncs across DDP ranks
             self.log(
                 "train_loss", self.train_loss.compute(), on_step=False, on_epoch=True, prog_bar=True
             )
-            self.log("train_acc", self.train_acc.compute(), on_step=False, on_epoch=True)
             self.train_loss.reset()
-            self.train_acc.reset()
+            self.log_train_epoch(torch.cat(preds), torch.cat(targets))
         return loss
+
+    def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
+        """What the epoch's training metrics need of one batch's outputs: the class."""
+        return outputs.argmax(dim=1)
+
+    def log_train_epoch(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
+        self.train_acc.update(preds, targets)
+        self.log("train_acc", self.train_acc.compute(), on_step=False, on_epoch=True)
+        self.train_acc.reset()
 
     def on_train_epoch_end(self) -> None:
         # Module hooks, not a callback: Lightning calls each callback's hooks on every step.
@@ -127,3 +138,46 @@ class Classifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
         }
+
+
+class Regressor(Classifier):
+    """Trains `network` (one output, in the target's units) on a numeric target with mean
+    squared error or Huber loss, both taken on the standardised target (`target`: the training
+    split's mean and std), so that the loss and Huber's threshold do not depend on the units;
+    validation reports MAE, RMSE and R^2 (in the target's units) besides the loss."""
+
+    def __init__(
+        self, network: nn.Module, loss: str, target: dict[str, float], **kwargs: Any
+    ) -> None:
+        super().__init__(network, 2, **kwargs)  # the class count only sizes unused metrics
+        self.loss_name = loss
+        self.mean, self.std = target["mean"], target["std"]
+        del self.train_acc, self.val_acc, self.val_f1
+        self.val_mae = MeanAbsoluteError()
+        self.val_rmse = MeanSquaredError(squared=False)
+        self.val_r2 = R2Score()
+
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        predicted = (outputs.squeeze(1) - self.mean) / self.std
+        y = (y - self.mean) / self.std
+        if self.loss_name == "huber":
+            return F.huber_loss(predicted, y)
+        return F.mse_loss(predicted, y)
+
+    def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.squeeze(1)
+
+    def log_train_epoch(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
+        pass  # the training loss says it; the scores are validation's
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        x, y = batch
+        outputs = self(x)
+        predicted = outputs.squeeze(1)
+        self.val_mae(predicted, y)
+        self.val_rmse(predicted, y)
+        self.val_r2(predicted, y)
+        self.log("val_loss", self.loss(outputs, y), prog_bar=True, sync_dist=True)
+        self.log("val_mae", self.val_mae, prog_bar=True)
+        self.log("val_rmse", self.val_rmse)
+        self.log("val_r2", self.val_r2)

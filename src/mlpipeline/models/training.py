@@ -20,7 +20,20 @@ from mlpipeline.config import Config
 
 # Trainer settings that the module applies itself, as it optimizes manually
 MODULE_TRAINER_ARGS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr")
+# both tasks' columns, so that every plot dvc.yaml defines finds its fields (the other task's
+# stay empty)
+HISTORY_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_f1",
+    "val_mae",
+    "val_rmse",
+    "val_r2",
+    "lr",
+)
 
 
 @dataclass(frozen=True)
@@ -37,9 +50,9 @@ class TrainResult:
         return len(self.history)
 
 
-def fit(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
-    """Train the configured network on `cfg.paths.prepared`; `callbacks` are added to the
-    configured ones (benchmarks pass their timers here)."""
+def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> TrainResult:
+    """Train the configured network on `cfg.paths.features` (or on `splits`, arrays by split
+    name); `callbacks` are added to the configured ones (benchmarks pass their timers here)."""
     import lightning as L
     import torch
     from hydra.utils import instantiate
@@ -48,34 +61,39 @@ def fit(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
     from mlpipeline.data.datamodule import ArrayDataModule
     from mlpipeline.determinism import use_portable_kernels
     from mlpipeline.models.modelfile import build_network
-    from mlpipeline.models.module import Classifier
+    from mlpipeline.models.module import Classifier, Regressor
 
     check_targets(cfg)
     use_portable_kernels(cfg.cpu_threads)
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = ArrayDataModule(
-        cfg.paths.prepared, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed
+        cfg.paths.features, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed, splits=splits
     )
+    regression = cfg.task == "regression"
     spec = {
         "net": cfg.model.spec(),
         "in_shape": data.meta["input_shape"],
-        "num_classes": len(data.meta["classes"]),
+        # the network's outputs: a score per class, or the one predicted value
+        "num_classes": 1 if regression else len(data.meta["classes"]),
         "normalization": data.meta["normalization"],
+        **({"target": data.meta["target"]} if regression else {}),
     }
     network = build_network(spec)
     trainer_args = cfg.trainer.spec()
     # progress bars on a terminal; in a file or a CI log one line per epoch instead
     terminal = sys.stderr.isatty()
-    module = Classifier(
-        network,
-        spec["num_classes"],
-        cfg.optimizer.spec(),
-        cfg.scheduler.spec() if cfg.scheduler else None,
+    options = {
+        "optimizer": cfg.optimizer.spec(),
+        "scheduler": cfg.scheduler.spec() if cfg.scheduler else None,
         # the module optimizes manually, so it clips and accumulates (mlpipeline.models.module)
         **{k: trainer_args.pop(k) for k in MODULE_TRAINER_ARGS if k in trainer_args},
-        report_epoch=None if terminal else _print_epoch(trainer_args["max_epochs"]),
-    )
+        "report_epoch": None if terminal else _print_epoch(trainer_args["max_epochs"]),
+    }
+    if regression:
+        module = Regressor(network, cfg.objective, spec["target"], **options)
+    else:
+        module = Classifier(network, spec["num_classes"], **options)
     with tempfile.TemporaryDirectory(prefix="ckpt-") as ckpt_dir:
         checkpoint = instantiate(
             cfg.callbacks.model_checkpoint.spec(), dirpath=ckpt_dir, filename="best"
@@ -115,6 +133,62 @@ def fit(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
     return TrainResult(
         module.network, spec, history, checkpoint.monitor, best_score, trainer.is_global_zero
     )
+
+
+def best_value(history: list[dict[str, float]], metric: str, direction: str) -> float:
+    """The best epoch's value of `metric` in a training history."""
+    from mlpipeline.errors import PipelineError
+
+    values = [row[metric] for row in history if metric in row]
+    if not values:
+        raise PipelineError(f"sweep.metric {metric} was never logged; pick one the task logs")
+    return max(values) if direction == "maximize" else min(values)
+
+
+def fold_indices(y: Any, folds: int, task: str, seed: int) -> list[tuple[Any, Any]]:
+    """(train, validation) row indices of each of `folds` folds: stratified by class for a
+    classification, shuffled by seed either way. The validation parts are disjoint and
+    together cover every row."""
+    import numpy as np
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from mlpipeline.errors import PipelineError
+
+    kind = KFold if task == "regression" else StratifiedKFold
+    if task != "regression" and len(y) and (fewest := int(np.bincount(y).min())) < folds:
+        raise PipelineError(
+            f"cannot make {folds} folds of the training split: a class has only {fewest} rows "
+            "there, and stratified folds need one per fold; lower cv.folds"
+        )
+    splitter = kind(n_splits=folds, shuffle=True, random_state=seed)
+    try:
+        return list(splitter.split(np.zeros(len(y)), y))
+    except ValueError as err:
+        raise PipelineError(
+            f"cannot make {folds} folds of the training split: {err}; lower cv.folds"
+        ) from None
+
+
+def cross_validate(cfg: Config) -> dict[str, Any]:
+    """Train on each K-1 folds of the training split, score on the fold left out: the mean
+    and standard deviation of the best `sweep.metric` (the val split plays no part)."""
+    import numpy as np
+
+    from mlpipeline.data.splits import read_split
+
+    x, y = read_split(cfg.paths.features, "train", mmap=True)
+    scores = []
+    for fit_rows, held_out in fold_indices(y, cfg.cv.folds, cfg.task, cfg.seed):
+        splits = {"train": (x[fit_rows], y[fit_rows]), "val": (x[held_out], y[held_out])}
+        result = fit(cfg, splits=splits)
+        scores.append(best_value(result.history, cfg.sweep.metric, cfg.sweep.direction))
+    return {
+        "folds": cfg.cv.folds,
+        "metric": cfg.sweep.metric,
+        "mean": round(float(np.mean(scores)), 6),
+        "std": round(float(np.std(scores)), 6),
+        "scores": [round(float(s), 6) for s in scores],
+    }
 
 
 def save(result: TrainResult, model_path: Path, history_path: Path) -> None:

@@ -31,10 +31,25 @@ class DockerSettings(BaseSettings):
 
     # None: the Dockerfile's own default, pinned by digest
     base_image: str | None = None
-    image_tag: str = "mlpipeline-serve:latest"
+    # None: `<project>-serve:latest`, the project setting of params.yaml (serve_image_tag)
+    image_tag: str | None = None
     # the network of builds and smoke containers: Docker's default bridge with a published
     # port, or the host's network (then the container listens on the host's port itself)
     docker_network: Literal["bridge", "host"] = "bridge"
+
+
+def serve_image_tag(settings: DockerSettings, params: Path = Path("params.yaml")) -> str:
+    """The serving image's tag: IMAGE_TAG, else `<project>-serve:latest` from params.yaml."""
+    import yaml
+
+    if settings.image_tag:
+        return settings.image_tag
+    if not params.is_file():
+        raise PipelineError(f"{params} not found: run `dvc repro` first, or set IMAGE_TAG")
+    project = (yaml.safe_load(params.read_text(encoding="utf-8")) or {}).get("project")
+    if not project:
+        raise PipelineError(f"{params} has no `project`: run `dvc repro`, or set IMAGE_TAG")
+    return f"{project}-serve:latest"
 
 
 def dockerfile_base(dockerfile: Path) -> str:

@@ -20,6 +20,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import httpx
@@ -42,6 +43,7 @@ from mlpipeline.ops.docker import (
     free_port,
     health,
     running,
+    serve_image_tag,
 )
 
 
@@ -99,7 +101,7 @@ def smoke(
     client: docker.DockerClient,
     tag: str,
     base_image: str,
-    x: np.ndarray,
+    x: Any,  # the test rows: records of a table, or an array
     reference: np.ndarray,
     port: int | None = None,
     network: str = "bridge",
@@ -114,7 +116,9 @@ def smoke(
         with httpx.Client(base_url=run.url, timeout=10) as http:
             meta = http.get("/metadata").json()
         probs, classes = checks.predict_all(run.url, x, int(meta["serving"]["max_batch"]))
-        diff = checks.compare(probs, classes, reference, [str(c) for c in meta["classes"]])
+        diff = checks.compare(
+            probs, classes, reference, [str(c) for c in meta.get("classes") or []]
+        )
         verdict = health(run.container)
     return SmokeReport(
         image=tag,
@@ -165,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--tag", default=settings.image_tag, help="image tag (env IMAGE_TAG)")
+    common.add_argument(
+        "--tag", help="image tag (env IMAGE_TAG; default: <project>-serve:latest, params.yaml's)"
+    )
     common.add_argument(
         "--base-image",
         default=settings.base_image,
@@ -184,9 +190,14 @@ def main(argv: list[str] | None = None) -> None:
         "buildargs", parents=[common], help="print the build arguments, one KEY=VALUE a line"
     )
     args_cmd.add_argument("--context", type=Path, default=Path("."), help="repository root")
+    commands.add_parser("tag", parents=[common], help="print the image tag")
     args = parser.parse_args(argv)
     network = settings.docker_network
     with exit_on_error("interrupted"):
+        args.tag = args.tag or serve_image_tag(settings)
+        if args.command == "tag":
+            print(args.tag)
+            return
         if args.command == "buildargs":
             for key, value in build_args(args.context, args.base_image).items():
                 print(f"{key}={value}")
@@ -198,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             print(f"built {args.tag} ({image.short_id}, {image.attrs['Size'] / MB:.1f} MB)")
             return
-        x, reference = checks.load_check_inputs(args.x, args.reference)
+        x, reference = checks.load_check_inputs(args.test, args.reference)
         client = connect()
         base = args.base_image or dockerfile_base(Path("Dockerfile"))
         report = smoke(client, args.tag, base, x, reference, args.port, network)

@@ -32,7 +32,8 @@ REPORT_NAME = "report.md"
 PLOT_TITLES = {
     "confusion_matrix.png": "Confusion matrix (test split)",
     "roc_pr.png": "ROC and precision-recall curves (test split, micro-averaged)",
-    "training_curves.png": "Training curves (loss and accuracy per epoch)",
+    "predicted_vs_actual.png": "Predicted vs actual and residuals (test split)",
+    "training_curves.png": "Training curves (loss and validation scores per epoch)",
 }
 CARD_HASHES = ("data", "model", "onnx")
 

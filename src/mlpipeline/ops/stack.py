@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 import httpx
@@ -43,6 +44,7 @@ from mlpipeline.ops.docker import (
     ensure_base_image,
     free_port,
     log_tail,
+    serve_image_tag,
 )
 from mlpipeline.ops.wait import wait_until
 
@@ -165,13 +167,13 @@ def wait_healthy(client: docker.DockerClient, compose: Compose, started: float) 
     return wait_until(all_healthy, HEALTHY_TIMEOUT_S, f"{waiting} not all healthy", 0.5)
 
 
-def check_model(url: str, x: np.ndarray, reference: np.ndarray) -> float:
+def check_model(url: str, x: Any, reference: np.ndarray) -> float:
     """/ready answers, and /predict on the first row agrees with the reference output."""
     with httpx.Client(base_url=url, timeout=10) as http:
         ready = http.get("/ready")
         if ready.status_code != 200:
             raise PipelineError(f"model server /ready answered {ready.status_code}")
-        labels = [str(c) for c in http.get("/metadata").json()["classes"]]
+        labels = [str(c) for c in http.get("/metadata").json().get("classes") or []]
     probs, classes = checks.predict_all(url, x[:1], 1)
     return checks.compare(probs, classes, reference[:1], labels)
 
@@ -223,7 +225,7 @@ def stack_up(compose: Compose) -> Iterator[float]:
 def smoke(
     client: docker.DockerClient,
     root: Path,
-    x: np.ndarray,
+    x: Any,  # the test rows: records of a table, or an array
     reference: np.ndarray,
     base_image: str,
     project: str = "mlpipeline-stack-smoke",
@@ -313,9 +315,15 @@ def main(argv: list[str] | None = None) -> None:
     checks.add_check_inputs(check)
     args = parser.parse_args(argv)
     with exit_on_error("interrupted; the stack was removed"):
-        x, reference = checks.load_check_inputs(args.x, args.reference)
+        x, reference = checks.load_check_inputs(args.test, args.reference)
         base = args.base_image or dockerfile_base(args.root / "Dockerfile")
-        report = smoke(connect(), args.root, x, reference, base, quiet=args.quiet)
+        # the model service's image is the project's (unless MODEL_IMAGE names another)
+        images = (
+            None
+            if os.environ.get("MODEL_IMAGE")
+            else {"model": serve_image_tag(settings, args.root / "params.yaml")}
+        )
+        report = smoke(connect(), args.root, x, reference, base, images=images, quiet=args.quiet)
         print(describe(report))
         if args.json:
             args.json.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")

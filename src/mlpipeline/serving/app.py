@@ -1,7 +1,11 @@
 """The FastAPI app: POST /predict, GET /health, /ready, /metadata and /metrics (Prometheus).
 
-Request body: `{"inputs": [example, ...]}`, each example a nested list in the model card's
-input shape without its batch axis (for the digits CNN: `[1, 8, 8]`). Answer:
+A table model takes `{"records": [{"column": value, ...}, ...]}` (missing keys and nulls are
+missing values, unseen categories are taken) and answers `{"predictions": [...],
+"probabilities": [{class: p, ...}, ...], "model_version": "..."}`: the class per record with
+the probabilities keyed by class, or for a regression the predicted values alone.
+An image model takes `{"inputs": [example, ...]}`, each example a nested list in the card's
+input shape without its batch axis (for the digits CNN: `[1, 8, 8]`), and answers
 `{"classes": [...], "probabilities": [[...], ...], "model_version": "..."}`.
 Every request the service cannot use gets a 4xx answer `{"error": "<what is wrong>"}`.
 """
@@ -18,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlpipeline.serving.metrics import Metrics, MetricsMiddleware
 from mlpipeline.serving.model import Model, load_model
-from mlpipeline.serving.parsing import ClientError, parse_inputs, read_body
+from mlpipeline.serving.parsing import ClientError, parse_inputs, parse_records, read_body
 from mlpipeline.serving.settings import Settings
 
 JSON_TYPES = ("application/json",)
@@ -30,6 +34,22 @@ def _error(status: int, message: str) -> Response:
 
 def _request_schema(model: Model) -> dict[str, Any]:
     """OpenAPI description of the body, which is parsed by hand (see parse_inputs)."""
+    if model.records:
+        kinds = {"number": "number", "string": "string", "boolean": "boolean", "integer": "integer"}
+        record = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {c.name: {"type": [kinds[c.type], "null"]} for c in model.columns},
+        }
+        body: dict[str, Any] = {
+            "type": "object",
+            "required": ["records"],
+            "additionalProperties": False,
+            "properties": {"records": {"type": "array", "items": record, "minItems": 1}},
+        }
+        return {
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}}
+        }
     example: Any = {"type": "number"}
     for size in reversed(model.example_shape):
         example = {"type": "array", "items": example, "minItems": size, "maxItems": size}
@@ -42,14 +62,30 @@ def _request_schema(model: Model) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
 
 
+def _answer(model: Model, out: Any) -> dict[str, Any]:
+    """The response body for the model's outputs on a batch."""
+    if model.regression:
+        return {"predictions": out, "model_version": model.version}
+    classes = model.classes
+    labels = [classes[i] for i in out.argmax(axis=1).tolist()]
+    if model.records:
+        return {
+            "predictions": labels,
+            "probabilities": [dict(zip(classes, row, strict=True)) for row in out.tolist()],
+            "model_version": model.version,
+        }
+    return {"classes": labels, "probabilities": out, "model_version": model.version}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Load the model named by `settings` (default: from the environment) and build the app."""
     settings = settings or Settings()
     model = load_model(settings)
+    input_name = getattr(model.card.input, "name", "")
     metrics = Metrics(settings.max_batch)
     metadata = orjson.dumps(
         {
-            **model.card,
+            **model.card_json,
             "git_commit": settings.git_commit,
             "serving": {"max_batch": settings.max_batch, "max_body_bytes": settings.max_body_bytes},
         }
@@ -58,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": settings.otel, "metrics": settings.otel, "logs": settings.otel},
         title="mlpipeline model service",
         version=model.version,
-        description=f"{model.card.get('name', 'model')} on ONNX Runtime",
+        description=f"{model.card_json.get('name', 'model')} on ONNX Runtime",
     )
 
     @app.exception_handler(StarletteHTTPException)
@@ -72,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/predict", openapi_extra=_request_schema(model))
     async def predict(request: Request) -> Response:
-        """Classes and class probabilities for a batch of examples."""
+        """Predictions for a batch of records (a table model) or examples (an image model)."""
         try:
             media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if media_type not in JSON_TYPES:
@@ -82,19 +118,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     f"Content-Type must be application/json, not {media_type or 'missing'!r}",
                 )
             body = await read_body(request, settings.max_body_bytes)
-            x = parse_inputs(body, model.example_shape, settings.max_batch)
+            if model.records:
+                feeds = parse_records(body, model.columns, settings.max_batch)
+            else:
+                feeds = {input_name: parse_inputs(body, model.example_shape, settings.max_batch)}
         except ClientError as err:
             metrics.rejected.labels(err.reason).inc()
             return _error(err.status, err.message)
         # ORT releases the GIL but the model is tiny: a thread hop would cost more than the run
-        probs = model.predict(x)
-        metrics.batch_size.observe(len(x))
-        classes = model.classes
-        answer = {
-            "classes": [classes[i] for i in probs.argmax(axis=1).tolist()],
-            "probabilities": probs,
-            "model_version": model.version,
-        }
+        out = model.predict(feeds)
+        metrics.batch_size.observe(len(out))
+        answer = _answer(model, out)
         return Response(
             orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
         )

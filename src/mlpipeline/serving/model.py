@@ -1,13 +1,19 @@
-"""The served model: an ONNX Runtime session and the model card that describes it."""
+"""The served model: an ONNX Runtime session and the model card that describes it.
+
+Two kinds, by the card's `input.kind`: `tensor` (images: one float32 input of a fixed example
+shape) and `records` (tables: one input per raw column, the preprocessing inside the model).
+The output is class probabilities (`task: classification`) or one value per row (`regression`).
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlpipeline.serving.settings import Settings
 
@@ -16,24 +22,90 @@ class ModelError(Exception):
     """The model or its card is missing or inconsistent: the service cannot start."""
 
 
+class TensorInput(BaseModel):
+    kind: Literal["tensor"]
+    name: str
+    shape: list[int | None] = Field(min_length=2)
+
+
+class Column(BaseModel):
+    name: str
+    kind: Literal["numeric", "categorical"]
+    type: Literal["number", "string", "boolean", "integer"]
+
+
+class RecordsInput(BaseModel):
+    kind: Literal["records"]
+    columns: list[Column] = Field(min_length=1)
+
+
+class Card(BaseModel):
+    """The fields of the model card (written by the export stage) that the service reads."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: str = "unknown"
+    task: Literal["classification", "regression"] = "classification"
+    input: Annotated[TensorInput | RecordsInput, Field(discriminator="kind")]
+    classes: list[str] | None = None
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        return [str(c) for c in value] if isinstance(value, list) else value
+
+
 @dataclass(frozen=True)
 class Model:
     """A loaded ONNX session and what its card says about it."""
 
     session: ort.InferenceSession
-    input_name: str
     output_name: str
-    example_shape: tuple[int, ...]
-    classes: list[str]
-    card: dict[str, Any]
+    card: Card
+    card_json: dict[str, Any]  # the card as written, for /metadata
 
     @property
     def version(self) -> str:
-        return str(self.card.get("version", "unknown"))
+        return self.card.version
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities for a float32 batch of shape (n, *example_shape)."""
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+    @property
+    def records(self) -> bool:
+        """True for a table model, which takes named columns."""
+        return isinstance(self.card.input, RecordsInput)
+
+    @property
+    def regression(self) -> bool:
+        return self.card.task == "regression"
+
+    @property
+    def classes(self) -> list[str]:
+        return self.card.classes or []
+
+    @property
+    def columns(self) -> list[Column]:
+        """A table model's input columns."""
+        return self.card.input.columns if isinstance(self.card.input, RecordsInput) else []
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """A tensor model's example shape, without the batch axis."""
+        spec = self.card.input
+        return tuple(int(d or 0) for d in spec.shape[1:]) if isinstance(spec, TensorInput) else ()
+
+    def predict(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The model's output for a batch: probabilities (n, classes) or values (n,)."""
+        return self.session.run([self.output_name], feeds)[0]
+
+    def empty_feeds(self) -> dict[str, np.ndarray]:
+        """One row of zeros (tensor) or of missing values (records), for the warm-up."""
+        if isinstance(self.card.input, TensorInput):
+            return {self.card.input.name: np.zeros((1, *self.example_shape), np.float32)}
+        return {
+            c.name: np.full(1, np.nan, np.float32)
+            if c.kind == "numeric"
+            else np.array([""], dtype=object)
+            for c in self.columns
+        }
 
 
 def load_model(settings: Settings) -> Model:
@@ -47,14 +119,14 @@ def load_model(settings: Settings) -> Model:
     if not card_path.is_file():
         raise ModelError(f"model card not found at {card_path}: set CARD_PATH")
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        spec = card["input"]
-        shape, classes = spec["shape"], [str(c) for c in card["classes"]]
-        example_shape = tuple(int(d) for d in shape[1:])
-    except (ValueError, KeyError, TypeError) as err:
-        raise ModelError(
-            f"{card_path} is not a model card with input.shape and classes ({err})"
-        ) from err
+        card_json = json.loads(card_path.read_text(encoding="utf-8"))
+        card = Card.model_validate(card_json)
+    except ValueError as err:  # pydantic's ValidationError is a ValueError
+        first = err.errors()[0] if isinstance(err, ValidationError) else None
+        where = ".".join(str(p) for p in first["loc"]) + ": " + first["msg"] if first else err
+        raise ModelError(f"{card_path} is not a model card ({where})") from None
+    if card.task == "classification" and not card.classes:
+        raise ModelError(f"{card_path} is a classification's card without its classes")
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
@@ -66,28 +138,21 @@ def load_model(settings: Settings) -> Model:
     except Exception as err:  # ORT raises its own untyped errors for unreadable files
         raise ModelError(f"{model_path} is not a loadable ONNX model: {err}") from err
 
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ModelError(f"{model_path} must have one input and one output")
-    model = Model(
-        session=session,
-        input_name=inputs[0].name,
-        output_name=outputs[0].name,
-        example_shape=example_shape,
-        classes=classes,
-        card=card,
-    )
-    if spec.get("name", model.input_name) != model.input_name:
-        raise ModelError(
-            f"{card_path} names input {spec['name']!r} but {model_path} has {model.input_name!r}"
-        )
+    inputs, outputs = [i.name for i in session.get_inputs()], session.get_outputs()
+    if len(outputs) != 1:
+        raise ModelError(f"{model_path} must have one output")
+    model = Model(session, outputs[0].name, card, card_json)
+    expected = [c.name for c in model.columns] or [getattr(card.input, "name", "")]
+    if sorted(inputs) != sorted(expected):
+        raise ModelError(f"{card_path} names inputs {expected} but {model_path} has {inputs}")
     try:
-        probs = model.predict(np.zeros((1, *example_shape), dtype=np.float32))
-    except Exception as err:  # an ORT shape error means card and model disagree
-        raise ModelError(f"{model_path} rejects inputs of the card's shape {shape}: {err}") from err
-    if probs.shape != (1, len(classes)):
+        out = model.predict(model.empty_feeds())
+    except Exception as err:  # an ORT shape or type error means card and model disagree
+        raise ModelError(f"{model_path} rejects inputs as its card describes them: {err}") from err
+    want = (1,) if model.regression else (1, len(model.classes))
+    if out.shape != want:
         raise ModelError(
-            f"{model_path} returns {probs.shape[1]} scores but {card_path} lists "
-            f"{len(classes)} classes"
+            f"{model_path} returns outputs of shape {list(out.shape)} but {card_path} implies "
+            f"{list(want)} ({card.task}, {len(model.classes)} classes)"
         )
     return model

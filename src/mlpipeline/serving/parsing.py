@@ -1,9 +1,13 @@
-"""Request bodies: read within a size limit, parsed into a float32 batch, or refused with a
-status and a one-line message saying what is wrong."""
+"""Request bodies: read within a size limit, parsed into the model's inputs (a float32 batch
+for a tensor model, one vector per column for a table model), or refused with a status and a
+one-line message saying what is wrong."""
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -68,6 +72,112 @@ def parse_inputs(body: bytes, example_shape: tuple[int, ...], max_batch: int) ->
             422, "value", "inputs must be finite: values beyond float32 range are refused"
         )
     return x
+
+
+RECORD_TYPES = {
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "integer": "an integer",
+}
+
+
+def category_text(value: Any, column_type: str) -> str | None:
+    """A categorical value as the string the model takes, or None if it is not of the
+    column's type. The features stage's rule (mlpipeline.data.features.category_text, which
+    tests/serving/test_records.py holds this to): booleans as true/false, integers in digits,
+    missing as the empty string."""
+    if value is None:
+        return ""
+    if column_type == "string":
+        return value if isinstance(value, str) else None
+    if column_type == "boolean":
+        return ("true" if value else "false") if isinstance(value, bool) else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value) if isinstance(value, int) else None
+
+
+def parse_records(body: bytes, columns: Sequence[Any], max_batch: int) -> dict[str, np.ndarray]:
+    """Turn `{"records": [{column: value, ...}, ...]}` into the table model's inputs, one
+    vector per column (missing keys and nulls are missing values), or raise ClientError naming
+    the record and column that is wrong. `columns` have name, kind and type."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise _json_error(body, err) from None
+    names = [c.name for c in columns]
+    if not isinstance(payload, dict) or "records" not in payload:
+        raise ClientError(
+            422, "schema", 'body must be a JSON object {"records": [{"column": value, ...}, ...]}'
+        )
+    if extra := sorted(set(payload) - {"records"}):
+        raise ClientError(422, "schema", f'unknown keys {extra}: send only {{"records": [...]}}')
+    records = payload["records"]
+    if not isinstance(records, list):
+        raise ClientError(422, "schema", "records must be a list of objects, one per row")
+    if not records:
+        raise ClientError(422, "empty", "records is empty: send at least one record")
+    if len(records) > max_batch:
+        raise ClientError(
+            422, "batch", f"batch of {len(records)} records is over the limit of {max_batch}"
+        )
+    known = set(names)
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ClientError(422, "schema", f"record {i} is not an object of column: value")
+        if unknown := [k for k in record if k not in known]:
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ClientError(
+                422,
+                "column",
+                f"record {i}: unknown column '{unknown[0]}'; {hint}the model takes "
+                f"{', '.join(names)}",
+            )
+    feeds = {}
+    for column in columns:
+        values = [r.get(column.name) for r in records]
+        if column.kind == "numeric":
+            feeds[column.name] = _numbers(values, column.name)
+        else:
+            texts = [category_text(v, column.type) for v in values]
+            if None in texts:
+                i = texts.index(None)
+                raise ClientError(422, "type", _wrong_type(i, column, values[i]))
+            feeds[column.name] = np.array(texts, dtype=object)
+    return feeds
+
+
+def _numbers(values: list[Any], name: str) -> np.ndarray:
+    """A numeric column: numbers, null for missing; anything else names the record."""
+    for i, v in enumerate(values):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            raise ClientError(
+                422, "type", f"record {i}: column '{name}' takes a number or null, got {_show(v)}"
+            )
+    with np.errstate(over="ignore"):  # beyond float32's range: refused just below
+        array = np.array([math.nan if v is None else v for v in values], dtype=np.float32)
+    if np.isinf(array).any():
+        i = int(np.isinf(array).argmax())
+        raise ClientError(
+            422, "value", f"record {i}: column '{name}' value {values[i]} is beyond float32 range"
+        )
+    return array
+
+
+def _wrong_type(i: int, column: Any, value: Any) -> str:
+    return (
+        f"record {i}: column '{column.name}' takes {RECORD_TYPES[column.type]} or null, "
+        f"got {_show(value)}"
+    )
+
+
+def _show(value: Any) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _json_error(body: bytes, err: orjson.JSONDecodeError) -> ClientError:

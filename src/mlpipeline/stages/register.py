@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,10 @@ def register(cfg: Config) -> dict[str, Any]:
             raise PipelineError(f"{needed} not found: run the stages before register (dvc repro)")
     card = read_json(cfg.paths.card)
     metrics = read_json(cfg.paths.metrics)
-    x, _ = read_split(cfg.paths.prepared, "test")
     git = state(tracking.repo_root())
     hashes = card["hashes"]
-    check = card["export_check"] | {"max_abs_diff": onnx_difference(cfg, card, x)}
+    check = card["export_check"] | {"max_abs_diff": onnx_difference(cfg, card)}
+    example, signature = model_signature(cfg, card)
     with tempfile.TemporaryDirectory() as scratch:
         logged = tracking.log_pipeline_run(
             uri=cfg.tracking.uri,
@@ -60,7 +61,8 @@ def register(cfg: Config) -> dict[str, Any]:
                 cfg.paths.metrics,
                 *render_plots(cfg.paths.history, cfg.paths.eval, Path(scratch)),
             ],
-            input_example=x[:2],
+            input_example=example,
+            signature=signature,
         )
     receipt = {
         "registered_model": cfg.tracking.registered_model,
@@ -77,14 +79,65 @@ def register(cfg: Config) -> dict[str, Any]:
     return receipt
 
 
-def onnx_difference(cfg: Config, card: dict[str, Any], x: np.ndarray) -> float:
+def test_feeds(cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+    """The ONNX model's inputs for the test split, in batches: the raw columns of a table
+    (`paths.prepared`), or the image tensors."""
+    if card["input"]["kind"] == "records":
+        import pyarrow.parquet as pq
+
+        from mlpipeline.data.features import onnx_feeds
+
+        columns = card["input"]["columns"]
+        parquet = pq.ParquetFile(cfg.paths.prepared / "test" / "x.parquet")
+        names = [c["name"] for c in columns]
+        for batch in parquet.iter_batches(batch_size=65_536, columns=names):
+            yield onnx_feeds(batch, columns)
+    else:
+        x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
+        yield {card["input"]["name"]: np.asarray(x)}
+
+
+def onnx_difference(cfg: Config, card: dict[str, Any]) -> float:
     """ONNX Runtime's largest difference from the reference outputs on this machine: it picks
     its kernels by CPU, so the figure goes to MLflow, never into a hashed file."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(cfg.paths.onnx), providers=["CPUExecutionProvider"])
-    probs = session.run(None, {card["input"]["name"]: x})[0]
-    return float(np.abs(probs - np.load(cfg.paths.reference, allow_pickle=False)).max())
+    output = card["output"]["name"]
+    outputs = np.concatenate([session.run([output], f)[0] for f in test_feeds(cfg, card)])
+    return float(np.abs(outputs - np.load(cfg.paths.reference, allow_pickle=False)).max())
+
+
+def model_signature(cfg: Config, card: dict[str, Any]) -> tuple[Any, Any]:
+    """The registered model's input example and MLflow signature. A table model's inputs are
+    its named columns, each optional (a missing value is an input the model takes): built
+    here, since MLflow's own inference drops a signature whose example has missing values."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    output = card["output"]
+    outputs = Schema(
+        [TensorSpec(np.dtype(np.float32), tuple(d or -1 for d in output["shape"]), output["name"])]
+    )
+    spec = card["input"]
+    if spec["kind"] == "records":
+        import pyarrow.parquet as pq
+
+        names = [c["name"] for c in spec["columns"]]
+        test = pq.read_table(cfg.paths.prepared / "test" / "x.parquet", columns=names)
+        complete = test.drop_null()  # an example ONNX Runtime runs as MLflow feeds it
+        example = (complete if complete.num_rows else test).slice(0, 2).to_pandas()
+        inputs = Schema(
+            [
+                ColSpec("double" if c["kind"] == "numeric" else "string", c["name"], required=False)
+                for c in spec["columns"]
+            ]
+        )
+        return example, ModelSignature(inputs=inputs, outputs=outputs)
+    x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
+    example = np.asarray(x[:2])
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]), spec["name"])])
+    return example, ModelSignature(inputs=inputs, outputs=outputs)
 
 
 if __name__ == "__main__":

@@ -19,40 +19,48 @@ TRIAL_ENV = "MLPIPELINE_DDP_TRIAL"
 RESULT_FILE = "result.json"
 
 
-def best_value(history: list[dict[str, float]], metric: str, direction: str) -> float:
-    """The best epoch's value of `metric` in a training history."""
-    values = [row[metric] for row in history if metric in row]
-    if not values:
-        raise PipelineError(
-            f"sweep.metric {metric} was never logged; use val_loss, val_acc or val_f1"
-        )
-    return max(values) if direction == "maximize" else min(values)
-
-
 def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str | None) -> float:
-    """Source -> prepared splits -> training inside `out_dir`; log the trial; return its score."""
+    """Source -> prepared splits -> features -> training inside `out_dir`; log the trial;
+    return its score: the best epoch's `sweep.metric`, or with `cv.folds` the mean over the
+    folds of the training split."""
     from mlpipeline import tracking
-    from mlpipeline.data.sources import load_source
-    from mlpipeline.data.splits import prepare_arrays, write_prepared
-    from mlpipeline.models.training import fit, save
+    from mlpipeline.data.features import write_features
+    from mlpipeline.data.sources import Table, load_source
+    from mlpipeline.data.splits import (
+        prepare_arrays,
+        prepare_table,
+        write_prepared,
+        write_prepared_table,
+    )
+    from mlpipeline.models.training import best_value, cross_validate, fit, save
 
     cfg = cfg.model_copy(update={"paths": cfg.paths.rebased(out_dir)})
-    dataset = load_source(cfg.data.source, cfg.paths.raw)
-    meta = dataset.meta(cfg.data.source.kind)
-    write_prepared(
-        prepare_arrays(dataset.x, dataset.y, meta, cfg.data.split, cfg.seed), cfg.paths.prepared
-    )
+    data = load_source(cfg.data.source, cfg.paths.raw)
+    if isinstance(data, Table):
+        prepared = prepare_table(data.table, data.label, cfg.task, cfg.data.split, cfg.seed)
+        write_prepared_table(prepared, cfg.paths.prepared)
+    else:
+        meta = data.meta(cfg.data.source.kind)
+        prepared = prepare_arrays(data.x, data.y, meta, cfg.data.split, cfg.seed)
+        write_prepared(prepared, cfg.paths.prepared)
+    write_features(cfg)
     env_before = dict(os.environ)
     os.environ[TRIAL_ENV] = json.dumps(cfg.dump())
     try:
-        result = fit(cfg)
+        if cfg.cv.folds:
+            folds = cross_validate(cfg)
+            score, history, epochs, global_zero = folds["mean"], [], 0, True
+        else:
+            result = fit(cfg)
+            save(result, cfg.paths.model, cfg.paths.history)
+            score = best_value(result.history, cfg.sweep.metric, cfg.sweep.direction)
+            history, epochs, global_zero = result.history, result.epochs, result.global_zero
+            folds = None
     finally:
         # DDP leaves rank and port variables behind; the next trial's workers must not see them
         os.environ.clear()
         os.environ.update(env_before)
-    save(result, cfg.paths.model, cfg.paths.history)
-    score = best_value(result.history, cfg.sweep.metric, cfg.sweep.direction)
-    if not result.global_zero:
+    if not global_zero:
         # ranks started by torchrun or SLURM (not by Lightning) run the whole trial: one logs it
         return score
 
@@ -63,21 +71,27 @@ def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str 
         experiment_id=experiment_id, run_name=f"trial {out_dir.name}", parent_run_id=parent_run
     ) as run:
         tracking.log_params(cfg.dump())
-        tracking.log_history(result.history)
+        if history:
+            tracking.log_history(history)
         mlflow.log_metric(f"best_{cfg.sweep.metric}", score)
+        if folds:
+            mlflow.log_metrics(
+                {
+                    f"cv_{cfg.sweep.metric}_mean": folds["mean"],
+                    f"cv_{cfg.sweep.metric}_std": folds["std"],
+                }
+            )
         mlflow.set_tags({"mlpipeline.kind": "trial", "overrides": " ".join(overrides)})
-    (out_dir / RESULT_FILE).write_text(
-        json_text(
-            {
-                "score": score,
-                "metric": cfg.sweep.metric,
-                "overrides": overrides,
-                "epochs": result.epochs,
-                "mlflow_run_id": run.info.run_id,
-            }
-        ),
-        encoding="utf-8",
-    )
+    summary = {
+        "score": score,
+        "metric": cfg.sweep.metric,
+        "overrides": overrides,
+        "epochs": epochs,
+        "mlflow_run_id": run.info.run_id,
+    }
+    if folds:
+        summary["cv"] = folds
+    (out_dir / RESULT_FILE).write_text(json_text(summary), encoding="utf-8")
     return score
 
 

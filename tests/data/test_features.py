@@ -1,0 +1,265 @@
+"""Tables through ingest, prepare and features (mlpipeline.data.splits, mlpipeline.data.features):
+labels, column kinds, the fitted preprocessing and its ONNX graph, and the refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+from helpers import mixed_table, one_line_error, tiny_params
+
+from mlpipeline.artifacts import load_array, read_json
+from mlpipeline.data.features import OTHER, category_text, onnx_feeds
+from mlpipeline.data.splits import read_split, read_split_table
+from mlpipeline.errors import PipelineError
+from mlpipeline.serving import parsing
+from mlpipeline.stages.features import features
+from mlpipeline.stages.ingest import ingest
+from mlpipeline.stages.prepare import prepare
+
+
+def table_cfg(make_cfg, tmp_path: Path, frame: pd.DataFrame, *overrides: str, kind: str = "csv"):
+    path = tmp_path / "raw" / f"data.{kind}"
+    if kind == "csv":
+        frame.to_csv(path, index=False)
+    else:  # Parquet keeps each column's type: numbers stored as text stay text
+        frame.to_parquet(path)
+    return make_cfg(
+        "data=tabular",
+        f"data.source.kind={kind}",
+        "model=mlp",
+        f"data.source.path={path}",
+        "data.source.label=target",
+        *overrides,
+    )
+
+
+def through_features(cfg) -> dict:
+    ingest(cfg)
+    prepare(cfg)
+    return features(cfg)
+
+
+def test_integer_labels_are_classes_in_numeric_order(make_cfg, tmp_path: Path) -> None:
+    frame = mixed_table(120).assign(target=np.arange(120) % 12)
+    cfg = table_cfg(make_cfg, tmp_path, frame, "data.split.min_class_samples=3")
+    ingest(cfg)
+    assert prepare(cfg).meta["classes"] == [str(i) for i in range(12)]  # not 0, 1, 10, 11, 2
+
+
+def test_column_kinds_are_inferred_and_can_be_set(make_cfg, tmp_path: Path) -> None:
+    cfg = table_cfg(make_cfg, tmp_path, mixed_table())
+    through_features(cfg)
+    schema = read_json(cfg.paths.features / "schema.json")
+    kinds = {c["name"]: (c["kind"], c["type"]) for c in schema["columns"]}
+    assert kinds == {
+        "width": ("numeric", "number"),
+        "color": ("categorical", "string"),
+        "flag": ("categorical", "boolean"),
+        "count": ("numeric", "number"),
+    }
+    width = next(c for c in schema["columns"] if c["name"] == "width")
+    assert width["had_missing"] and {"impute_with", "mean", "std"} <= set(width)
+    assert "missing__missingindicator_width" in schema["features"]
+
+    cfg = table_cfg(
+        make_cfg,
+        tmp_path,
+        mixed_table(),
+        "features.categorical.integer_levels=10",
+        "+features.columns.width.kind=drop",
+    )
+    through_features(cfg)
+    columns = read_json(cfg.paths.features / "schema.json")["columns"]
+    assert [(c["name"], c["kind"], c["type"]) for c in columns] == [
+        ("color", "categorical", "string"),
+        ("flag", "categorical", "boolean"),
+        ("count", "categorical", "integer"),
+    ]
+
+
+def test_preprocessing_is_fitted_on_the_training_split_only(make_cfg, tmp_path: Path) -> None:
+    cfg = table_cfg(make_cfg, tmp_path, mixed_table(), "features.numeric.missing_indicator=false")
+    through_features(cfg)
+    train, _ = read_split_table(cfg.paths.prepared, "train")
+    width = next(
+        c for c in read_json(cfg.paths.features / "schema.json")["columns"] if c["name"] == "width"
+    )
+    values = train.column("width").drop_null().to_numpy()
+    assert width["impute_with"] == pytest.approx(float(np.median(values)), rel=1e-6)
+    x, _ = read_split(cfg.paths.features, "train")
+    assert abs(x[:, 0].mean()) < 1e-5  # standardised with the training split's own figures
+    x_test, _ = read_split(cfg.paths.features, "test")
+    assert abs(x_test[:, 0].mean()) > 1e-4
+
+
+def test_the_onnx_preprocessing_matches_scikit_learn(make_cfg, tmp_path: Path) -> None:
+    cfg = table_cfg(make_cfg, tmp_path, mixed_table())
+    meta = through_features(cfg)
+    session = ort.InferenceSession(str(cfg.paths.features / "preprocess.onnx"))
+    test, _ = read_split_table(cfg.paths.prepared, "test")
+    x, _ = read_split(cfg.paths.features, "test")
+    feeds = onnx_feeds(test, meta["columns"])
+    assert np.abs(session.run(None, feeds)[0] - x).max() < 1e-5
+    probes = read_json(cfg.paths.features / "probes.json")
+    assert any(p.get("color") is None for p in probes)
+    assert any(p.get("color") == "a value never seen in training" for p in probes)
+    out = session.run(None, onnx_feeds(probes, meta["columns"]))[0]
+    assert np.abs(out - load_array(cfg.paths.features / "probes.npy")).max() < 1e-5
+
+
+def test_rare_unseen_and_missing_categories_have_their_own_slots(make_cfg, tmp_path: Path) -> None:
+    cfg = table_cfg(make_cfg, tmp_path, mixed_table(), "features.categorical.min_frequency=30")
+    meta = through_features(cfg)
+    color = next(
+        c for c in read_json(cfg.paths.features / "schema.json")["columns"] if c["name"] == "color"
+    )
+    assert "violet" not in color["levels"] and "red" in color["levels"]  # rare: grouped
+    session = ort.InferenceSession(str(cfg.paths.features / "preprocess.onnx"))
+    base = {"width": 10.0, "flag": True, "count": 2}
+    rows = [base | {"color": c} for c in ("violet", "never seen", None, "red")]
+    out = session.run(None, onnx_feeds(rows, meta["columns"]))[0]
+    names = meta["feature_names"]
+    other, missing = (
+        names.index(f"categorical__color_{OTHER}"),
+        names.index("categorical__color_(missing)"),
+    )
+    assert out[0, other] == out[1, other] == 1 and out[2, missing] == 1
+    assert np.array_equal(out[0], out[1]) and not np.array_equal(out[0], out[3])
+
+
+def test_serving_encodes_categories_as_the_features_stage_does() -> None:
+    cases = [
+        ("string", "red"),
+        ("string", None),
+        ("boolean", True),
+        ("boolean", False),
+        ("integer", 3),
+        ("integer", -12),
+        ("integer", None),
+    ]
+    for column_type, value in cases:
+        assert parsing.category_text(value, column_type) == category_text(value)
+    assert parsing.category_text(3.0, "integer") == "3"
+    for column_type, value in [
+        ("string", 3),
+        ("boolean", "true"),
+        ("integer", True),
+        ("integer", 2.5),
+        ("integer", "3"),
+    ]:
+        assert parsing.category_text(value, column_type) is None, (column_type, value)
+
+
+def column_of(rows: int, values: list) -> list:
+    return (values * (rows // len(values) + 1))[:rows]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda f: f.assign(code=column_of(len(f), ["1", "2", "x3"])),
+            "column 'code' mixes numbers and text (e.g. 'x3'): clean it, or set "
+            "+features.columns.code.kind=categorical",
+        ),
+        (
+            lambda f: f.assign(name=[f"row {i}" for i in range(len(f))]),
+            "column 'name' has a different value in every row (an id or free text), which no "
+            "category can generalise from: leave it out with +features.columns.name.kind=drop",
+        ),
+        (
+            lambda f: f.assign(day=pd.date_range("2024-01-01", periods=len(f)).astype(str)),
+            "column 'day' holds dates or times",
+        ),
+        (
+            lambda f: f.assign(size=column_of(len(f), ["1.5", "2", "3.25"])),
+            "column 'size' holds numbers written as text",
+        ),
+        (lambda f: f.assign(empty=np.nan), "column 'empty' has no values in the training split"),
+        (
+            lambda f: f.assign(width=np.where(np.arange(len(f)) == 3, np.inf, f.width)),
+            "column 'width' has infinite values",
+        ),
+    ],
+    ids=["mixed-types", "all-unique", "dates", "numbers-as-text", "all-missing", "infinite"],
+)
+def test_columns_no_setting_handles_are_refused_in_one_line(
+    make_cfg, tmp_path: Path, change, message: str
+) -> None:
+    cfg = table_cfg(make_cfg, tmp_path, change(mixed_table()), kind="parquet")
+    ingest(cfg)
+    prepare(cfg)
+    with pytest.raises(PipelineError) as caught:
+        features(cfg)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert not cfg.paths.features.exists()
+    assert not list(cfg.paths.features.parent.glob(f".{cfg.paths.features.name}*"))
+
+
+@pytest.mark.parametrize(
+    ("frame", "overrides", "stage", "parts"),
+    [
+        (
+            mixed_table().assign(code=column_of(400, ["1", "2", "x3"])),
+            [],
+            "features",
+            ["column 'code' mixes numbers and text", "+features.columns.code.kind=categorical"],
+        ),
+        (
+            mixed_table().assign(target=column_of(400, ["a", None, "b", "c"])),
+            [],
+            "ingest",
+            ["100 of 400 rows", "data.source.drop_missing_label=true"],
+        ),
+        (mixed_table(), ["task=regression"], "prepare", ["label 'target' is not numeric"]),
+        (
+            mixed_table(task="regression"),
+            [],
+            "prepare",
+            ["distinct numeric values, too many for classes", "set task=regression"],
+        ),
+        (
+            mixed_table().assign(note=[f"note {i}" for i in range(400)]),
+            [],
+            "features",
+            ["column 'note' has a different value in every row", "kind=drop"],
+        ),
+    ],
+    ids=["mixed-types", "missing-labels", "text-regression-label", "numeric-classes", "all-unique"],
+)
+def test_bad_tables_stop_the_stage_with_one_line(
+    tmp_path: Path, frame: pd.DataFrame, overrides: list[str], stage: str, parts: list[str]
+) -> None:
+    (tmp_path / "raw").mkdir()
+    frame.to_csv(tmp_path / "raw" / "data.csv", index=False)
+    params, cfg = tiny_params(
+        tmp_path,
+        "data=tabular",
+        "model=mlp",
+        f"data.source.path={tmp_path}/raw/data.csv",
+        "data.source.label=target",
+        *overrides,
+    )
+    order = ["ingest", "prepare", "features"]
+    for name in order[: order.index(stage) + 1]:
+        proc = subprocess.run(
+            [sys.executable, "-m", f"mlpipeline.stages.{name}", "--params", str(params)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if name != stage:
+            assert proc.returncode == 0, proc.stderr
+    one_line_error(proc, *parts)
+    written = {
+        "ingest": cfg.paths.ingested,
+        "prepare": cfg.paths.prepared,
+        "features": cfg.paths.features,
+    }[stage]
+    assert not written.exists()

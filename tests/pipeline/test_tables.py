@@ -1,0 +1,153 @@
+"""Tables through the real `dvc repro` and `dvc exp run` in temporary copies of this
+repository, served and sent records: a generated table with every kind of column (both
+tasks), the Palmer penguins (the README's command) and scikit-learn's diabetes regression."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import commit_all, free_port, mixed_table, run, stages_run, stop, wait_for_server
+
+pytestmark = pytest.mark.slow
+
+
+def add_table(repo: Path, name: str, frame: Any) -> None:
+    """The table under data/raw, tracked by DVC, its .dvc file committed."""
+    (repo / "data/raw").mkdir(parents=True, exist_ok=True)
+    frame.to_csv(repo / "data/raw" / name, index=False)
+    run(["dvc", "add", f"data/raw/{name}"], repo)
+    commit_all(repo, f"add {name}")
+
+
+def use_table(repo: Path, file: str, label: str, task: str) -> None:
+    """What the README tells a user to do: conf/ names the table, the label and the task."""
+    config = repo / "conf/config.yaml"
+    text = config.read_text()
+    text = text.replace("  - data: digits\n", "  - data: tabular\n")
+    text = text.replace("  - model: cnn\n", "  - model: mlp\n")
+    text = text.replace("task: classification\n", f"task: {task}\n")
+    config.write_text(text)
+    tabular = repo / "conf/data/tabular.yaml"
+    text = tabular.read_text().replace("data/raw/data.csv", f"data/raw/{file}")
+    tabular.write_text(text.replace("    label: label\n", f"    label: {label}\n"))
+
+
+@contextmanager
+def serving(repo: Path) -> Iterator[str]:
+    """`python -m mlpipeline.serving` on the repository's exported model."""
+    port = free_port()
+    env = {**os.environ, "MODEL_PATH": str(repo / "models/model.onnx"), "PORT": str(port)}
+    log = repo / "serving.log"
+    with open(log, "wb") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlpipeline.serving"],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_server(proc, f"{url}/ready", 60, log.read_text)
+        yield url
+    finally:
+        stop(proc)
+
+
+def predict(url: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    answer = httpx.post(f"{url}/predict", json={"records": records}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_a_mixed_table_runs_end_to_end_and_serves_records(repo_copy: Path, task: str) -> None:
+    add_table(repo_copy, "table.csv", mixed_table(400, task))
+    use_table(repo_copy, "table.csv", "target", task)
+    out = run(["dvc", "repro"], repo_copy).stdout
+    assert {"features", "train", "export", "register"} <= set(stages_run(out))
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo_copy).stdout)
+    scores = next(iter(metrics.values()))["data"]["reports/metrics.json"]["data"]
+    if task == "regression":
+        assert {"mae", "rmse", "r2"} <= set(scores) and scores["r2"] > 0.5
+    else:
+        assert scores["accuracy"] > 0.7
+    assert stages_run(run(["dvc", "repro"], repo_copy).stdout) == []
+
+    card = json.loads((repo_copy / "models/model_card.json").read_text())
+    assert card["name"] == "digits" and card["input"]["kind"] == "records"
+    with serving(repo_copy) as url:
+        rows = [
+            {"width": 10.5, "color": "red", "flag": True, "count": 2},
+            {"width": None, "color": "a colour nobody trained on", "flag": None},
+            {},
+        ]
+        answer = predict(url, rows)
+        assert len(answer["predictions"]) == 3
+        if task == "regression":
+            assert all(isinstance(v, float) for v in answer["predictions"])
+        else:
+            assert set(answer["predictions"]) <= {"high", "low", "mid"}
+            assert all(abs(sum(p.values()) - 1) < 1e-5 for p in answer["probabilities"])
+        wrong = httpx.post(f"{url}/predict", json={"records": [{"width": "wide"}]}, timeout=30)
+        assert wrong.status_code == 422 and "column 'width' takes a number" in wrong.text
+
+
+def test_penguins_with_the_readme_command(repo_copy: Path) -> None:
+    import palmerpenguins
+    import pandas as pd
+
+    source = Path(palmerpenguins.__file__).parent / "data/penguins.csv"
+    add_table(repo_copy, "penguins.csv", pd.read_csv(source))
+    # the README's command: only config changes
+    command = (
+        "dvc exp run -S data=tabular -S model=mlp -S data.source.path=data/raw/penguins.csv "
+        "-S data.source.label=species"
+    )
+    run(command.split(), repo_copy)
+    metrics = json.loads((repo_copy / "reports/metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.95, metrics
+    with serving(repo_copy) as url:
+        record = {
+            "island": "Biscoe",
+            "bill_length_mm": 48.6,
+            "bill_depth_mm": 16.0,
+            "flipper_length_mm": 230.0,
+            "body_mass_g": 5800.0,
+            "sex": None,
+            "year": 2009,
+        }
+        answer = predict(url, [record, {**record, "island": "Atlantis"}])
+        assert answer["predictions"][0] == "Gentoo"
+        assert set(answer["probabilities"][1]) == {"Adelie", "Chinstrap", "Gentoo"}
+
+
+def test_diabetes_regression_with_cross_validation(repo_copy: Path) -> None:
+    from sklearn.datasets import load_diabetes
+
+    add_table(repo_copy, "diabetes.csv", load_diabetes(as_frame=True, scaled=False).frame)
+    command = (
+        "dvc exp run -S data=tabular -S model=mlp -S data.source.path=data/raw/diabetes.csv "
+        "-S data.source.label=target -S task=regression -S cv.folds=5"
+    )
+    run(command.split(), repo_copy)
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo_copy).stdout)
+    files = next(iter(shown.values()))["data"]
+    assert files["reports/metrics.json"]["data"]["r2"] >= 0.35
+    shown_cv = files["reports/cv.json"]["data"]  # DVC shows the numbers, not the list
+    cv = json.loads((repo_copy / "reports/cv.json").read_text())
+    assert shown_cv["mean"] == cv["mean"] and shown_cv["std"] == cv["std"] > 0
+    assert cv["folds"] == 5 and len(cv["scores"]) == 5 and cv["metric"] == "val_loss"
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], repo_copy).stdout)["data"]
+    for title in ("Predicted vs actual (regression, test)", "Residuals (regression, test)"):
+        assert plots[title] and plots[title][0]["type"] == "vega", title
+    assert plots["Confusion matrix (test)"] == []  # a classification's: empty
