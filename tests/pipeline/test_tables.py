@@ -1,6 +1,7 @@
 """Tables through the real `dvc repro` and `dvc exp run` in temporary copies of this
 repository, served and sent records: a generated table with every kind of column (both
-tasks), the Palmer penguins (the README's command) and scikit-learn's diabetes regression."""
+tasks) and scikit-learn's diabetes regression with cross-validation. The Palmer penguins run
+with the README's own command in tests/test_readme.py."""
 
 from __future__ import annotations
 
@@ -100,35 +101,6 @@ def test_a_mixed_table_runs_end_to_end_and_serves_records(repo_copy: Path, task:
             assert all(abs(sum(p.values()) - 1) < 1e-5 for p in answer["probabilities"])
         wrong = httpx.post(f"{url}/predict", json={"records": [{"width": "wide"}]}, timeout=30)
         assert wrong.status_code == 422 and "column 'width' takes a number" in wrong.text
-
-
-def test_penguins_with_the_readme_command(repo_copy: Path) -> None:
-    import palmerpenguins
-    import pandas as pd
-
-    source = Path(palmerpenguins.__file__).parent / "data/penguins.csv"
-    add_table(repo_copy, "penguins.csv", pd.read_csv(source))
-    # the README's command: only config changes
-    command = (
-        "dvc exp run -S data=tabular -S model=mlp -S data.source.path=data/raw/penguins.csv "
-        "-S data.source.label=species"
-    )
-    run(command.split(), repo_copy)
-    metrics = json.loads((repo_copy / "reports/metrics.json").read_text())
-    assert metrics["accuracy"] >= 0.95, metrics
-    with serving(repo_copy) as url:
-        record = {
-            "island": "Biscoe",
-            "bill_length_mm": 48.6,
-            "bill_depth_mm": 16.0,
-            "flipper_length_mm": 230.0,
-            "body_mass_g": 5800.0,
-            "sex": None,
-            "year": 2009,
-        }
-        answer = predict(url, [record, {**record, "island": "Atlantis"}])
-        assert answer["predictions"][0] == "Gentoo"
-        assert set(answer["probabilities"][1]) == {"Adelie", "Chinstrap", "Gentoo"}
 
 
 def test_diabetes_regression_with_cross_validation(repo_copy: Path) -> None:

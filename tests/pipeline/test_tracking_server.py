@@ -105,7 +105,7 @@ def test_pipeline_logs_to_the_tracking_server_and_reads_back(
     assert not (repo_copy / "mlflow.db").exists()
     assert not (repo_copy / "mlartifacts").exists()
 
-    conf = yaml.safe_load((repo_copy / "conf/tracking/default.yaml").read_text())
+    conf = yaml.safe_load((repo_copy / "params.yaml").read_text())["tracking"]
     client = MlflowClient(tracking_uri=url, registry_uri=url)
     experiment = client.get_experiment_by_name(conf["experiment"])
     assert experiment is not None

@@ -78,7 +78,7 @@ def test_sweep_through_submitit_runs_each_trial_as_a_job(tmp_path: Path) -> None
     assert all("Job completed successfully" in p.read_text() for p in job_logs)
     best = yaml.safe_load((sweep / "best.yaml").read_text())
     assert len(best["trials"]) == 2
-    assert best["best"]["score"] == max(r["score"] for r in results)
+    assert best["best"]["score"] == min(r["score"] for r in results)  # val_loss: minimised
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
     # the jobs saw the sweep's parent run: both trial runs are nested under it
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -104,10 +104,7 @@ def infer_columns(train: Any, cfg: Features) -> list[Column]:
                 )
             values = number_values(data)
             if np.isinf(values).any():
-                raise PipelineError(
-                    f"column '{name}' has infinite values: replace them by numbers or leave "
-                    f"them empty (missing values are imputed), or {drop}"
-                )
+                raise infinite_values(name)
             columns.append(Column(name, "numeric", "number", had_missing=data.null_count > 0))
             continue
         counts = pc.value_counts(pc.fill_null(pa.chunked_array([text_values(data)]), ""))
@@ -139,6 +136,14 @@ def infer_columns(train: Any, cfg: Features) -> list[Column]:
     if not columns:
         raise PipelineError("every feature column is dropped: keep at least one")
     return columns
+
+
+def infinite_values(name: str) -> PipelineError:
+    """The one-line refusal of a numeric column with infinite values, in any split."""
+    return PipelineError(
+        f"column '{name}' has infinite values: replace them by numbers or leave them empty "
+        f"(missing values are imputed), or leave it out with +features.columns.{name}.kind=drop"
+    )
 
 
 def _kind(name: str, data: Any, cfg: Features, drop: str) -> str:
@@ -331,9 +336,15 @@ def fit(train: Any, columns: list[Column], cfg: Features, seed: int) -> Any:
 def transform(
     preprocessor: Any, batches: Iterator[Any], columns: list[Column]
 ) -> Iterator[np.ndarray]:
-    """float32 feature rows, one array per batch of the table."""
+    """float32 feature rows, one array per batch of the table; PipelineError for an infinite
+    value (the training split's were refused already, the other splits' are found here)."""
+    numeric = [c.name for c in columns if c.kind == "numeric"]
     for batch in batches:
-        yield np.ascontiguousarray(preprocessor.transform(frame(batch, columns)), dtype=np.float32)
+        data = frame(batch, columns)
+        for name in numeric:
+            if np.isinf(data[name].to_numpy()).any():
+                raise infinite_values(name)
+        yield np.ascontiguousarray(preprocessor.transform(data), dtype=np.float32)
 
 
 def feature_names(preprocessor: Any) -> list[str]:
