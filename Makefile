@@ -55,16 +55,17 @@ pipeline: install ## reproduce the pipeline (dvc repro) on the built-in dataset
 
 # Tests, linters, benchmarks
 
-test: install ## run all tests, the real pipeline included (the stack's: make test-stack)
+test: install airflow-install ## run all tests, the real pipeline and Airflow included (the stack's: make test-stack)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not stack"
 
 test-fast: install ## unit tests only
 	$(BIN)/python -m pytest -m "not slow and not docker" -n 2
 
-lint: install audit ## ruff; the lock against pyproject.toml; actionlint and zizmor over .github/
+lint: install audit ## ruff; the locks against their pyproject.toml; actionlint and zizmor over .github/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(UV) lock --check
+	$(UV) lock --check --project $(AIRFLOW_PROJECT)
 	scripts/lint-workflows.sh
 
 audit: install ## known vulnerabilities in the locked set (pip-audit; exceptions in audit-ignore.txt)
@@ -74,17 +75,40 @@ audit: install ## known vulnerabilities in the locked set (pip-audit; exceptions
 # take long on a small machine: make bench TABLE_ROWS="1000000 10000000" runs those
 TABLE_ROWS ?= 100000 1000000
 
-bench: install ## run the benchmarks under bench/; they rewrite docs/performance.md
+bench: install airflow-install ## run the benchmarks under bench/; they rewrite docs/performance.md
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/sweeps.py
 	$(BIN)/python bench/kernels.py
 	$(BIN)/python bench/throughput.py --table
 	$(BIN)/python bench/tables.py --rows $(TABLE_ROWS)
+	$(BIN)/python bench/orchestration.py
 
 clean: ## remove the venv, the MLflow store and Python caches (DVC outputs stay)
-	rm -rf $(VENV) mlflow.db mlruns mlartifacts mlflow-server.db mlartifacts-server outputs multirun \
+	rm -rf $(VENV) $(AIRFLOW_VENV) mlflow.db mlruns mlartifacts mlflow-server.db mlartifacts-server outputs multirun \
 		.pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Orchestration: the pipeline as an Airflow DAG (docs/orchestration.md). Airflow has its own
+# environment and lock: it caps fastapi below the service's pin.
+AIRFLOW_PROJECT := orchestration/airflow
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+.PHONY: airflow-install airflow-lock train-image
+
+airflow-install: $(AIRFLOW_STAMP) ## create .venv-airflow: Airflow from its own lock, and mlpipeline (no deps) for the DAG
+
+$(AIRFLOW_STAMP): $(AIRFLOW_PROJECT)/uv.lock $(AIRFLOW_PROJECT)/pyproject.toml | $(STAMP)
+	@test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	UV_PROJECT_ENVIRONMENT=$(abspath $(AIRFLOW_VENV)) $(UV) sync --locked --project $(AIRFLOW_PROJECT) \
+		--python $(AIRFLOW_VENV)/bin/python
+	$(UV) pip install --python $(AIRFLOW_VENV)/bin/python --no-deps --editable .
+	@touch $@
+
+airflow-lock: ## resolve orchestration/airflow/pyproject.toml into its uv.lock; commit both
+	$(UV) lock --project $(AIRFLOW_PROJECT)
+
+train-image: install ## build the training image the DAG's docker mode runs (env BASE_IMAGE, TORCH_INDEX, TRAIN_IMAGE_TAG)
+	$(BIN)/python -m mlpipeline.ops.train_image build
 
 # Serving: the ONNX model behind FastAPI, locally and as a container image
 .PHONY: serve image smoke check-image

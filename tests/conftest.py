@@ -1,15 +1,28 @@
-"""Shared fixtures: a tiny composed config in a temporary directory, and temporary copies of
-the repository in which the real `dvc` runs: as it is (repo_copy), or already reproduced with
-two-epoch training (tiny_repo). Plain helpers are in helpers.py."""
+"""Shared fixtures: a tiny composed config in a temporary directory, temporary copies of the
+repository in which the real `dvc` runs: as it is (repo_copy), or already reproduced with
+two-epoch training (tiny_repo), and an S3-compatible server on loopback (s3_server). Plain
+helpers are in helpers.py."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, commit_all, copy_tracked_files, run, set_in_conf, tiny
+from helpers import (
+    BIN,
+    ROOT,
+    commit_all,
+    copy_tracked_files,
+    free_port,
+    run,
+    set_in_conf,
+    stop,
+    tiny,
+    wait_for_server,
+)
 
 from mlpipeline.config import Config, compose_config
 
@@ -59,3 +72,29 @@ def tiny_baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_repo(tiny_baseline: Path, tmp_path: Path) -> Path:
     """A copy of tiny_baseline: reproduced (two epochs), committed, its DVC cache included."""
     return Path(shutil.copytree(tiny_baseline, tmp_path / "repo", symlinks=True))
+
+
+MOTO_SERVER = Path(BIN) / "moto_server"
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path) -> Iterator[str]:
+    """moto_server on 127.0.0.1 and a free port; yields its endpoint URL, always stops it.
+    `moto[server]` is pinned in uv.lock: a missing server is an error, not a skip."""
+    if not MOTO_SERVER.is_file():
+        pytest.fail(f"{MOTO_SERVER} not found: moto[server] is pinned in uv.lock: make install")
+    port = free_port()
+    log = (tmp_path / "moto.log").open("w")
+    proc = subprocess.Popen(
+        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_server(proc, f"{endpoint}/moto-api/", 60, (tmp_path / "moto.log").read_text)
+        yield endpoint
+    finally:
+        stop(proc)
+        log.close()

@@ -172,6 +172,34 @@ def lock_outs(repo: Path) -> dict[str, str]:
     return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}
 
 
+# moto accepts any credentials; these keep real ones away from the fake endpoint
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def s3_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for DVC against the s3_server fixture: fake keys, no AWS config files."""
+    return {
+        **S3_KEYS,
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+    }
+
+
+def s3_client(endpoint: str) -> Any:
+    """A boto3 S3 client for the s3_server fixture's endpoint."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
 def copy_serving(root: Path) -> None:
     """The serving package into a build context at `root`, as the Dockerfile copies it."""
     shutil.copytree(

@@ -10,13 +10,12 @@ did (a missing package is an error, not a skip)."""
 from __future__ import annotations
 
 import hashlib
-import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import BIN, free_port, run, stages_run, stop, wait_for_server
+from helpers import run, s3_client, s3_env, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -85,54 +84,15 @@ def test_local_directory_remote_round_trip(tiny_repo: Path, tmp_path: Path) -> N
     assert run(["dvc", "remote", "default"], tmp_path / "clone").stdout.strip() == "storage"
 
 
-# S3-compatible: moto's standalone server on loopback
-
-MOTO_SERVER = Path(BIN) / "moto_server"
-
-
-@pytest.fixture
-def s3_server(tmp_path: Path) -> Iterator[str]:
-    """moto_server on 127.0.0.1 and a free port; yields its endpoint URL, always stops it."""
-    if not MOTO_SERVER.is_file():
-        pytest.fail(f"{MOTO_SERVER} not found: moto[server] is pinned in uv.lock: make install")
-    port = free_port()
-    log = (tmp_path / "moto.log").open("w")
-    proc = subprocess.Popen(
-        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_server(proc, f"{endpoint}/moto-api/", 60, (tmp_path / "moto.log").read_text)
-        yield endpoint
-    finally:
-        stop(proc)
-        log.close()
+# S3-compatible: moto's standalone server on loopback (conftest.s3_server)
 
 
 def test_s3_remote_round_trip(tiny_repo: Path, tmp_path: Path, s3_server: str) -> None:
-    # pinned in uv.lock (boto3 comes with moto): if missing, fail here, never skip
-    import boto3
+    # pinned in uv.lock: if missing, fail here, never skip
     import dvc_s3  # noqa: F401  (without it `dvc push` to s3:// fails further in)
 
-    # moto accepts any credentials; never let real ones near the fake endpoint
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-    }
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_server,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    env = s3_env(tmp_path)
+    s3 = s3_client(s3_server)
     s3.create_bucket(Bucket="dvc-storage")
     configure = [
         ["dvc", "remote", "add", "--default", "--force", "storage", "s3://dvc-storage/mlpipeline"],

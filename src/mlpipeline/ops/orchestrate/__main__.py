@@ -1,0 +1,96 @@
+"""Command line of the orchestration runner, run in the pipeline's environment:
+
+    python -m mlpipeline.ops.orchestrate graph [--repo DIR]          # the stage graph, JSON
+    python -m mlpipeline.ops.orchestrate run STAGE [--repo DIR] ...  # one stage as one task
+    python -m mlpipeline.ops.orchestrate hash PATH [--repo DIR]      # DVC's hash of a path
+
+`run` reads the upstream tasks' hand-offs, one a line, from --upstream (a file) or the
+environment variable MLPIPELINE_UPSTREAM, and prints its own hand-off as its last line (or
+writes it to --output). An expected failure is one `error:` line and exit status 1."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mlpipeline.artifacts import atomic_path
+from mlpipeline.errors import PipelineError, exit_on_error
+
+UPSTREAM_ENV = "MLPIPELINE_UPSTREAM"
+
+
+def upstream_lines(path: Path | None) -> list[str]:
+    """The upstream hand-offs: the lines of `path`, else of MLPIPELINE_UPSTREAM."""
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise PipelineError(f"cannot read the upstream hand-offs {path}: {err}") from None
+    else:
+        text = os.environ.get(UPSTREAM_ENV, "")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and run the command; PipelineError becomes one line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mlpipeline.ops.orchestrate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--repo", type=Path, default=Path("."), help="the DVC repository")
+    graph_cmd = commands.add_parser("graph", parents=[common], help="print the stage graph")
+    graph_cmd.add_argument("--output", type=Path, help="write it here instead")
+    run_cmd = commands.add_parser("run", parents=[common], help="run one stage as a task")
+    run_cmd.add_argument("stage", help="the stage's DVC address (see `graph`)")
+    run_cmd.add_argument("--upstream", type=Path, help="upstream hand-offs, one a line")
+    run_cmd.add_argument(
+        "--override", action="append", default=[], help="a Hydra override, as dvc exp run -S"
+    )
+    run_cmd.add_argument("--experiment", help="the run's name for the stages (DVC_EXP_NAME)")
+    run_cmd.add_argument("--output", type=Path, help="write the hand-off here, not to stdout")
+    hash_cmd = commands.add_parser("hash", parents=[common], help="DVC's hash of paths")
+    hash_cmd.add_argument("paths", nargs="+", help="paths in the repository")
+    args = parser.parse_args(argv)
+
+    with exit_on_error("interrupted"):
+        if args.command == "graph":
+            from mlpipeline.ops.orchestrate.graph import read_graph, to_json
+
+            text = to_json(read_graph(args.repo))
+            if args.output:
+                with atomic_path(args.output) as tmp:
+                    tmp.write_text(text, encoding="utf-8")
+            else:
+                sys.stdout.write(text)
+        elif args.command == "hash":
+            from mlpipeline.ops.orchestrate.runner import dvc_hash
+
+            for path in args.paths:
+                print(f"{dvc_hash(args.repo, path)}  {path}")
+        else:
+            from mlpipeline.ops.orchestrate.handoff import Handoff
+            from mlpipeline.ops.orchestrate.runner import run_stage
+
+            upstream = [Handoff.decode(line) for line in upstream_lines(args.upstream)]
+            handoff = run_stage(
+                args.repo,
+                args.stage,
+                upstream,
+                args.override,
+                args.experiment,
+                echo=lambda line: print(line, flush=True),
+            )
+            if args.output:
+                with atomic_path(args.output) as tmp:
+                    tmp.write_text(handoff.encode() + "\n", encoding="utf-8")
+            else:
+                print(handoff.encode(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

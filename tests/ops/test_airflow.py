@@ -1,0 +1,304 @@
+"""The pipeline as an Airflow DAG, run by Airflow 3 itself on SQLite: `airflow dags test`
+(no scheduler) for whole runs, a real scheduler where a run has to be cleared and resumed.
+Each task runs its stage with the orchestration runner in a checkout, as a worker would."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+from conftest import AIRFLOW_BIN, Airflow, scheduler, wait_for
+from helpers import (
+    ROOT,
+    S3_KEYS,
+    commit_all,
+    copy_tracked_files,
+    lock_outs,
+    run,
+    s3_client,
+    s3_env,
+    set_in_conf,
+)
+
+from mlpipeline.ops.docker import DockerSettings
+from mlpipeline.ops.orchestrate.handoff import Handoff
+
+pytestmark = pytest.mark.slow
+STAGES = [
+    "compose",
+    "ingest",
+    "prepare",
+    "features",
+    "train",
+    "crossval",
+    "evaluate",
+    "export",
+    "profile",
+    "register",
+]
+# a training value reaches these; the data stages stay as they were
+AFTER_TRAINING = ["compose", "train", "crossval", "evaluate", "export", "profile", "register"]
+
+
+def ran(output: str) -> list[str]:
+    """The stages DVC ran, in the order the task logs say."""
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def use_checkout(airflow: Airflow, repo: Path, **settings: str) -> None:
+    """Point the DAG at `repo`, with this test's pipeline environment."""
+    airflow.env |= {"MLPIPELINE_REPO": str(repo), "MLPIPELINE_PYTHON": sys.executable, **settings}
+
+
+def test_the_dag_reproduces_dvc_repro_and_dvc_hashes_decide_what_runs(
+    airflow: Airflow, tmp_path: Path
+) -> None:
+    plain = copy_tracked_files(tmp_path / "plain")
+    plain_ran = ran(run(["dvc", "repro"], plain).stdout)
+    repo = copy_tracked_files(tmp_path / "dag")
+    use_checkout(airflow, repo)
+
+    first = airflow.dags_test()
+    assert airflow.runs()[0]["state"] == "success", first.stdout[-3000:]
+    assert ran(first.stdout) == plain_ran
+    assert (repo / "dvc.lock").read_text() == (plain / "dvc.lock").read_text()
+
+    second = airflow.dags_test()
+    assert ran(second.stdout) == []
+    assert "didn't change, skipping" in second.stdout
+
+    set_in_conf(repo, "trainer/default.yaml", "max_epochs", 3)
+    third = airflow.dags_test()
+    # compose resolves conf/ (it always runs on an edit there)
+    assert sorted(ran(third.stdout)) == sorted(AFTER_TRAINING)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["trainer"]["max_epochs"] == 3
+
+    # a manual run's parameters are `dvc exp run -S` overrides
+    fourth = airflow.dags_test(conf={"overrides": ["trainer.max_epochs=2"]})
+    assert sorted(ran(fourth.stdout)) == sorted(AFTER_TRAINING)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["trainer"]["max_epochs"] == 2
+
+
+def dag_tasks(airflow: Airflow) -> dict[str, list[str]]:
+    """The pipeline DAG's tasks and their upstream tasks, as Airflow loads dags/mlpipeline.py."""
+    script = (
+        "import json, runpy, sys; dag = runpy.run_path(sys.argv[1])['mlpipeline']; "
+        "print(json.dumps({t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}))"
+    )
+    dag_file = str(airflow.home / "dags" / "mlpipeline.py")
+    out = run([str(AIRFLOW_BIN / "python"), "-c", script, dag_file], airflow.home, **airflow.env)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_a_stage_added_to_dvc_yaml_is_a_task_in_its_place(
+    airflow: Airflow, repo_copy: Path
+) -> None:
+    use_checkout(airflow, repo_copy)
+    before = dag_tasks(airflow)
+    assert sorted(before) == sorted(STAGES)
+    spec = yaml.safe_load((repo_copy / "dvc.yaml").read_text())
+    spec["stages"]["summarize"] = {
+        "cmd": "python -c 'print(open(\"reports/metrics.json\").read())' > reports/summary.txt",
+        "deps": ["reports/metrics.json"],
+        "outs": [{"reports/summary.txt": {"cache": False}}],
+    }
+    (repo_copy / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    after = dag_tasks(airflow)
+    assert after == {**before, "summarize": ["evaluate"]}
+    # the DAG file is the one copied before the edit: nothing in it names a stage
+    assert (airflow.home / "dags/mlpipeline.py").read_bytes() == (
+        ROOT / "dags/mlpipeline.py"
+    ).read_bytes()
+
+
+def remote_connection(endpoint: str) -> str:
+    """An Airflow connection (as its environment variable's JSON) for the s3_server fixture."""
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": S3_KEYS["AWS_ACCESS_KEY_ID"],
+            "password": S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        }
+    )
+
+
+def s3_remote(repo: Path, endpoint: str) -> None:
+    """Make an empty bucket on the fake S3 server the repository's committed default remote."""
+    s3_client(endpoint).create_bucket(Bucket="dvc-storage")
+    add = ["dvc", "remote", "add", "--default", "--force", "storage", "s3://dvc-storage/p"]
+    run(add, repo)
+    commit_all(repo, "the DVC remote on S3")
+
+
+def test_tasks_in_two_clones_that_share_only_the_dvc_remote(
+    airflow: Airflow, tiny_repo: Path, tmp_path: Path, s3_server: str
+) -> None:
+    # tiny_repo is the single-workspace result: `dvc repro` of two-epoch training, committed
+    s3_remote(tiny_repo, s3_server)
+    first, second = tmp_path / "worker-1", tmp_path / "worker-2"
+    for clone in (first, second):
+        run(["git", "clone", "-q", str(tiny_repo), str(clone)], tmp_path)
+    later = ["train", "crossval", "evaluate", "export", "profile", "register"]
+    use_checkout(
+        airflow,
+        first,
+        MLPIPELINE_WORKSPACES=json.dumps({stage: str(second) for stage in later}),
+        MLPIPELINE_REMOTE_CONN="dvc_remote",
+        AIRFLOW_CONN_DVC_REMOTE=remote_connection(s3_server),
+        # the credentials come from the connection alone
+        AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
+    )
+    out = airflow.dags_test().stdout
+    assert airflow.runs()[0]["state"] == "success", out[-3000:]
+    # nothing was on the remote: every stage runs but evaluate and crossval (the model comes out
+    # identical, and their outputs are committed) and features (an image's features are its
+    # prepared arrays, which DVC checks out from prepare's outputs in the cache)
+    skipped = {"evaluate", "crossval", "features"}
+    assert sorted(ran(out)) == sorted(s for s in STAGES if s not in skipped)
+    assert lock_outs(second) == lock_outs(tiny_repo)
+    assert (second / "dvc.lock").read_text() == (tiny_repo / "dvc.lock").read_text()
+    # each clone holds only what its own stages needed
+    assert not (first / "models/model.pt").exists()
+    assert (second / "models/model.onnx").is_file() and not (second / "data/ingested").exists()
+    keys = s3_client(s3_server).list_objects_v2(Bucket="dvc-storage", Prefix="p/files/md5/")
+    assert keys.get("KeyCount", 0) > 0
+
+
+# the README's own-data experiment, as a manual run's parameters
+TABLE = [
+    "data=tabular",
+    "model=mlp",
+    "data.source.path=data/raw/mydata.csv",
+    "data.source.label=species",
+    "trainer.max_epochs=2",
+]
+
+
+def write_table(path: Path) -> None:
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=300, n_features=6, n_informative=4, n_classes=3,
+                               random_state=0)  # fmt: skip
+    rows = [",".join(f"f{i}" for i in range(6)) + ",species"]
+    rows += [",".join(map(str, r)) + f",{'abc'[c]}" for r, c in zip(x, y, strict=True)]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_a_failing_stage_fails_its_task_and_clearing_it_after_the_fix_completes_the_run(
+    airflow: Airflow, tiny_repo: Path
+) -> None:
+    # a real scheduler: only it resumes a run whose tasks are cleared
+    use_checkout(airflow, tiny_repo, MLPIPELINE_SCHEDULE="none", MLPIPELINE_WATCH="")
+    airflow.env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
+    run_state = "SELECT state FROM dag_run WHERE dag_id = 'mlpipeline' AND run_id = ?"
+    with scheduler(airflow) as db:
+        wait_for(db, "SELECT count(*) FROM dag WHERE dag_id = ?", ("mlpipeline",), {1}, 120)
+        out = airflow("dags", "trigger", "mlpipeline", "-c", json.dumps({"overrides": TABLE}))
+        run_id = db.execute("SELECT run_id FROM dag_run WHERE dag_id = 'mlpipeline'").fetchone()[0]
+        assert run_id in out.stdout
+        wait_for(db, run_state, (run_id,), {"failed"}, 600)
+        states = airflow.states(run_id)
+        assert states == {
+            "compose": "success",
+            "ingest": "failed",
+            **{stage: "upstream_failed" for stage in STAGES[2:]},
+        }
+        logs = airflow.home / "logs" / "dag_id=mlpipeline" / f"run_id={run_id}"
+        log = (logs / "task_id=ingest/attempt=1.log").read_text()
+        # the stage's own line, once, and the task's failure is that line
+        (stage_error,) = [
+            e for e in re.findall(r'"event":"error: ([^"]*)"', log) if "stage" not in e
+        ]
+        assert stage_error.startswith("data.source.path data/raw/mydata.csv not found"), log
+        assert f'"exc_value":"stage ingest failed: {stage_error}"' in log
+
+        write_table(tiny_repo / "data/raw/mydata.csv")
+        airflow("tasks", "clear", "mlpipeline", "-t", "ingest", "--downstream", "--yes")
+        wait_for(db, run_state, (run_id,), {"success"}, 900)
+    assert set(airflow.states(run_id).values()) == {"success"}
+    # compose was not run again; ingest was, and everything after it
+    assert not (logs / "task_id=compose/attempt=2.log").exists()
+    assert (logs / "task_id=ingest/attempt=2.log").is_file()
+    card = json.loads((tiny_repo / "models/model_card.json").read_text())
+    assert card["classes"] == ["a", "b", "c"]
+
+
+def test_the_watch_runs_when_the_raw_datas_dvc_hash_changes(
+    airflow: Airflow, repo_copy: Path
+) -> None:
+    use_checkout(airflow, repo_copy)
+    watch = "mlpipeline_watch"
+    airflow.dags_test(watch)
+    airflow.dags_test(watch)
+    (repo_copy / "data/raw/new.csv").write_text("a,b\n1,2\n")
+    airflow.dags_test(watch)
+    verdicts = [airflow.states(r["run_id"], watch)["dvc_hash"] for r in airflow.runs(watch)]
+    # newest first: changed, unchanged, first sight
+    assert verdicts == ["success", "skipped", "success"]
+    script = (
+        "import runpy, sys; when = runpy.run_path(sys.argv[1])['mlpipeline'].timetable; "
+        "print(type(when).__name__, [a.name for a in when.asset_condition.objects])"
+    )
+    dag_file = str(airflow.home / "dags" / "mlpipeline.py")
+    out = run([str(AIRFLOW_BIN / "python"), "-c", script, dag_file], airflow.home, **airflow.env)
+    # the pipeline runs on its schedule or on the watch's event
+    assert out.stdout.splitlines()[-1] == "AssetOrTimeSchedule ['mlpipeline_raw_data']"
+
+
+def last_handoff(output: str) -> Handoff:
+    """The last hand-off a container printed, from the task log."""
+    start = output.rindex('{"format":')
+    data, _ = json.JSONDecoder().raw_decode(output[start:])
+    return Handoff.decode(json.dumps(data))
+
+
+@pytest.mark.docker
+def test_a_stage_runs_in_the_training_image_with_the_remote_from_a_connection(
+    client: docker.DockerClient,
+    settings: DockerSettings,
+    airflow: Airflow,
+    tiny_repo: Path,
+    tmp_path: Path,
+    s3_server: str,
+) -> None:
+    from mlpipeline.ops.train_image import TrainImageSettings, build_train_image
+
+    # one task, not the whole DAG: each container of a 1.7 GB image takes tens of seconds to
+    # create on a copying storage driver (vfs); the other tests run every stage in checkouts
+    s3_remote(tiny_repo, s3_server)
+    run(["dvc", "push"], tiny_repo, **s3_env(tmp_path), AWS_ENDPOINT_URL=s3_server)
+    tag = "mlpipeline-train:pytest"
+    build_train_image(tiny_repo, TrainImageSettings(), tag=tag, quiet=True)
+    try:
+        graph = tmp_path / "graph.json"
+        graph.write_text(json.dumps([{"name": "train", "task_id": "train", "upstream": []}]))
+        use_checkout(
+            airflow,
+            tiny_repo,
+            MLPIPELINE_MODE="docker",
+            MLPIPELINE_IMAGE=tag,
+            MLPIPELINE_GRAPH=str(graph),
+            DOCKER_NETWORK=settings.docker_network,
+            MLPIPELINE_REMOTE_CONN="dvc_remote",
+            AIRFLOW_CONN_DVC_REMOTE=remote_connection(s3_server),
+        )
+        out = airflow.dags_test(conf={"overrides": ["trainer.max_epochs=3"]}).stdout
+        assert airflow.runs()[0]["state"] == "success", out[-3000:]
+        assert ran(out) == ["train"]
+        handoff = last_handoff(out)
+        assert "max_epochs: 3" in handoff.files["params.yaml"]["text"]
+        model = next(o for o in handoff.stages["train"]["outs"] if o["path"] == "models/model.pt")
+        assert model["md5"] != lock_outs(tiny_repo)["models/model.pt"]
+        key = f"p/files/md5/{model['md5'][:2]}/{model['md5'][2:]}"
+        assert s3_client(s3_server).list_objects_v2(Bucket="dvc-storage", Prefix=key)["KeyCount"]
+    finally:
+        client.images.remove(tag, force=True)
