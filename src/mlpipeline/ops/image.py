@@ -70,7 +70,13 @@ def build_args(
 ) -> dict[str, str]:
     """The image's build arguments: its base, and the commit, model and source it labels."""
     model = context / "models" / "model.onnx"
-    for needed in (context / "Dockerfile", model, context / "models" / "model_card.json"):
+    models = context / "models"
+    for needed in (
+        context / "Dockerfile",
+        model,
+        models / "model_card.json",
+        models / "profile.json",
+    ):
         if not needed.is_file():
             raise PipelineError(f"{needed} not found: run `dvc repro` first (it exports the model)")
     return {
