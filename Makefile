@@ -151,5 +151,5 @@ mlflow-server: install ## MLflow tracking server on 127.0.0.1:$MLFLOW_PORT (defa
 stack-smoke: install ## build and start docker-compose.yml's stack, check both services, remove it (env BASE_IMAGE)
 	$(BIN)/python -m mlpipeline.ops.stack smoke
 
-test-stack: install ## the stack's own test (a tiny model; not in `make test`: the MLflow image builds for minutes)
+test-stack: install ## the stack's own test, Prometheus included (a tiny model; not in `make test`: the MLflow image builds for minutes)
 	$(BIN)/python -m pytest -m stack tests/ops/test_stack.py

@@ -329,24 +329,61 @@ def bad_requests() -> list[tuple[str, bytes, str | None, int, str]]:
     ]
 
 
-def host_network_compose_file(root: Path) -> Path:
+def host_network_compose_file(root: Path, model_port: int | None = None) -> Path:
     """docker-compose.yml of `root` on the host's network: no published ports, each service
-    listening on the host port itself, builds on the host network too; without the services
-    of the "monitoring" profile."""
+    listening on the host port itself, builds on the host network too. Without `model_port`,
+    without the services of the "monitoring" profile; with it, Prometheus stays (listening on
+    PROMETHEUS_PORT, scraping the model at 127.0.0.1:`model_port` through a prometheus.yml
+    written beside the committed one) and only Grafana goes."""
     spec = yaml.safe_load((root / "docker-compose.yml").read_text(encoding="utf-8"))
     port_vars = {"mlflow": ("MLFLOW_PORT", "5000"), "model": ("PORT", "8080")}
     host_vars = {"mlflow": "MLFLOW_PORT", "model": "MODEL_PORT"}
-    # the monitoring profile's services run official images no registry here serves
-    spec["services"] = {n: s for n, s in spec["services"].items() if "profiles" not in s}
+    # Grafana's official image no registry here serves, and no stand-in is built for it
+    keep = {"prometheus"} if model_port is not None else set()
+    spec["services"] = {
+        n: s for n, s in spec["services"].items() if "profiles" not in s or n in keep
+    }
     for name, service in spec["services"].items():
         service.pop("ports", None)
         service["network_mode"] = "host"
+        if name == "prometheus":
+            continue
         service["build"]["network"] = "host"
         variable, default = port_vars[name]
         service.setdefault("environment", {})[variable] = f"${{{host_vars[name]}:-{default}}}"
+    if "prometheus" in spec["services"]:
+        host_network_prometheus(root, spec["services"]["prometheus"], model_port)
     path = root / "docker-compose.host-network.yml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
+
+
+def host_network_prometheus(root: Path, service: dict[str, Any], model_port: int | None) -> None:
+    """Point the Compose file's Prometheus `service` at the host's network: it listens on
+    127.0.0.1:PROMETHEUS_PORT, and its config (written under `root`) scrapes the model
+    service at 127.0.0.1:`model_port`, as no service name resolves there."""
+    committed = root / "monitoring/prometheus/prometheus.yml"
+    config = yaml.safe_load(committed.read_text(encoding="utf-8"))
+    for job in config["scrape_configs"]:
+        for group in job.get("static_configs", []):
+            group["targets"] = [
+                f"127.0.0.1:{model_port}" if t == "model:8080" else t for t in group["targets"]
+            ]
+    generated = committed.with_name("prometheus.host-network.yml")
+    generated.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    listen = "127.0.0.1:${PROMETHEUS_PORT:-9090}"
+    service["command"] = [
+        f"--web.listen-address={listen}" if a.startswith("--web.listen-address=") else a
+        for a in service["command"]
+    ]
+    service["healthcheck"]["test"] = [
+        a.replace("127.0.0.1:9090", listen) for a in service["healthcheck"]["test"]
+    ]
+    mount = "./monitoring/prometheus/prometheus.yml:"
+    service["volumes"] = [
+        v.replace(mount, f"./{generated.relative_to(root)}:", 1) if v.startswith(mount) else v
+        for v in service["volumes"]
+    ]
 
 
 def mixed_table(rows: int = 400, task: str = "classification", seed: int = 0) -> Any:

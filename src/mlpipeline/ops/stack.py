@@ -1,16 +1,19 @@
 """The team stack of docker-compose.yml (MLflow tracking server and model server): build it,
 start it, check it, remove it.
 
-    python -m mlpipeline.ops.stack smoke     (or: make stack-smoke)
+    python -m mlpipeline.ops.stack smoke [--monitoring]     (or: make stack-smoke)
 
 Runs Compose (`docker compose`, else `docker-compose`) under its own project name on free ports.
 Compose reads its files as usual: docker-compose.yml, or the files COMPOSE_FILE names. Waits
 until both services report healthy, then checks the model server (/ready, one /predict row
 against the export stage's reference output) and the tracking server (/health; a run logged by
 a separate process through MLFLOW_TRACKING_URI, its metric, param and artifact read back), and
-reports build time, image sizes and time to healthy. The stack and its volume are removed at
-the end, whatever happened. Expected failures (no daemon, no Compose, no model) print one line
-and exit 1.
+reports build time, image sizes and time to healthy. With --monitoring it also starts the
+Compose file's Prometheus (profile "monitoring", without Grafana), waits until it is healthy too,
+and checks through its HTTP API that it scrapes the model service (/api/v1/targets: job model
+up) and has loaded the groups of monitoring/prometheus/rules.yml (/api/v1/rules). The stack and
+its volumes are removed at the end, whatever happened. Expected failures (no daemon, no Compose,
+no model) print one line and exit 1.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 import docker
 import httpx
 import numpy as np
+import yaml
 
 from mlpipeline.artifacts import md5_file
 from mlpipeline.errors import PipelineError, exit_on_error
@@ -49,7 +53,13 @@ from mlpipeline.ops.docker import (
 from mlpipeline.ops.wait import wait_until
 
 SERVICES = ("mlflow", "model")
+MONITORING = ("prometheus",)  # of the "monitoring" profile: Grafana needs no check of its own
+PROFILE = "monitoring"
+RULES = Path("monitoring/prometheus/rules.yml")
+SCRAPE_JOB = "model"
 HEALTHY_TIMEOUT_S = 300.0
+# the model's target is scraped every 15 s (prometheus.yml): a few intervals to see it up
+SCRAPED_TIMEOUT_S = 90.0
 COMMAND_TIMEOUT_S = 600.0
 
 # Run in a separate process with only MLFLOW_TRACKING_URI pointing at the server, as the
@@ -86,6 +96,10 @@ class StackReport:
     run_id: str
     artifact_uri: str
     urls: dict[str, str] = field(default_factory=dict)
+    # with monitoring: the model's scrape target as Prometheus reports it, and the rule groups
+    # it loaded (name: number of rules)
+    scrape: dict[str, str] = field(default_factory=dict)
+    rule_groups: dict[str, int] = field(default_factory=dict)
 
 
 def compose_command() -> list[str]:
@@ -133,10 +147,15 @@ class Compose:
         return proc.stdout or ""
 
 
-def wait_healthy(client: docker.DockerClient, compose: Compose, started: float) -> dict[str, float]:
-    """Poll each service's Docker health until all are healthy; seconds from `started` to
+def wait_healthy(
+    client: docker.DockerClient,
+    compose: Compose,
+    started: float,
+    services: tuple[str, ...] = SERVICES,
+) -> dict[str, float]:
+    """Poll each of `services`' Docker health until all are healthy; seconds from `started` to
     each service's healthy state. PipelineError with its log tail if one fails or exits."""
-    ids = {s: compose("ps", "-q", s).strip() for s in SERVICES}
+    ids = {s: compose("ps", "-q", s).strip() for s in services}
     for service, cid in ids.items():
         if not cid:
             raise PipelineError(f"service {service} has no container after `up`")
@@ -163,7 +182,7 @@ def wait_healthy(client: docker.DockerClient, compose: Compose, started: float) 
                 )
         return healthy if len(healthy) == len(containers) else None
 
-    waiting = ", ".join(SERVICES)
+    waiting = ", ".join(services)
     return wait_until(all_healthy, HEALTHY_TIMEOUT_S, f"{waiting} not all healthy", 0.5)
 
 
@@ -210,12 +229,63 @@ def check_tracking(url: str) -> dict[str, object]:
     return got
 
 
+def prometheus_api(http: httpx.Client, path: str) -> dict[str, Any]:
+    """The `data` of a Prometheus HTTP API answer; PipelineError if it does not answer
+    success."""
+    try:
+        answer = http.get(path)
+        body = answer.json()
+    except (httpx.TransportError, ValueError) as err:
+        raise PipelineError(f"Prometheus {http.base_url}{path}: {err}") from None
+    if answer.status_code != 200 or body.get("status") != "success":
+        raise PipelineError(f"Prometheus {path} answered {answer.status_code}: {answer.text[:200]}")
+    return body["data"]
+
+
+def expected_rule_groups(rules: Path) -> dict[str, int]:
+    """The rule groups of a Prometheus rule file: name, number of rules."""
+    if not rules.is_file():
+        raise PipelineError(f"{rules} not found: run `make rules` (it writes the rule file)")
+    spec = yaml.safe_load(rules.read_text(encoding="utf-8")) or {}
+    return {g["name"]: len(g.get("rules") or []) for g in spec.get("groups") or []}
+
+
+def check_prometheus(url: str, rules: Path) -> tuple[dict[str, str], dict[str, int]]:
+    """Prometheus scrapes the model service (its target of job `model` is up, waiting a few
+    scrape intervals for that) and has loaded every group of `rules` with all its rules.
+    Returns the target (scrape URL, health, last scrape) and the loaded groups."""
+    expected = expected_rule_groups(rules)
+    last: dict[str, Any] = {}
+    with httpx.Client(base_url=url, timeout=10) as http:
+
+        def model_up() -> dict[str, Any] | None:
+            targets = prometheus_api(http, "/api/v1/targets?state=active")["activeTargets"]
+            jobs = [t for t in targets if t.get("labels", {}).get("job") == SCRAPE_JOB]
+            last.update(jobs[0] if jobs else {})
+            return next((t for t in jobs if t.get("health") == "up"), None)
+
+        try:
+            target = wait_until(model_up, SCRAPED_TIMEOUT_S, f"job {SCRAPE_JOB} not up", 1.0)
+        except PipelineError as err:
+            seen = f"health {last.get('health')}, {last.get('lastError') or 'no error'}"
+            raise PipelineError(
+                f"Prometheus {url}: {err} ({seen if last else 'no target'})"
+            ) from None
+        groups = prometheus_api(http, "/api/v1/rules")["groups"]
+    loaded = {g["name"]: len(g.get("rules") or []) for g in groups}
+    if any(loaded.get(name) != count for name, count in expected.items()):
+        raise PipelineError(f"Prometheus {url} loaded rule groups {loaded}, {rules} has {expected}")
+    scrape = {k: str(target.get(k, "")) for k in ("scrapeUrl", "health", "lastScrape")}
+    return scrape, loaded
+
+
 @contextlib.contextmanager
-def stack_up(compose: Compose) -> Iterator[float]:
-    """`up -d`; yields the time it started; `down -v` on leaving, whatever happened."""
+def stack_up(compose: Compose, services: tuple[str, ...] = ()) -> Iterator[float]:
+    """`up -d` (of `services`, default all but the profiled ones); yields the time it
+    started; `down -v` on leaving, whatever happened."""
     started = time.monotonic()
     try:
-        compose("up", "-d")
+        compose("up", "-d", *services)
         yield started
     finally:
         with contextlib.suppress(PipelineError):
@@ -231,20 +301,27 @@ def smoke(
     project: str = "mlpipeline-stack-smoke",
     images: dict[str, str] | None = None,
     quiet: bool = False,
+    monitoring: bool = False,
+    ports: dict[str, int] | None = None,
 ) -> StackReport:
     """Build the stack in `root`, start it on free ports, check both services, remove it.
-    `images`: tags for the services (MLFLOW_IMAGE, MODEL_IMAGE; default the Compose file's)."""
+    `images`: tags for the services (MLFLOW_IMAGE, MODEL_IMAGE; default the Compose file's).
+    `monitoring`: start and check Prometheus too (profile "monitoring", not Grafana).
+    `ports`: host ports of some services (default: free ones)."""
     model = root / "models" / "model.onnx"
-    if not model.is_file():
-        raise PipelineError(f"{model} not found: run `dvc repro` first (it exports the model)")
+    for needed in (model, root / "models" / "profile.json"):
+        if not needed.is_file():
+            raise PipelineError(f"{needed} not found: run `dvc repro` first (it exports the model)")
     command = compose_command()
     ensure_base_image(client, base_image)
-    ports = {"mlflow": free_port(), "model": free_port()}
+    services = (*SERVICES, *MONITORING) if monitoring else SERVICES
+    ports = {s: free_port() for s in services} | (ports or {})
     env = {
         **os.environ,
         "BASE_IMAGE": base_image,
         "MLFLOW_PORT": str(ports["mlflow"]),
         "MODEL_PORT": str(ports["model"]),
+        **({"PROMETHEUS_PORT": str(ports["prometheus"])} if monitoring else {}),
         "GIT_COMMIT": revision(root),
         "SOURCE_URL": source_url(root),
         "MODEL_MD5": md5_file(model),
@@ -252,17 +329,23 @@ def smoke(
     }
     if not env.get("COMPOSE_FILE") and not (root / "docker-compose.yml").is_file():
         raise PipelineError(f"{root / 'docker-compose.yml'} not found")
-    compose = Compose([*command, "-p", project], root, env)
+    profile = ["--profile", PROFILE] if monitoring else []
+    compose = Compose([*command, "-p", project, *profile], root, env)
     began = time.monotonic()
     compose("build", quiet=quiet)
     build_s = time.monotonic() - began
     urls = {s: f"http://127.0.0.1:{port}" for s, port in ports.items()}
-    with stack_up(compose) as started:
+    scrape: dict[str, str] = {}
+    groups: dict[str, int] = {}
+    # naming the services keeps the profile's other ones (Grafana) stopped
+    with stack_up(compose, services if monitoring else ()) as started:
         up_s = time.monotonic() - started
-        healthy = wait_healthy(client, compose, started)
+        healthy = wait_healthy(client, compose, started, services)
         diff = check_model(urls["model"], x, reference)
         run = check_tracking(urls["mlflow"])
-        built = {s: client.containers.get(compose("ps", "-q", s).strip()).image for s in SERVICES}
+        if monitoring:
+            scrape, groups = check_prometheus(urls["prometheus"], root / RULES)
+        built = {s: client.containers.get(compose("ps", "-q", s).strip()).image for s in services}
     return StackReport(
         compose=" ".join(command),
         images={s: (i.tags or [i.short_id])[0] for s, i in built.items()},
@@ -274,13 +357,25 @@ def smoke(
         run_id=str(run["run_id"]),
         artifact_uri=str(run["artifact_uri"]),
         urls=urls,
+        scrape=scrape,
+        rule_groups=groups,
     )
 
 
 def describe(report: StackReport) -> str:
     """The report as a few lines of text."""
-    sizes = ", ".join(f"{report.images[s]} {report.image_mb[s]:.0f} MB" for s in SERVICES)
-    healthy = ", ".join(f"{s} {report.healthy_s[s]:.1f} s" for s in SERVICES)
+    services = list(report.images)  # in the order of SERVICES, then MONITORING
+    sizes = ", ".join(f"{report.images[s]} {report.image_mb[s]:.0f} MB" for s in services)
+    healthy = ", ".join(f"{s} {report.healthy_s[s]:.1f} s" for s in services)
+    groups = ", ".join(f"{name} ({n} rules)" for name, n in report.rule_groups.items())
+    prometheus = (
+        [
+            f"Prometheus {report.urls['prometheus']}: target {report.scrape['scrapeUrl']} of job "
+            f"{SCRAPE_JOB} {report.scrape['health']}; rule groups loaded: {groups}"
+        ]
+        if report.scrape
+        else []
+    )
     return "\n".join(
         [
             f"stack via {report.compose}: {sizes}",
@@ -290,6 +385,7 @@ def describe(report: StackReport) -> str:
             f"{report.max_abs_diff:.1e} vs reference",
             f"tracking server {report.urls['mlflow']}: /health ok, run {report.run_id} logged "
             f"through MLFLOW_TRACKING_URI and read back, artifacts at {report.artifact_uri}",
+            *prometheus,
             "stack stopped and removed (down -v)",
         ]
     )
@@ -312,6 +408,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     check.add_argument("--root", type=Path, default=Path("."), help="repository root")
     check.add_argument("--quiet", action="store_true", help="no build log")
+    check.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="start Prometheus too and check that it scrapes the model and loaded the rules",
+    )
     checks.add_check_inputs(check)
     args = parser.parse_args(argv)
     with exit_on_error("interrupted; the stack was removed"):
@@ -323,7 +424,16 @@ def main(argv: list[str] | None = None) -> None:
             if os.environ.get("MODEL_IMAGE")
             else {"model": serve_image_tag(settings, args.root / "params.yaml")}
         )
-        report = smoke(connect(), args.root, x, reference, base, images=images, quiet=args.quiet)
+        report = smoke(
+            connect(),
+            args.root,
+            x,
+            reference,
+            base,
+            images=images,
+            quiet=args.quiet,
+            monitoring=args.monitoring,
+        )
         print(describe(report))
         if args.json:
             args.json.write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
