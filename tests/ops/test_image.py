@@ -131,7 +131,11 @@ def test_health_ready_metadata(http: httpx.Client, context: Path) -> None:
     card = json.loads((context / "models/model_card.json").read_text())
     assert {k: meta[k] for k in card} == card
     assert meta["git_commit"] == COMMIT
-    assert meta["serving"] == {"max_batch": MAX_BATCH, "max_body_bytes": MAX_BODY}
+    assert meta["serving"] == {
+        "max_batch": MAX_BATCH,
+        "max_body_bytes": MAX_BODY,
+        "drift_metrics": True,
+    }
 
 
 @docker_test
