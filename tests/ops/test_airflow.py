@@ -16,6 +16,7 @@ from conftest import AIRFLOW_BIN, Airflow, scheduler, wait_for
 from helpers import (
     ROOT,
     S3_KEYS,
+    STAGES,
     commit_all,
     copy_tracked_files,
     lock_outs,
@@ -29,18 +30,6 @@ from mlpipeline.ops.docker import DockerSettings
 from mlpipeline.ops.orchestrate.handoff import Handoff
 
 pytestmark = pytest.mark.slow
-STAGES = [
-    "compose",
-    "ingest",
-    "prepare",
-    "features",
-    "train",
-    "crossval",
-    "evaluate",
-    "export",
-    "profile",
-    "register",
-]
 # a training value reaches these; the data stages stay as they were
 AFTER_TRAINING = ["compose", "train", "crossval", "evaluate", "export", "profile", "register"]
 

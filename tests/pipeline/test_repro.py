@@ -6,21 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, lock_outs, make_command, run, set_in_conf, stages_run
+from helpers import ROOT, STAGES, lock_outs, make_command, run, set_in_conf, stages_run
 
 pytestmark = pytest.mark.slow
-STAGES = [
-    "compose",
-    "ingest",
-    "prepare",
-    "features",
-    "train",
-    "crossval",
-    "evaluate",
-    "export",
-    "profile",
-    "register",
-]
 
 
 def test_make_pipeline_reproduces_the_committed_lock_bit_for_bit(repo_copy: Path) -> None:
