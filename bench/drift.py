@@ -127,10 +127,10 @@ issue's goal: at least 0.9).
 
 {table(results)}
 
-Lowest ratio: {worst:.3f}, {verdict}. The counting itself is a few numpy calls per column per
-request (batches of up to 4 rows: plain Python per row): its share of a request is largest
-for the smallest requests and the cheapest models. A table model's cost grows with its number
-of columns.
+Lowest ratio: {worst:.3f}, {verdict}. A request only queues its inputs and outputs; each
+worker counts its queue at once (a few numpy calls per column for all of it) at every `/metrics`
+and every `DRIFT_FLUSH_SECONDS`, so the cost per request is the queueing plus its share of a
+flush. A table model's cost grows with its number of columns.
 """
     print(f"wrote {write_section('drift', 'Drift metrics: throughput with and without', body)}")
 

@@ -31,6 +31,8 @@ MONITORING = [
     "monitoring.alerts.for=2s",
 ]
 INTERVAL_S = 1.0
+# how often each worker adds its queued requests to the drift counters
+FLUSH_S = 0.2
 
 
 @dataclass
@@ -66,8 +68,9 @@ class Monitored:
 
     def settle(self, timeout_s: float = 60) -> None:
         """Wait until Prometheus has scraped the server after now, then evaluated the rules
-        on that scrape: its answers then reflect every request sent before the call."""
-        sent = time.time()
+        on that scrape: its answers then reflect every request sent before the call, once
+        every worker has flushed its drift counts."""
+        sent = time.time() + FLUSH_S
 
         def scraped() -> float | None:
             ts = self.latest('up{job="model"}')
@@ -125,6 +128,7 @@ def monitored(binary: str, model: Path, work: Path, workers: int = 2) -> Iterato
         "WORKERS": str(workers),
         "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics"),
         "REQUEST_LOG": "false",
+        "DRIFT_FLUSH_SECONDS": str(FLUSH_S),
     }
     (work / "metrics").mkdir(exist_ok=True)
     with (work / "model.log").open("w") as model_log:

@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -281,6 +282,7 @@ def test_python_m_serve_runs_uvicorn(workers: int, model_dir: Path) -> None:
         "MODEL_PATH": str(model_dir / "model.onnx"),
         "PORT": str(port),
         "WORKERS": str(workers),
+        "DRIFT_FLUSH_SECONDS": "0.2",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     proc = subprocess.Popen(
@@ -297,9 +299,21 @@ def test_python_m_serve_runs_uvicorn(workers: int, model_dir: Path) -> None:
             rows = np.zeros((2, *ROW)).tolist()
             for _ in range(10):
                 assert http.post("/predict", json={"inputs": rows}).status_code == 200
-            families = {
-                f.name: f for f in text_string_to_metric_families(http.get("/metrics").text)
-            }
+            # a worker adds its queued drift counts every DRIFT_FLUSH_SECONDS: read until all
+            # are in, as a scrape would
+            deadline = time.monotonic() + 30
+            while True:
+                families = {
+                    f.name: f for f in text_string_to_metric_families(http.get("/metrics").text)
+                }
+                predicted = sum(
+                    s.value
+                    for s in families["model_prediction"].samples
+                    if s.name.endswith("_total")
+                )
+                if predicted >= 20 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
         # with several workers /metrics sums over all of them, whichever one answers
         served = [
             s.value

@@ -299,12 +299,12 @@ def _counted(registry) -> dict:
 
 
 @pytest.mark.parametrize("kind", ["image", "table", "regression"])
-def test_small_batches_counted_row_by_row_count_what_whole_batches_count(
+def test_requests_queued_and_flushed_count_what_one_whole_batch_counts(
     kind: str, image_model: Path, table_cfg, tmp_path: Path
 ) -> None:
     from prometheus_client import CollectorRegistry
 
-    from mlpipeline.serving.drift import SMALL_BATCH, DriftCounters
+    from mlpipeline.serving.drift import DriftCounters
     from mlpipeline.serving.model import load_model
 
     if kind == "image":
@@ -327,11 +327,15 @@ def test_small_batches_counted_row_by_row_count_what_whole_batches_count(
         feeds = parse_records(json.dumps({"records": records}).encode(), model.columns, 64)
         outputs = model.predict(feeds)
     whole_registry, rows_registry = CollectorRegistry(), CollectorRegistry()
-    DriftCounters(profile, whole_registry).count(feeds, outputs)
+    whole = DriftCounters(profile, whole_registry)
+    whole.count(feeds, outputs)
+    whole.flush()
     rows = DriftCounters(profile, rows_registry)
-    for start in range(0, len(outputs), SMALL_BATCH):
-        part = {k: v[start : start + SMALL_BATCH] for k, v in feeds.items()}
-        rows.count(part, outputs[start : start + SMALL_BATCH])
+    for start in range(0, len(outputs), 3):
+        part = {k: v[start : start + 3] for k, v in feeds.items()}
+        rows.count(part, outputs[start : start + 3])
+    assert not any(_counted(rows_registry).values())  # queued, not counted yet
+    rows.flush()
     counted = _counted(rows_registry)
     assert counted == _counted(whole_registry)
     assert sum(v for (name, _), v in counted.items() if name == "model_prediction_total") == len(

@@ -12,7 +12,10 @@ Every request the service cannot use gets a 4xx answer `{"error": "<what is wron
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -101,7 +104,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             },
         }
     )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if drift is None:
+            yield
+            return
+        flusher = asyncio.create_task(_flush_every(drift, settings.drift_flush_seconds))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            drift.flush()
+
     app = FastAPI(
+        lifespan=lifespan,
         telemetry={"tracing": settings.otel, "metrics": settings.otel, "logs": settings.otel},
         title="mlpipeline model service",
         version=model.version,
@@ -168,10 +185,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/metrics")
     async def get_metrics() -> Response:
         """Prometheus text exposition."""
+        if drift is not None:
+            drift.flush()
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(MetricsMiddleware, metrics=metrics, log=log)
     return app
+
+
+async def _flush_every(drift: DriftCounters, seconds: float) -> None:
+    """Count the queued requests every `seconds`, so that the counters of a worker that
+    Prometheus's scrapes do not reach keep up too."""
+    while True:
+        await asyncio.sleep(seconds)
+        drift.flush()
 
 
 def _model_labels(model: Model, settings: Settings, profiled: bool) -> dict[str, str]:

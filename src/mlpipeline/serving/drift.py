@@ -6,8 +6,10 @@ index) without knowing the model (monitoring/prometheus/rules.yml).
 Label values are fixed by the profile (column names times bins, the classes): whatever the
 requests hold, the number of series stays what it was at start. Each series is created at start
 with the value 0, so a bin that traffic never reaches is still there for the rules to score.
-The work per request is a few numpy calls per column and one counter increment per bin that
-received rows, not per row.
+A request only queues its inputs and outputs: each worker counts its queue at once, a few
+numpy calls per column for all of it and one counter increment per bin that received rows, when
+/metrics is read, every `drift_flush_seconds` and when the queue holds `FLUSH_ROWS` rows, so
+that the numpy calls' fixed cost is paid once per flush rather than once per request.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from mlpipeline.serving.profile import (
 )
 from mlpipeline.serving.settings import Settings
 
-# batches up to this many rows are counted row by row in Python (numpy's calls cost more)
-SMALL_BATCH = 4
+# a queue this long is counted at once, whatever the time: it bounds the memory it holds
+FLUSH_ROWS = 4096
 
 
 def load_profile(settings: Settings, model: Model) -> Profile:
@@ -144,19 +146,36 @@ class DriftCounters:
         self.prediction_children = [predictions.labels(b) for b in profile.prediction.bins()]
         for label, share in zip(profile.prediction.bins(), profile.prediction.shares, strict=True):
             prediction_share.labels(label).set(share)
+        self.queue: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+        self.queued_rows = 0
 
     def count(self, feeds: dict[str, np.ndarray], outputs: np.ndarray) -> None:
-        """Count one accepted batch: its inputs (the model's feeds: one vector per column of
-        a table, or the image tensor) and the model's outputs on it."""
+        """Queue one accepted batch, its inputs (the model's feeds: one vector per column of
+        a table, or the image tensor) and the model's outputs on it, for the next flush()."""
+        self.queue.append((feeds, outputs))
+        self.queued_rows += len(outputs)
+        if self.queued_rows >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Count every queued batch into the counters, as one batch."""
+        if not self.queue:
+            return
+        queue, self.queue, self.queued_rows = self.queue, [], 0
+        feeds, outputs = queue[0]
+        if len(queue) > 1:
+            feeds = {name: np.concatenate([f[name] for f, _ in queue]) for name in feeds}
+            outputs = np.concatenate([out for _, out in queue])
+        self._count(feeds, outputs)
+
+    def _count(self, feeds: dict[str, np.ndarray], outputs: np.ndarray) -> None:
+        """Count one batch into the counters."""
         if self.statistics:
             (tensor,) = feeds.values()
             stats = image_statistics(tensor)
             values = {name: stats[key] for name, key in self.statistics.items()}
         else:
             values = feeds
-        if len(outputs) <= SMALL_BATCH:
-            self._count_rows(values, outputs)
-            return
         for name, binner, children in self.numeric:
             _add(children, binner.counts(values[name]))
         for name, binner, children, unseen_child in self.categorical:
@@ -165,26 +184,6 @@ class DriftCounters:
             if unseen:  # never when the column's values are not all known
                 unseen_child.inc(unseen)
         _add(self.prediction_children, self.prediction_binner.counts(outputs))
-
-    def _count_rows(self, values: dict[str, Any], outputs: np.ndarray) -> None:
-        """count() row by row in plain Python: the same bins, without numpy's per-call cost,
-        which dominates for a few rows."""
-        for name, binner, children in self.numeric:
-            for value in values[name].tolist():
-                children[binner.code(value)].inc()
-        for name, categorical, children, unseen_child in self.categorical:
-            for text in values[name]:
-                code, unseen = categorical.code(text)
-                children[code].inc()
-                if unseen:
-                    unseen_child.inc()
-        if isinstance(self.prediction_binner, NumericBinner):
-            scores = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)[:, 0]
-            for value in scores.tolist():
-                self.prediction_children[self.prediction_binner.code(value)].inc()
-        else:
-            for code in np.asarray(outputs).argmax(axis=1).tolist():
-                self.prediction_children[code].inc()
 
 
 def _add(children: list[Any], counts: np.ndarray) -> None:

@@ -21,7 +21,6 @@ Bins, per kind:
 
 from __future__ import annotations
 
-import bisect
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -148,7 +147,6 @@ class NumericBinner:
 
     def __init__(self, part: NumericColumn | ScorePrediction) -> None:
         self.edges = np.asarray(part.edges, dtype=np.float64)
-        self.edge_list = self.edges.tolist()
         self.missing = bool(getattr(part, "missing", False))
         self.size = len(self.edges) + 1 + self.missing
 
@@ -162,13 +160,6 @@ class NumericBinner:
 
     def counts(self, values: np.ndarray) -> np.ndarray:
         return np.bincount(self.codes(values), minlength=self.size)
-
-    def code(self, value: float) -> int:
-        """codes() of one value, in plain Python: the same comparisons (bisect_right is
-        searchsorted's side="right"), for the service's small batches."""
-        if value != value:  # NaN: the missing slot, or where searchsorted puts it (the end)
-            return len(self.edges) + self.missing
-        return bisect.bisect_right(self.edge_list, value)
 
 
 class CategoricalBinner:
@@ -195,13 +186,6 @@ class CategoricalBinner:
         unseen = int(counts[self.size])
         counts[self.size - 2] += unseen
         return counts[: self.size], unseen if self.tracks_unseen else 0
-
-    def code(self, text: str) -> tuple[int, bool]:
-        """counts() of one value, in plain Python: its bin, and whether it is unseen."""
-        code = self.lookup.get(text)
-        if code is None:
-            return self.size - 2, self.tracks_unseen
-        return code, False
 
 
 class ClassBinner:

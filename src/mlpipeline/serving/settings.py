@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         True,
         description="count inputs and predictions against the profile, for the drift rules",
     )
+    drift_flush_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="how often each worker adds the requests it has queued to the drift "
+        "counters (also whenever it answers /metrics)",
+    )
     request_log: bool = Field(True, description="one JSON line per request, on stdout")
     log_payload: bool = Field(
         False,
