@@ -75,6 +75,11 @@ class Size:
         return float32_bytes(self.rows, self.features) / (1 << 20)
 
 
+def tabular_batch_size() -> int:
+    """conf/data/tabular.yaml's batch size, the one the runs use."""
+    return int(yaml.safe_load((ROOT / "conf/data/tabular.yaml").read_text())["data"]["batch_size"])
+
+
 def use_table(repo: Path, epochs: int) -> None:
     """conf/ of the copy: the tabular defaults on the Parquet table, `epochs` epochs."""
     edits = {
@@ -222,7 +227,8 @@ def report(sizes: list[Size], epochs: int) -> str:
     lines = [
         stamp(),
         "",
-        f"The tabular defaults (`data=tabular`, `model=mlp`: batch size 256) on a synthetic "
+        f"The tabular defaults (`data=tabular`, `model=mlp`: batch size {tabular_batch_size()}) "
+        "on a synthetic "
         f"Parquet table (bench/synthetic.py: {large.features} columns, "
         f"{large.features - CATEGORICAL} float32 numbers of which {WITH_MISSING} miss "
         f"{MISSING_RATE:.0%} of their values, {CATEGORICAL} text categories missing as many, "

@@ -19,10 +19,10 @@ Usage:
 REPO is a repository copy whose data/features exists (bench/pipeline.py passes its temp
 copy); prints one JSON object on the last line of stdout.
     python bench/throughput.py --table [--rows 200000] [--epochs 3] [--rounds 3]
-A table: the tabular defaults (`data=tabular`, `model=mlp`, batch size 256) on a synthetic
-table (bench/synthetic.py, 50 columns, 5 classes) whose features the ingest, prepare and
-features stages make in a temporary directory first; writes its section of
-docs/performance.md.
+A table: the tabular defaults (`data=tabular`, `model=mlp`, conf/data/tabular.yaml's batch
+size) on a synthetic table (bench/synthetic.py, 50 columns, 5 classes) whose features the
+ingest, prepare and features stages make in a temporary directory first; writes its section
+of docs/performance.md.
 """
 
 from __future__ import annotations
