@@ -54,7 +54,7 @@ def test_the_dag_reproduces_dvc_repro_and_dvc_hashes_decide_what_runs(
 
     first = airflow.dags_test()
     assert airflow.runs()[0]["state"] == "success", first.stdout[-3000:]
-    assert ran(first.stdout) == plain_ran
+    assert sorted(ran(first.stdout)) == sorted(plain_ran)  # parallel branches: any order
     assert (repo / "dvc.lock").read_text() == (plain / "dvc.lock").read_text()
 
     second = airflow.dags_test()
