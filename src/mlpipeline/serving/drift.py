@@ -34,8 +34,9 @@ from mlpipeline.serving.profile import (
 )
 from mlpipeline.serving.settings import Settings
 
-# a queue this long is counted at once, whatever the time: it bounds the memory it holds
-FLUSH_ROWS = 4096
+# a queue this long is counted at once, whatever the time: it bounds the memory the queue and
+# the flush's temporaries hold (longer ones cost more per row, not less)
+FLUSH_ROWS = 1024
 
 
 def load_profile(settings: Settings, model: Model) -> Profile:

@@ -210,11 +210,13 @@ def image_statistics(x: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
         batch = batch[:, None, :]
     flat = batch.reshape(batch.shape[0], batch.shape[1], -1)
     # np.mean and np.std's own steps, bit for bit, without their per-call overhead (the
-    # service computes this on every request)
+    # service computes this at every flush of its drift counts)
     size = flat.shape[2]
     mean = np.add.reduce(flat, axis=2, dtype=np.float64, keepdims=True) / size
-    centred = flat - mean
-    std = np.sqrt(np.add.reduce(centred * centred, axis=2) / size)
+    # in place: a flush's batch is large, and a fresh temporary per step costs more than the math
+    centred = np.subtract(flat, mean, dtype=np.float64)
+    np.multiply(centred, centred, out=centred)
+    std = np.sqrt(np.add.reduce(centred, axis=2) / size)
     mean = mean[:, :, 0]
     return {
         (name, c): values[:, c]
