@@ -35,7 +35,7 @@ from mlpipeline.serving.profile import (
 from mlpipeline.serving.settings import Settings
 
 # a queue this long is counted at once, whatever the time: it bounds the memory the queue and
-# the flush's temporaries hold (longer ones cost more per row, not less)
+# the flush's temporaries hold
 FLUSH_ROWS = 1024
 
 
