@@ -99,6 +99,26 @@ def write_rows(path: Path, chunks: Iterator[np.ndarray], rows: int, columns: int
         raise ValueError(f"{written} rows written to {path}, {rows} announced")
 
 
+def parquet_reader(path: Path) -> Any:
+    """A pyarrow.parquet.ParquetFile to read in batches of rows. Without pre-buffering, which
+    reads column chunks far ahead of the batch asked for (about the whole file's size held
+    while reading a large file batch by batch)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path, pre_buffer=False)
+
+
+def parquet_writer(path: Path, schema: Any) -> Any:
+    """A pyarrow.parquet.ParquetWriter for a table written a batch (a row group) at a time.
+    Floating-point columns are not dictionary-encoded: their dictionaries overflow and are
+    dropped again in every row group, which made writing several times slower."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    encoded = [f.name for f in schema if not pa.types.is_floating(f.type)]
+    return pq.ParquetWriter(path, schema, use_dictionary=encoded)
+
+
 def md5_file(path: Path | str) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as handle:

@@ -15,7 +15,7 @@ from helpers import mixed_table, one_line_error, tiny_params
 
 from mlpipeline.artifacts import load_array, read_json
 from mlpipeline.data.features import OTHER, category_text, onnx_feeds
-from mlpipeline.data.splits import read_split, read_split_table
+from mlpipeline.data.splits import read_split, split_table
 from mlpipeline.errors import PipelineError
 from mlpipeline.serving import parsing
 from mlpipeline.stages.features import features
@@ -86,7 +86,7 @@ def test_column_kinds_are_inferred_and_can_be_set(make_cfg, tmp_path: Path) -> N
 def test_preprocessing_is_fitted_on_the_training_split_only(make_cfg, tmp_path: Path) -> None:
     cfg = table_cfg(make_cfg, tmp_path, mixed_table(), "features.numeric.missing_indicator=false")
     through_features(cfg)
-    train, _ = read_split_table(cfg.paths.prepared, "train")
+    train = split_table(cfg.paths.prepared, "train").read()
     width = next(
         c for c in read_json(cfg.paths.features / "schema.json")["columns"] if c["name"] == "width"
     )
@@ -102,7 +102,7 @@ def test_the_onnx_preprocessing_matches_scikit_learn(make_cfg, tmp_path: Path) -
     cfg = table_cfg(make_cfg, tmp_path, mixed_table())
     meta = through_features(cfg)
     session = ort.InferenceSession(str(cfg.paths.features / "preprocess.onnx"))
-    test, _ = read_split_table(cfg.paths.prepared, "test")
+    test = split_table(cfg.paths.prepared, "test").read()
     x, _ = read_split(cfg.paths.features, "test")
     feeds = onnx_feeds(test, meta["columns"])
     assert np.abs(session.run(None, feeds)[0] - x).max() < 1e-5

@@ -53,10 +53,10 @@ def test_a_table_is_ingested_as_read_into_parquet(make_cfg, tmp_path: Path, kind
     path = write_table(tmp_path / "raw" / f"t.{kind}", color=["red", None, "blue"] * 20)
     cfg = make_cfg("data=tabular", f"data.source.kind={kind}", f"data.source.path={path}")
     data = ingest(cfg)
-    assert data.table.num_rows == 60 and data.features == ["a", "b", "color"]
+    assert data.num_rows == 60 and data.features == ["a", "b", "color"]
     again, _ = read_ingested(cfg.paths.ingested)
-    assert again.table.equals(data.table)
-    assert again.table.column("color").null_count == 20  # missing values stay missing
+    assert again.read().equals(data.read())
+    assert again.column("color").null_count == 20  # missing values stay missing
 
 
 def test_rows_without_a_label_are_counted_or_dropped(make_cfg, tmp_path: Path) -> None:
@@ -70,7 +70,9 @@ def test_rows_without_a_label_are_counted_or_dropped(make_cfg, tmp_path: Path) -
     cfg = make_cfg(
         "data=tabular", f"data.source.path={path}", "data.source.drop_missing_label=true"
     )
-    assert ingest(cfg).table.num_rows == 40
+    assert ingest(cfg).num_rows == 40
+    ingested, _ = read_ingested(cfg.paths.ingested)
+    assert ingested.read().column("label").to_pylist() == ["x", "y"] * 20
 
 
 @pytest.mark.parametrize(

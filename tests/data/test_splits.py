@@ -59,3 +59,46 @@ def test_bad_values_are_named(make_cfg, corrupt, message: str) -> None:
     meta = {**META, "classes": ["a", "b", "c"]}
     with pytest.raises(PipelineError, match=message):
         prepare_arrays(x, y, meta, cfg.data.split, seed=0)
+
+
+def test_rows_are_taken_batch_by_batch_in_order() -> None:
+    import pyarrow as pa
+
+    from mlpipeline.data.splits import take_rows
+
+    data = pa.table({"v": np.arange(100)})
+    rows = {"a": np.array([0, 9, 10, 11, 57, 99]), "b": np.array([3, 50]), "c": np.array([], int)}
+    taken: dict[str, list[int]] = {name: [] for name in rows}
+    for name, batch in take_rows(data.to_batches(max_chunksize=10), rows):
+        assert batch.num_rows <= 10
+        taken[name] += batch.column("v").to_pylist()
+    assert taken == {name: index.tolist() for name, index in rows.items()}
+
+
+def test_a_table_is_split_as_it_streams(make_cfg, tmp_path) -> None:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from mlpipeline.data.sources import read_ingested
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=90), "label": ["x", "y", "z"] * 30})
+    (tmp_path / "raw").mkdir(exist_ok=True)
+    frame.to_parquet(tmp_path / "raw" / "t.parquet", row_group_size=7)
+    cfg = make_cfg(
+        "data=tabular", "data.source.kind=parquet", f"data.source.path={tmp_path}/raw/t.parquet"
+    )
+    ingest(cfg)
+    result = prepare(cfg)
+    table, _ = read_ingested(cfg.paths.ingested)
+    everything = table.read()
+    seen = []
+    for name, index in result.rows.items():
+        x = pq.read_table(cfg.paths.prepared / name / "x.parquet")
+        assert x.equals(everything.select(["a"]).take(index))
+        labels = np.load(cfg.paths.prepared / name / "y.npy")
+        assert [result.meta["classes"][i] for i in labels] == everything["label"].take(
+            index
+        ).to_pylist()
+        seen += index.tolist()
+    assert sorted(seen) == list(range(90))

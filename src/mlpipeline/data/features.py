@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from mlpipeline.artifacts import atomic_path, json_text, save_arrays, write_json, write_rows
 from mlpipeline.config import Config
 from mlpipeline.config.schema import Features
-from mlpipeline.data.splits import SPLITS, read_meta, read_split_table
+from mlpipeline.data.splits import SPLITS, read_meta, read_rows, split_table
 from mlpipeline.errors import PipelineError
 
 OTHER, MISSING = "(other)", "(missing)"
@@ -76,14 +76,15 @@ def number_values(column: Any) -> np.ndarray:
 
 
 def infer_columns(train: Any, cfg: Features) -> list[Column]:
-    """The kind of every column of the training split (a pyarrow.Table); PipelineError for a
-    column no setting handles, naming the setting that would."""
+    """The kind of every column of the training split (a pyarrow.parquet.ParquetFile, read a
+    column at a time); PipelineError for a column no setting handles, naming the setting that
+    would."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     columns = []
-    for name in train.column_names:
-        data = train.column(name)
+    for name in train.schema_arrow.names:
+        data = train.read(columns=[name]).column(0)
         override = cfg.columns.get(name)
         if override and override.kind == "drop":
             continue
@@ -323,14 +324,14 @@ def onnx_feeds(data: Any, columns: list[Column] | list[dict[str, Any]]) -> dict[
 
 
 def fit(train: Any, columns: list[Column], cfg: Features, seed: int) -> Any:
-    """The preprocessor fitted on the training split, or on a seeded sample of at most
-    `cfg.fit_rows` of its rows."""
-    if train.num_rows > cfg.fit_rows:
-        rows = np.sort(
-            np.random.default_rng(seed).choice(train.num_rows, cfg.fit_rows, replace=False)
-        )
-        train = train.take(rows)
-    return build_preprocessor(columns, cfg).fit(frame(train, columns))
+    """The preprocessor fitted on the training split (a pyarrow.parquet.ParquetFile), or on a
+    seeded sample of at most `cfg.fit_rows` of its rows."""
+    total = train.metadata.num_rows
+    rows = np.arange(total)
+    if total > cfg.fit_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(total, cfg.fit_rows, replace=False))
+    sample = read_rows(train, rows, [c.name for c in columns])
+    return build_preprocessor(columns, cfg).fit(frame(sample, columns))
 
 
 def transform(
@@ -506,22 +507,22 @@ def write_features(cfg: Config) -> tuple[dict[str, Any], str]:
 
 
 def _table(cfg: Config, source: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    import pyarrow.parquet as pq
-
-    train, _ = read_split_table(source, "train")
+    train = split_table(source, "train")
     columns = infer_columns(train, cfg.features)
     preprocessor = fit(train, columns, cfg.features, cfg.seed)
+    train_rows = train.metadata.num_rows
     names = feature_names(preprocessor)
     with atomic_path(cfg.paths.features, is_dir=True) as out:
         for split in SPLITS:
             (out / split).mkdir()
-            parquet = pq.ParquetFile(source / split / "x.parquet")
+            parquet = split_table(source, split)
             batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=[c.name for c in columns])
             chunks = transform(preprocessor, batches, columns)
             write_rows(out / split / "x.npy", chunks, parquet.metadata.num_rows, len(names))
             shutil.copy2(source / split / "y.npy", out / split / "y.npy")
-        test = pq.read_table(source / "test" / "x.parquet", columns=[c.name for c in columns])
-        probes = probe_rows(test, columns)
+        test = split_table(source, "test")
+        first = np.arange(min(4, test.metadata.num_rows))
+        probes = probe_rows(read_rows(test, first, [c.name for c in columns]), columns)
         probe_x = preprocessor.transform(record_frame(probes, columns))
         (out / "probes.json").write_text(json_text(probes), encoding="utf-8")
         save_arrays(out, probes=np.asarray(probe_x, dtype=np.float32))
@@ -540,6 +541,6 @@ def _table(cfg: Config, source: Path, meta: dict[str, Any]) -> tuple[dict[str, A
     kinds = {k: sum(c.kind == k for c in columns) for k in ("numeric", "categorical")}
     return out_meta, (
         f"{kinds['numeric']} numeric and {kinds['categorical']} categorical columns -> "
-        f"{len(names)} inputs, fitted on {min(train.num_rows, cfg.features.fit_rows)} training "
+        f"{len(names)} inputs, fitted on {min(train_rows, cfg.features.fit_rows)} training "
         f"rows -> {cfg.paths.features}"
     )

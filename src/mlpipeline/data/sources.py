@@ -4,28 +4,81 @@ kind is a loader here, a schema class in `mlpipeline.config.schema` and a file i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlpipeline.artifacts import atomic_path, load_array, read_json, save_arrays, write_json
+from mlpipeline.artifacts import (
+    atomic_path,
+    load_array,
+    parquet_reader,
+    parquet_writer,
+    read_json,
+    save_arrays,
+    write_json,
+)
 from mlpipeline.config import DigitsSource, TableSource
 from mlpipeline.config.schema import suggest
 from mlpipeline.errors import PipelineError
 
 PARQUET_MAGIC = b"PAR1"
+BATCH_ROWS = 262_144  # rows read and written at a time: bounds the memory a large table takes
 
 
 @dataclass(frozen=True)
 class Table:
-    """A table as read: Arrow columns, the feature columns' names and the label's."""
+    """A table read column-wise: a Parquet file read in batches of rows, never whole, or Arrow
+    columns in memory (a CSV file); the feature columns' names and the label's."""
 
-    table: Any  # pyarrow.Table: the feature columns, then the label
+    source: Any  # pyarrow.parquet.ParquetFile, or a pyarrow.Table
+    path: Path  # the file read, for messages
     label: str
     features: list[str]
+    num_rows: int  # those with a label, when `drop_unlabelled`
+    drop_unlabelled: bool = False  # rows without a label are skipped as they are read
+
+    def batches(self, columns: list[str] | None = None, rows: int = BATCH_ROWS) -> Iterator[Any]:
+        """pyarrow.RecordBatch of `columns` (the features, then the label), in file order."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        names = list(columns or [*self.features, self.label])
+        drop = self.drop_unlabelled and self.label not in names
+        read = [*names, self.label] if drop else names
+        if isinstance(self.source, pa.Table):
+            batches = self.source.select(read).to_batches(max_chunksize=rows)
+        else:
+            batches = self.source.iter_batches(batch_size=rows, columns=read)
+        try:
+            for batch in batches:
+                if self.drop_unlabelled:
+                    batch = batch.filter(pc.is_valid(batch.column(self.label))).select(names)
+                yield batch
+        except (pa.ArrowException, OSError) as err:
+            raise _unreadable(self.path, "parquet", err) from None
+
+    def column(self, name: str) -> Any:
+        """One column, whole (pyarrow.ChunkedArray)."""
+        import pyarrow as pa
+
+        field = self.schema([name]).field(0)
+        return pa.chunked_array([b.column(0) for b in self.batches([name])], type=field.type)
+
+    def read(self) -> Any:
+        """The whole table in memory (pyarrow.Table): the features, then the label."""
+        import pyarrow as pa
+
+        return pa.Table.from_batches(list(self.batches()), schema=self.schema())
+
+    def schema(self, columns: list[str] | None = None) -> Any:
+        """The Arrow schema of `columns` (the features, then the label)."""
+        import pyarrow as pa
+
+        full = self.source.schema if isinstance(self.source, pa.Table) else self.source.schema_arrow
+        return pa.schema([full.field(n) for n in columns or [*self.features, self.label]])
 
     def meta(self, kind: str) -> dict[str, Any]:
         """The ingested meta.json for a table, which `prepare` reads."""
@@ -33,7 +86,7 @@ class Table:
             "source": kind,
             "label": self.label,
             "feature_names": self.features,
-            "rows": self.table.num_rows,
+            "rows": self.num_rows,
         }
 
 
@@ -79,9 +132,10 @@ def load_digits(_source: DigitsSource, _raw_dir: Path) -> Dataset:
 
 def load_table(source: TableSource, raw_dir: Path) -> Table:
     """A CSV or Parquet file: the label column and the feature columns, read column by column
-    into Arrow (no row objects, no pandas copy). Rows without a label are refused, or dropped
-    with data.source.drop_missing_label."""
-    import pyarrow.compute as pc
+    into Arrow (no row objects, no pandas copy); Parquet is read in batches of rows as it is
+    used, never whole. Rows without a label are refused, or dropped with
+    data.source.drop_missing_label."""
+    import pyarrow as pa
 
     path = source.path
     if not path.resolve().is_relative_to(raw_dir.resolve()):
@@ -94,8 +148,8 @@ def load_table(source: TableSource, raw_dir: Path) -> Table:
             f"data.source.path {path} not found: put your {source.kind.upper()} file there "
             "or point data.source.path at it"
         )
-    table = _read_table(path, source.kind)
-    columns = table.column_names
+    table = _open_table(path, source.kind)
+    columns = table.column_names if isinstance(table, pa.Table) else table.schema_arrow.names
     if source.label not in columns:
         raise PipelineError(
             f"label column '{source.label}' not in {path}; {suggest(source.label, columns)}"
@@ -110,24 +164,23 @@ def load_table(source: TableSource, raw_dir: Path) -> Table:
         )
     if not features:
         raise PipelineError(f"{path} has no feature columns besides '{source.label}'")
-    table = table.select([*features, source.label])
-    unlabelled = table.column(source.label).null_count
+    data = Table(table, path, source.label, list(features), 0)
+    rows = table.num_rows if isinstance(table, pa.Table) else table.metadata.num_rows
+    unlabelled = data.column(source.label).null_count
     if unlabelled and not source.drop_missing_label:
         raise PipelineError(
-            f"{unlabelled} of {table.num_rows} rows of {path} have no '{source.label}': fill "
+            f"{unlabelled} of {rows} rows of {path} have no '{source.label}': fill "
             "them, or drop them with data.source.drop_missing_label=true"
         )
-    if unlabelled:
-        table = table.filter(pc.is_valid(table.column(source.label)))
-    return Table(table, source.label, list(features))
+    return Table(table, path, source.label, list(features), rows - unlabelled, unlabelled > 0)
 
 
-def _read_table(path: Path, kind: str) -> Any:
-    """The file as an Arrow table; a CSV configured as Parquet (or the reverse) says so.
-    Empty fields and the usual spellings of missing (NA, NaN, null) are missing values."""
+def _open_table(path: Path, kind: str) -> Any:
+    """A Parquet file opened for reading in batches (pyarrow.parquet.ParquetFile), or a CSV
+    file read into Arrow; a CSV configured as Parquet (or the reverse) says so. In CSV, empty
+    fields and the usual spellings of missing (NA, NaN, null) are missing values."""
     import pyarrow as pa
     import pyarrow.csv as pv
-    import pyarrow.parquet as pq
 
     with path.open("rb") as handle:
         is_parquet = handle.read(4) == PARQUET_MAGIC
@@ -140,12 +193,29 @@ def _read_table(path: Path, kind: str) -> Any:
         raise PipelineError(f"{path} is a Parquet file, not CSV: set data.source.kind: parquet")
     try:
         if kind == "parquet":
-            return pq.read_table(path)
+            return parquet_reader(path)
         options = pv.ConvertOptions(strings_can_be_null=True)
         return pv.read_csv(path, convert_options=options)
     except (pa.ArrowException, OSError) as err:
-        reason = " ".join(str(err).split())[:200]
-        raise PipelineError(f"cannot read {path} as {kind}: {reason}") from None
+        raise _unreadable(path, kind, err) from None
+
+
+def read_table(path: Path, kind: str) -> Any:
+    """A whole CSV or Parquet file as a pyarrow.Table (a batch of new data to check)."""
+    import pyarrow as pa
+
+    table = _open_table(path, kind)
+    if isinstance(table, pa.Table):
+        return table
+    try:
+        return table.read()
+    except (pa.ArrowException, OSError) as err:
+        raise _unreadable(path, kind, err) from None
+
+
+def _unreadable(path: Path, kind: str, err: Exception) -> PipelineError:
+    reason = " ".join(str(err).split())[:200]
+    return PipelineError(f"cannot read {path} as {kind}: {reason}")
 
 
 # kind (data.source.kind) -> loader; each takes its config section and the raw-data folder
@@ -159,7 +229,7 @@ SOURCES: dict[str, Callable[[Any, Path], Dataset | Table]] = {
 def load_source(source: DigitsSource | TableSource, raw_dir: Path) -> Dataset | Table:
     """Load the configured source."""
     data = SOURCES[source.kind](source, raw_dir)
-    rows = data.table.num_rows if isinstance(data, Table) else len(data.y)
+    rows = data.num_rows if isinstance(data, Table) else len(data.y)
     if rows == 0:
         raise PipelineError("the source has no rows; point data.source at a non-empty file")
     return data
@@ -168,11 +238,12 @@ def load_source(source: DigitsSource | TableSource, raw_dir: Path) -> Dataset | 
 def write_ingested(data: Dataset | Table, directory: Path, kind: str) -> None:
     """The ingested format, replaced atomically: images as x.npy and y.npy, tables as
     table.parquet; meta.json beside either."""
-    import pyarrow.parquet as pq
-
     with atomic_path(directory, is_dir=True) as out:
         if isinstance(data, Table):
-            pq.write_table(data.table, out / "table.parquet")
+            # a row group per batch read: the table is never held whole
+            with parquet_writer(out / "table.parquet", data.schema()) as writer:
+                for batch in data.batches():
+                    writer.write_batch(batch)
         else:
             save_arrays(out, x=data.x, y=data.y)
         write_json(out / "meta.json", data.meta(kind))
@@ -180,13 +251,13 @@ def write_ingested(data: Dataset | Table, directory: Path, kind: str) -> None:
 
 def read_ingested(directory: Path) -> tuple[Dataset | Table, dict[str, Any]]:
     """What `write_ingested` wrote, and its meta.json."""
-    import pyarrow.parquet as pq
-
     if not (directory / "meta.json").is_file():
         raise PipelineError(f"{directory}/meta.json not found: run the ingest stage first")
     meta = read_json(directory / "meta.json")
     if "label" in meta:
-        table = pq.read_table(directory / "table.parquet", memory_map=True)
-        return Table(table, meta["label"], meta["feature_names"]), meta
+        path = directory / "table.parquet"
+        table = parquet_reader(path)
+        rows = table.metadata.num_rows
+        return Table(table, path, meta["label"], meta["feature_names"], rows), meta
     x, y = load_array(directory / "x.npy"), load_array(directory / "y.npy")
     return Dataset(x, y, meta["classes"], None), meta

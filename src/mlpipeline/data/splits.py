@@ -4,14 +4,25 @@ constants fitted on train, and the prepared format on disk that training and eva
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlpipeline.artifacts import atomic_path, load_array, read_json, save_arrays, write_json
+from mlpipeline.artifacts import (
+    atomic_path,
+    load_array,
+    parquet_reader,
+    parquet_writer,
+    read_json,
+    save_arrays,
+    write_json,
+)
 from mlpipeline.config import Split
+from mlpipeline.data.sources import BATCH_ROWS
 from mlpipeline.errors import PipelineError
 
 SPLITS = ("train", "val", "test")
@@ -130,7 +141,9 @@ MAX_CLASSES_OF_NUMBERS = 50  # more distinct numeric labels than this look like 
 
 @dataclass(frozen=True)
 class PreparedTable:
-    splits: dict[str, tuple[Any, np.ndarray]]  # split -> (pyarrow.Table of features, y)
+    table: Any  # mlpipeline.data.sources.Table: the rows as read, which the splits index
+    rows: dict[str, np.ndarray]  # split -> its sorted row indices into `table`
+    labels: dict[str, np.ndarray]  # split -> its labels, in the same order
     meta: dict[str, Any]
 
 
@@ -198,25 +211,25 @@ def regression_indices(y: np.ndarray, split: Split, seed: int) -> dict[str, np.n
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def prepare_table(table: Any, label: str, task: str, split: Split, seed: int) -> PreparedTable:
-    """Encode the label, check the classes, split the rows."""
+def prepare_table(table: Any, task: str, split: Split, seed: int) -> PreparedTable:
+    """Encode the label of a table (mlpipeline.data.sources.Table), check the classes, split
+    the rows. Only the label column is read here; `write_prepared_table` streams the rest."""
+    label = table.label
     y, classes = encode_labels(table.column(label), label, task)
-    features = table.drop_columns([label])
     if classes is not None:
-        meta = {"classes": classes, "feature_names": features.column_names}
+        meta = {"classes": classes, "feature_names": table.features}
         check_quality(np.zeros((len(y), 1), np.float32), y, meta, split)
         parts = split_indices(y, split, seed)
     else:
         if not np.isfinite(y).all():
             raise PipelineError(f"label '{label}' has infinite values: fix or drop those rows")
         parts = regression_indices(y, split, seed)
-    splits = {name: (features.take(i), y[i]) for name, i in parts.items()}
     meta = {
         "kind": "table",
         "task": task,
         "label": label,
         "classes": classes,
-        "feature_names": features.column_names,
+        "feature_names": table.features,
         "sizes": {name: len(i) for name, i in parts.items()},
         "seed": seed,
     }
@@ -224,24 +237,53 @@ def prepare_table(table: Any, label: str, task: str, split: Split, seed: int) ->
         # the network learns the standardised target and its last layer scales it back
         train_y = y[parts["train"]].astype(np.float64)
         meta["target"] = {"mean": float(train_y.mean()), "std": float(train_y.std() or 1.0)}
-    return PreparedTable(splits, meta)
+    labels = {name: y[i] for name, i in parts.items()}
+    return PreparedTable(table, parts, labels, meta)
+
+
+def take_rows(batches: Iterable[Any], rows: dict[str, np.ndarray]) -> Iterator[tuple[str, Any]]:
+    """(name, pyarrow.RecordBatch) of the rows each name selects (sorted row indices into the
+    batches taken together), batch by batch, so that no more than one batch is held."""
+    start = 0
+    for batch in batches:
+        end = start + batch.num_rows
+        for name, index in rows.items():
+            lo, hi = np.searchsorted(index, [start, end])
+            if hi > lo:
+                yield name, batch.take(index[lo:hi] - start)
+        start = end
+
+
+def read_rows(parquet: Any, rows: np.ndarray, columns: list[str]) -> Any:
+    """`rows` (sorted row indices) of a Parquet file's (a pyarrow.parquet.ParquetFile's)
+    `columns`, as a pyarrow.Table, read a batch at a time."""
+    import pyarrow as pa
+
+    batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+    taken = [batch for _, batch in take_rows(batches, {"rows": rows})]
+    schema = pa.schema([parquet.schema_arrow.field(c) for c in columns])
+    return pa.Table.from_batches(taken, schema=schema)
 
 
 def write_prepared_table(prepared: PreparedTable, directory: Path) -> None:
-    """Per split a features table (x.parquet) and the labels (y.npy), and meta.json."""
-    import pyarrow.parquet as pq
-
-    with atomic_path(directory, is_dir=True) as out:
-        for name, (x, y) in prepared.splits.items():
+    """Per split a features table (x.parquet) and the labels (y.npy), and meta.json; the
+    features are read and written a batch of rows at a time."""
+    table = prepared.table
+    schema = table.schema(table.features)
+    with atomic_path(directory, is_dir=True) as out, ExitStack() as stack:
+        writers = {}
+        for name in prepared.rows:
             (out / name).mkdir()
-            pq.write_table(x, out / name / "x.parquet")
+            writers[name] = stack.enter_context(parquet_writer(out / name / "x.parquet", schema))
+        for name, batch in take_rows(table.batches(table.features), prepared.rows):
+            writers[name].write_batch(batch)
+        stack.close()
+        for name, y in prepared.labels.items():
             save_arrays(out / name, y=y)
         write_json(out / "meta.json", prepared.meta)
 
 
-def read_split_table(directory: Path, split: str) -> tuple[Any, np.ndarray]:
-    """A prepared table split: its features (pyarrow.Table, memory-mapped) and labels."""
-    import pyarrow.parquet as pq
-
-    x = pq.read_table(directory / split / "x.parquet", memory_map=True)
-    return x, load_array(directory / split / "y.npy")
+def split_table(directory: Path, split: str) -> Any:
+    """A prepared table split's features, opened to be read a column or a batch at a time
+    (pyarrow.parquet.ParquetFile)."""
+    return parquet_reader(directory / split / "x.parquet")

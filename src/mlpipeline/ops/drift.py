@@ -48,9 +48,9 @@ def read_batch(path: Path) -> Any:
             return np.load(path, allow_pickle=False)
         except (ValueError, OSError) as err:
             raise PipelineError(f"cannot read {path} as a numpy array: {err}") from None
-    from mlpipeline.data.sources import _read_table
+    from mlpipeline.data.sources import read_table
 
-    return _read_table(path, "parquet" if path.suffix == ".parquet" else "csv")
+    return read_table(path, "parquet" if path.suffix == ".parquet" else "csv")
 
 
 def column_counts(profile: bins.Profile, batch: Any, source: Path) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ import numpy as np
 from mlpipeline.artifacts import atomic_path, json_text, load_array, md5_dir, md5_file, read_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
-from mlpipeline.data.splits import read_meta, read_split
+from mlpipeline.data.splits import read_meta, read_split, split_table
 from mlpipeline.errors import PipelineError
 
 INPUT, OUTPUT = "input", "probabilities"  # images: the input tensor; classes: the output
@@ -230,12 +230,10 @@ def _check_table(
     cfg: Config, path: Path, network: Any, x: np.ndarray, meta: dict[str, Any]
 ) -> tuple[float, np.ndarray]:
     """The table model against PyTorch on the raw test rows, then on the probe rows."""
-    import pyarrow.parquet as pq
-
     from mlpipeline.data.features import onnx_feeds
 
     columns = meta["columns"]
-    parquet = pq.ParquetFile(cfg.paths.prepared / "test" / "x.parquet")
+    parquet = split_table(cfg.paths.prepared, "test")
     names = [c["name"] for c in columns]
     feeds = (
         onnx_feeds(b, columns) for b in parquet.iter_batches(batch_size=CHECK_ROWS, columns=names)

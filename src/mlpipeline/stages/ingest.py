@@ -19,7 +19,7 @@ def ingest(cfg: Config) -> Dataset | Table:
     write_ingested(data, cfg.paths.ingested, source.kind)
     if isinstance(data, Table):
         print(
-            f"ingested {data.table.num_rows} rows, {len(data.features)} feature columns and "
+            f"ingested {data.num_rows} rows, {len(data.features)} feature columns and "
             f"label '{data.label}' from {source.kind} -> {cfg.paths.ingested}"
         )
     else:

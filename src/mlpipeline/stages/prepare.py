@@ -24,7 +24,7 @@ def prepare(cfg: Config) -> Prepared | PreparedTable:
     """Read `paths.ingested`, write the checked, split data to `paths.prepared`."""
     data, meta = read_ingested(cfg.paths.ingested)
     if isinstance(data, Table):
-        result = prepare_table(data.table, data.label, cfg.task, cfg.data.split, cfg.seed)
+        result = prepare_table(data, cfg.task, cfg.data.split, cfg.seed)
         write_prepared_table(result, cfg.paths.prepared)
         what = f"{len(result.meta['classes'])} classes" if result.meta["classes"] else "a target"
     else:

@@ -20,7 +20,7 @@ import numpy as np
 from mlpipeline.artifacts import md5_file, write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
-from mlpipeline.data.splits import read_meta, read_split
+from mlpipeline.data.splits import read_meta, read_rows, read_split, split_table
 from mlpipeline.errors import PipelineError
 from mlpipeline.serving import profile as bins
 
@@ -34,15 +34,11 @@ def sample_rows(total: int, limit: int, seed: int) -> np.ndarray:
 
 def table_columns(cfg: Config, meta: dict[str, Any], rows: np.ndarray) -> list[Any]:
     """The raw training columns the model takes (meta.json's), binned."""
-    import pyarrow.parquet as pq
-
     from mlpipeline.data.features import number_values, text_values
 
     settings = cfg.monitoring.profile
     names = [c["name"] for c in meta["columns"]]
-    train = pq.read_table(cfg.paths.prepared / "train" / "x.parquet", columns=names)
-    if len(rows) < train.num_rows:
-        train = train.take(rows)
+    train = read_rows(split_table(cfg.paths.prepared, "train"), rows, names)
     columns: list[Any] = []
     for column in meta["columns"]:
         data = train.column(column["name"])

@@ -23,7 +23,7 @@ from mlpipeline import tracking
 from mlpipeline.artifacts import read_csv, read_json, write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
-from mlpipeline.data.splits import read_split
+from mlpipeline.data.splits import read_split, split_table
 from mlpipeline.errors import PipelineError
 from mlpipeline.git import state
 from mlpipeline.plots import render_plots
@@ -86,12 +86,10 @@ def test_feeds(cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarr
     """The ONNX model's inputs for the test split, in batches: the raw columns of a table
     (`paths.prepared`), or the image tensors."""
     if card["input"]["kind"] == "records":
-        import pyarrow.parquet as pq
-
         from mlpipeline.data.features import onnx_feeds
 
         columns = card["input"]["columns"]
-        parquet = pq.ParquetFile(cfg.paths.prepared / "test" / "x.parquet")
+        parquet = split_table(cfg.paths.prepared, "test")
         names = [c["name"] for c in columns]
         for batch in parquet.iter_batches(batch_size=65_536, columns=names):
             yield onnx_feeds(batch, columns)
@@ -124,10 +122,13 @@ def model_signature(cfg: Config, card: dict[str, Any]) -> tuple[Any, Any]:
     )
     spec = card["input"]
     if spec["kind"] == "records":
-        import pyarrow.parquet as pq
+        import pyarrow as pa
 
         names = [c["name"] for c in spec["columns"]]
-        test = pq.read_table(cfg.paths.prepared / "test" / "x.parquet", columns=names)
+        batches = split_table(cfg.paths.prepared, "test").iter_batches(
+            batch_size=65_536, columns=names
+        )
+        test = pa.Table.from_batches([next(batches)])
         complete = test.drop_null()  # an example ONNX Runtime runs as MLflow feeds it
         example = (complete if complete.num_rows else test).slice(0, 2).to_pandas()
         inputs = Schema(

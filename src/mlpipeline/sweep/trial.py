@@ -37,7 +37,7 @@ def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str 
     cfg = cfg.model_copy(update={"paths": cfg.paths.rebased(out_dir)})
     data = load_source(cfg.data.source, cfg.paths.raw)
     if isinstance(data, Table):
-        prepared = prepare_table(data.table, data.label, cfg.task, cfg.data.split, cfg.seed)
+        prepared = prepare_table(data, cfg.task, cfg.data.split, cfg.seed)
         write_prepared_table(prepared, cfg.paths.prepared)
     else:
         meta = data.meta(cfg.data.source.kind)
