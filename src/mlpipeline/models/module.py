@@ -15,6 +15,44 @@ from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, R2Scor
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 
+class EpochOutputs:
+    """A training epoch's per-step losses, predictions and labels, written into tensors sized
+    once per epoch: thousands of small tensors kept from step to step fragment the heap, which
+    grew by several times their size over a large table's epoch."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.sizes: list[int] = []
+
+    def add(self, steps: int, loss: torch.Tensor, preds: torch.Tensor, y: torch.Tensor) -> None:
+        """Keep one step's outputs; `steps`: the epoch's step count, known at its first step."""
+        if self.buffers is None:
+            rows = steps * len(y)  # the first batch is a full one
+            self.buffers = (
+                loss.new_empty(steps),
+                preds.new_empty((rows, *preds.shape[1:])),
+                y.new_empty((rows, *y.shape[1:])),
+            )
+        losses, all_preds, targets = self.buffers
+        start, step = sum(self.sizes), len(self.sizes)
+        losses[step] = loss
+        all_preds[start : start + len(y)] = preds
+        targets[start : start + len(y)] = y
+        self.sizes.append(len(y))
+
+    def take(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The losses, batch sizes (float32), predictions and labels so far; then clear."""
+        assert self.buffers is not None
+        losses, preds, targets = self.buffers
+        steps, rows = len(self.sizes), sum(self.sizes)
+        sizes = torch.tensor(self.sizes, dtype=torch.float32)
+        self.clear()
+        return losses[:steps], sizes, preds[:rows], targets[:rows]
+
+
 class Classifier(L.LightningModule):
     """Trains `network` (logits out) with the optimizer and scheduler specs from the config, and
     keeps each epoch's metrics (`history`), handing each row to `report_epoch` when given.
@@ -44,7 +82,7 @@ class Classifier(L.LightningModule):
         self.clip_val, self.clip_algorithm = gradient_clip_val, gradient_clip_algorithm or "norm"
         self.accumulate = accumulate_grad_batches
         self.train_loss = MeanMetric()
-        self.epoch_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.epoch_outputs = EpochOutputs()
         # the inputs are this module's own predictions and the prepared labels (checked by the
         # prepare stage): torchmetrics' per-call input checks would only cost time
         fast = {"num_classes": num_classes, "validate_args": False}
@@ -84,18 +122,17 @@ class Classifier(L.LightningModule):
         # A `self.log` or torchmetrics call per step costs a tenth of a small model's step:
         # keep the epoch's losses and predictions, and compute and log its metrics once, on
         # its last batch (before the on_train_epoch_end hooks that read them)
-        self.epoch_outputs.append((loss.detach(), self.prediction(outputs.detach()), y))
+        steps = int(self.trainer.num_training_batches)
+        self.epoch_outputs.add(steps, loss.detach(), self.prediction(outputs.detach()), y)
         if last:
-            losses, preds, targets = zip(*self.epoch_outputs, strict=True)
-            self.epoch_outputs.clear()
-            sizes = torch.tensor([len(t) for t in targets], dtype=torch.float32)
-            self.train_loss.update(torch.stack(losses), weight=sizes.to(self.device))
+            losses, sizes, preds, targets = self.epoch_outputs.take()
+            self.train_loss.update(losses, weight=sizes.to(self.device))
             # compute() syncs across DDP ranks
             self.log(
                 "train_loss", self.train_loss.compute(), on_step=False, on_epoch=True, prog_bar=True
             )
             self.train_loss.reset()
-            self.log_train_epoch(torch.cat(preds), torch.cat(targets))
+            self.log_train_epoch(preds, targets)
         return loss
 
     def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
