@@ -277,7 +277,6 @@ def write_prepared_table(prepared: PreparedTable, directory: Path) -> None:
             writers[name] = stack.enter_context(parquet_writer(out / name / "x.parquet", schema))
         for name, batch in take_rows(table.batches(table.features), prepared.rows):
             writers[name].write_batch(batch)
-        stack.close()
         for name, y in prepared.labels.items():
             save_arrays(out / name, y=y)
         write_json(out / "meta.json", prepared.meta)

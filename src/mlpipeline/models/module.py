@@ -26,6 +26,7 @@ class EpochOutputs:
     def clear(self) -> None:
         self.buffers: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.sizes: list[int] = []
+        self.rows = 0
 
     def add(self, steps: int, loss: torch.Tensor, preds: torch.Tensor, y: torch.Tensor) -> None:
         """Keep one step's outputs; `steps`: the epoch's step count, known at its first step."""
@@ -37,17 +38,18 @@ class EpochOutputs:
                 y.new_empty((rows, *y.shape[1:])),
             )
         losses, all_preds, targets = self.buffers
-        start, step = sum(self.sizes), len(self.sizes)
-        losses[step] = loss
-        all_preds[start : start + len(y)] = preds
-        targets[start : start + len(y)] = y
+        start, end = self.rows, self.rows + len(y)
+        losses[len(self.sizes)] = loss
+        all_preds[start:end] = preds
+        targets[start:end] = y
         self.sizes.append(len(y))
+        self.rows = end
 
     def take(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The losses, batch sizes (float32), predictions and labels so far; then clear."""
         assert self.buffers is not None
         losses, preds, targets = self.buffers
-        steps, rows = len(self.sizes), sum(self.sizes)
+        steps, rows = len(self.sizes), self.rows
         sizes = torch.tensor(self.sizes, dtype=torch.float32)
         self.clear()
         return losses[:steps], sizes, preds[:rows], targets[:rows]
