@@ -69,6 +69,7 @@ class Size:
     inputs: int = 0  # the network's inputs (numbers, missing indicators, one-hot slots)
     disk: Disk = field(default_factory=Disk)
     peak_allocated: int = 0  # during `dvc repro`
+    relinked: Disk = field(default_factory=Disk)  # after `dvc checkout --relink`
 
     @property
     def array_mib(self) -> float:
@@ -201,6 +202,8 @@ def measure(rows: int, features: int, epochs: int, wait_s: float, tmp: Path) -> 
     wait_for_idle(wait_s)
     repro(repo, env, size)
     size.disk = scan(repo)
+    run([DVC, "checkout", "--relink", "--quiet"], repo, env)
+    size.relinked = scan(repo)
     size.inputs = len(json.loads((repo / "data/features/meta.json").read_text())["feature_names"])
     return size
 
@@ -302,6 +305,9 @@ def report(sizes: list[Size], epochs: int) -> str:
             lambda s: f"{gib(s.disk.allocated)}; {gib(s.peak_allocated)}"),
         row("workspace files by link to the cache",
             lambda s: ", ".join(f"{k} {v}" for k, v in s.disk.links.items())),
+        row("on disk after `dvc checkout --relink`; files by link",
+            lambda s: f"{gib(s.relinked.allocated)}; "
+            + ", ".join(f"{k} {v}" for k, v in s.relinked.links.items())),
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
