@@ -9,7 +9,14 @@ import pytest
 import yaml
 from helpers import ROOT
 
-from mlpipeline.config import check_targets, compose_config, load_config, validate_config
+from mlpipeline.config import (
+    check_targets,
+    check_targets_once,
+    compose_config,
+    load_config,
+    validate_config,
+)
+from mlpipeline.config import targets as target_checks
 from mlpipeline.errors import PipelineError
 from mlpipeline.stages.compose import STAMP_TEXT, compose_stage
 
@@ -105,6 +112,40 @@ def test_further_callbacks_are_checked_like_the_others(make_cfg) -> None:
     raw["callbacks"]["lr_monitor"]["logging_intervall"] = "epoch"
     with pytest.raises(PipelineError, match="did you mean 'logging_interval'"):
         check_targets(validate_config(raw))
+
+
+def test_a_passing_check_is_stamped_and_skipped_until_a_target_argument_or_source_changes(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked = []
+    real = target_checks.check_targets
+    monkeypatch.setattr(target_checks, "check_targets", lambda cfg: checked.append(real(cfg)))
+    stamps = tmp_path / "stamps"
+    cfg = make_cfg()
+    check_targets_once(cfg, stamps)
+    check_targets_once(cfg, stamps)
+    assert len(checked) == 1 and len(list(stamps.iterdir())) == 1
+    check_targets_once(make_cfg("optimizer.lr=0.01"), stamps)
+    assert len(checked) == 2
+    # the project's own sources are part of the fingerprint: an edit of a network checks again
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    (tmp_path / "src/mynets").mkdir(parents=True)
+    net = tmp_path / "src/mynets/__init__.py"
+    net.write_text("from mlpipeline.models.nets import MLP as Net\n")
+    own = make_cfg("model=mlp", "model._target_=mynets.Net")
+    check_targets_once(own, stamps)
+    check_targets_once(own, stamps)
+    assert len(checked) == 3
+    net.write_text("from mlpipeline.models.nets import MLP as Net  # edited\n")
+    check_targets_once(own, stamps)
+    assert len(checked) == 4
+    # a failing check leaves no stamp: it fails again, in one line
+    raw = cfg.dump()
+    raw["optimizer"]["weight_decya"] = 0.1
+    for _ in range(2):
+        with pytest.raises(PipelineError, match="did you mean 'weight_decay'"):
+            check_targets_once(validate_config(raw), stamps)
+    assert len(list(stamps.iterdir())) == 4
 
 
 def test_missing_params_file_says_how_to_make_it(tmp_path: Path) -> None:

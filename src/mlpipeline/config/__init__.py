@@ -12,7 +12,7 @@ from mlpipeline.config.schema import (
     load_config,
     validate_config,
 )
-from mlpipeline.config.targets import check_targets, locate
+from mlpipeline.config.targets import check_targets, check_targets_once, locate
 
 __all__ = [
     "Config",
@@ -22,6 +22,7 @@ __all__ = [
     "TableSource",
     "Target",
     "check_targets",
+    "check_targets_once",
     "compose_config",
     "load_config",
     "locate",

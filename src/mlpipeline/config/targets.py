@@ -4,10 +4,16 @@ bad value stops before any work instead of deep inside training."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import inspect
+import json
+import os
+import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from mlpipeline.config.schema import Config, suggest
@@ -68,6 +74,48 @@ def check_targets(cfg: Config) -> None:
                 )
     if problems:
         raise PipelineError("; ".join(problems))
+
+
+def check_targets_once(cfg: Config, stamps: Path | None = None) -> None:
+    """`check_targets`, skipped when the same targets with the same arguments passed it before
+    in this environment, as its installed packages and the sources of the targets' own
+    packages are now: the check imports torch and Lightning, seconds that the compose stage
+    would otherwise spend on every edit of conf/. Passes leave an empty stamp file in `stamps`
+    (default: the user's cache directory, e.g. ~/.cache/mlpipeline/checked-targets)."""
+    if stamps is None:
+        from platformdirs import user_cache_path
+
+        stamps = user_cache_path("mlpipeline") / "checked-targets"
+    stamp = stamps / _fingerprint(cfg)
+    if stamp.is_file():
+        return
+    check_targets(cfg)
+    stamps.mkdir(parents=True, exist_ok=True)
+    stamp.touch()
+
+
+def _fingerprint(cfg: Config) -> str:
+    """A hash of the targets and their arguments, this interpreter, the distributions installed
+    on sys.path (their dist-info names carry the versions), and the size and time of every
+    Python file of the targets' packages that live outside site-packages (editable installs,
+    the project's own code)."""
+    sections = {key: [s.target, s.kwargs()] for key, s in cfg.targets().items()}
+    digest = hashlib.sha256(
+        json.dumps([sys.version, sections], sort_keys=True, default=repr).encode()
+    )
+    for entry in sys.path:
+        if os.path.isdir(entry):
+            digest.update(
+                " ".join(sorted(n for n in os.listdir(entry) if n.endswith(".dist-info"))).encode()
+            )
+    for top in sorted({s.target.split(".")[0] for s in cfg.targets().values()}):
+        spec = importlib.util.find_spec(top)
+        roots = list(spec.submodule_search_locations or []) if spec else []
+        for root in (r for r in roots if "site-packages" not in Path(r).parts):
+            for path in sorted(Path(root).rglob("*.py")):
+                stat = path.stat()
+                digest.update(f"{path} {stat.st_size} {stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
 
 
 def _type_hints(target: Any) -> dict[str, Any]:

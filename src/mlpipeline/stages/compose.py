@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from mlpipeline.artifacts import atomic_path
-from mlpipeline.config import Config, check_targets, compose_config, load_config
+from mlpipeline.config import Config, check_targets_once, compose_config, load_config
 from mlpipeline.config.schema import flatten
 from mlpipeline.errors import exit_on_error
 
@@ -34,11 +34,11 @@ def compose_stage(
     In a DVC experiment (`experiment` names it) an existing params.yaml is kept, validated."""
     if experiment and output.is_file() and not overrides:
         config = load_config(output)
-        check_targets(config)
+        check_targets_once(config)
         print(f"compose: experiment {experiment}: keeping {output} as `dvc exp run` composed it")
     else:
         text, config = compose_config(conf_dir, overrides)
-        check_targets(config)
+        check_targets_once(config)
         for line in changes(output, text):
             print(f"compose: {line}")
         with atomic_path(output) as tmp:
