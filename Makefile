@@ -56,7 +56,7 @@ pipeline: install ## reproduce the pipeline (dvc repro) on the built-in dataset
 # Tests, linters, benchmarks
 
 test: install airflow-install ## run all tests, the real pipeline and Airflow included (the stack's: make test-stack)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not stack" --durations=25
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not stack" --durations=25
 
 test-fast: install ## unit tests only
 	$(BIN)/python -m pytest -m "not slow and not docker" -n 2

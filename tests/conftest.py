@@ -1,7 +1,7 @@
 """Shared fixtures: a tiny composed config in a temporary directory, temporary copies of the
 repository in which the real `dvc` runs: as it is (repo_copy), or already reproduced with
-two-epoch training (tiny_repo), and an S3-compatible server on loopback (s3_server). Plain
-helpers are in helpers.py."""
+two-epoch training, once per run (tiny_repo), and an S3-compatible server on loopback
+(s3_server); the order the tests run in. Plain helpers are in helpers.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from helpers import (
     BIN,
     ROOT,
@@ -55,16 +56,30 @@ def repo_copy(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built once per test process: the repository with two-epoch training, reproduced by
-    `dvc repro` and committed. Tests take copies of it (tiny_repo), never this one."""
-    repo = copy_tracked_files(tmp_path_factory.mktemp("baseline") / "repo")
-    set_in_conf(repo, "trainer/default.yaml", "max_epochs", 2)
-    run(["dvc", "repro"], repo)
-    commit_all(repo, "tiny")
-    # the store holds its artifact directory's absolute path: each copy starts a store of its own
-    (repo / "mlflow.db").unlink()
-    shutil.rmtree(repo / "mlartifacts", ignore_errors=True)
+def shared_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A directory that every xdist worker of this run shares, for what is built once per run
+    (the first worker to need it builds it under a FileLock; the others wait and reuse it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_baseline(shared_dir: Path) -> Path:
+    """Built once per run: the repository with two-epoch training, reproduced by `dvc repro`
+    and committed. Tests take copies of it (tiny_repo), never this one."""
+    repo = shared_dir / "tiny-baseline" / "repo"
+    with FileLock(shared_dir / "tiny-baseline.lock"):
+        if (repo.parent / "done").is_file():  # written last: another worker made it
+            return repo
+        shutil.rmtree(repo.parent, ignore_errors=True)
+        copy_tracked_files(repo)
+        set_in_conf(repo, "trainer/default.yaml", "max_epochs", 2)
+        run(["dvc", "repro"], repo)
+        commit_all(repo, "tiny")
+        # the store holds its artifact directory's absolute path: each copy starts its own
+        (repo / "mlflow.db").unlink()
+        shutil.rmtree(repo / "mlartifacts", ignore_errors=True)
+        (repo.parent / "done").touch()
     return repo
 
 
@@ -98,3 +113,12 @@ def s3_server(tmp_path: Path) -> Iterator[str]:
     finally:
         stop(proc)
         log.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that build images or run the pipeline first, the quick ones after them, so
+    that xdist's workers end together: work stealing then evens out the quick tail."""
+    weight = {"docker": 0, "slow": 1}
+    items.sort(
+        key=lambda item: min((weight.get(m.name, 2) for m in item.iter_markers()), default=2)
+    )

@@ -42,14 +42,6 @@ def docker_test(test: Callable[..., None]) -> Callable[..., None]:
 
 
 @pytest.fixture(scope="session")
-def shared_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    """A directory that every xdist worker of this run shares, to build the image once.
-    (Grouping the tests on one worker with xdist_group does not work with pytest 9.)"""
-    base = tmp_path_factory.getbasetemp()
-    return base if worker_id == "master" else base.parent
-
-
-@pytest.fixture(scope="session")
 def context(shared_dir: Path) -> Path:
     """Dockerfile, .dockerignore, the lock, the serving package and a tiny model."""
     root = shared_dir / "image-context"

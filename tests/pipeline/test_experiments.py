@@ -65,7 +65,7 @@ def test_exp_run_keeps_overrides_beside_uncommitted_conf_edits(tiny_repo: Path) 
 
 
 def test_queued_experiments_run_in_parallel_and_log_to_the_main_store(tiny_repo: Path) -> None:
-    run(["dvc", "exp", "run", "--queue", "-S", "optimizer.lr=0.001,0.002,0.01"], tiny_repo)
+    run(["dvc", "exp", "run", "--queue", "-S", "optimizer.lr=0.001,0.002"], tiny_repo)
     run(["dvc", "queue", "start", "-j", "2"], tiny_repo)
     # a finished experiment is a git ref; git reads refs without the repository lock that
     # `dvc queue status` takes from the running experiments
@@ -74,21 +74,20 @@ def test_queued_experiments_run_in_parallel_and_log_to_the_main_store(tiny_repo:
     while (waited := time.monotonic() - start) < 600:
         done = [r for r in run(refs, tiny_repo).stdout.split() if r.count("/") == 4]
         # and now and then, in case one failed (it leaves no ref)
-        if len(done) >= 3 or int(waited) % 20 == 19:
+        if len(done) >= 2 or int(waited) % 20 == 19:
             status = run(["dvc", "queue", "status"], tiny_repo).stdout
-            if "Failed" in status or status.count("Success") == 3:
+            if "Failed" in status or status.count("Success") == 2:
                 break
         time.sleep(1)
     run(["dvc", "queue", "stop"], tiny_repo, check=False)
-    assert status.count("Success") == 3, status
+    assert status.count("Success") == 2, status
     shown = run(["dvc", "exp", "show", "--csv"], tiny_repo).stdout
-    assert all(v in shown for v in ("0.001", "0.002", "0.01")), shown
+    assert all(v in shown for v in ("0.001", "0.002")), shown
     runs = mlflow_runs(tiny_repo)
-    assert runs["tags.dvc_exp_name"].notna().sum() == 3
+    assert runs["tags.dvc_exp_name"].notna().sum() == 2
     assert sorted(runs.dropna(subset=["tags.dvc_exp_name"])["params.optimizer.lr"]) == [
         "0.001",
         "0.002",
-        "0.01",
     ]
 
 
