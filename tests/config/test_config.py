@@ -146,6 +146,10 @@ def test_a_passing_check_is_stamped_and_skipped_until_a_target_argument_or_sourc
         with pytest.raises(PipelineError, match="did you mean 'weight_decay'"):
             check_targets_once(validate_config(raw), stamps)
     assert len(list(stamps.iterdir())) == 4
+    # nowhere to write the stamp (a read-only home): the check still runs, and passes
+    (tmp_path / "a-file").touch()
+    check_targets_once(cfg, tmp_path / "a-file" / "stamps")
+    assert len(checked) == 5
 
 
 def test_missing_params_file_says_how_to_make_it(tmp_path: Path) -> None:

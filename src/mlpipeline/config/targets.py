@@ -4,6 +4,7 @@ bad value stops before any work instead of deep inside training."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -90,8 +91,10 @@ def check_targets_once(cfg: Config, stamps: Path | None = None) -> None:
     if stamp.is_file():
         return
     check_targets(cfg)
-    stamps.mkdir(parents=True, exist_ok=True)
-    stamp.touch()
+    # the stamp only saves time: a cache directory that cannot be written is no error
+    with contextlib.suppress(OSError):
+        stamps.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
 
 
 def _fingerprint(cfg: Config) -> str:
