@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import json
 import os
+import site
 import sys
 import types
 import typing
@@ -102,7 +103,8 @@ def _fingerprint(cfg: Config) -> str:
     on sys.path (their dist-info names carry the versions), and the size and time of every
     Python file of the targets' packages that live outside site-packages (editable installs,
     the project's own code)."""
-    sections = {key: [s.target, s.kwargs()] for key, s in cfg.targets().items()}
+    targets = cfg.targets()
+    sections = {key: [s.target, s.kwargs()] for key, s in targets.items()}
     digest = hashlib.sha256(
         json.dumps([sys.version, sections], sort_keys=True, default=repr).encode()
     )
@@ -111,11 +113,14 @@ def _fingerprint(cfg: Config) -> str:
             digest.update(
                 " ".join(sorted(n for n in os.listdir(entry) if n.endswith(".dist-info"))).encode()
             )
-    for top in sorted({s.target.split(".")[0] for s in cfg.targets().values()}):
+    # installed packages are covered by their dist-info names (site-packages, or Debian's
+    # dist-packages); the rest is source that can change in place
+    installed = {Path(p) for p in (*site.getsitepackages(), site.getusersitepackages())}
+    for top in sorted({s.target.split(".")[0] for s in targets.values()}):
         spec = importlib.util.find_spec(top)
-        roots = list(spec.submodule_search_locations or []) if spec else []
-        for root in (r for r in roots if "site-packages" not in Path(r).parts):
-            for path in sorted(Path(root).rglob("*.py")):
+        roots = [Path(r) for r in (spec.submodule_search_locations or [])] if spec else []
+        for root in (r for r in roots if installed.isdisjoint(r.parents)):
+            for path in sorted(root.rglob("*.py")):
                 stat = path.stat()
                 digest.update(f"{path} {stat.st_size} {stat.st_mtime_ns}".encode())
     return digest.hexdigest()
