@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -34,11 +34,6 @@ from mlpipeline.ops.docker import DockerSettings, Running, free_port, health, ru
 BAD = bad_requests()
 TAG = "mlpipeline-serve:pytest"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def docker_test(test: Callable[..., None]) -> Callable[..., None]:
-    """Mark a test as needing the daemon, grouped on one xdist worker where xdist can."""
-    return pytest.mark.docker(pytest.mark.xdist_group("docker")(test))
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +102,7 @@ def http(service: Running) -> Iterator[httpx.Client]:
         yield http_client
 
 
-@docker_test
+@pytest.mark.docker
 def test_predict_matches_the_reference_outputs(http: httpx.Client, context: Path) -> None:
     x = np.load(context / "models/x.npy")
     reference = np.load(context / "models/reference.npy")
@@ -115,7 +110,7 @@ def test_predict_matches_the_reference_outputs(http: httpx.Client, context: Path
     assert checks.compare(probs, classes, reference, [str(c) for c in range(10)]) <= checks.ATOL
 
 
-@docker_test
+@pytest.mark.docker
 def test_health_ready_metadata(http: httpx.Client, context: Path) -> None:
     assert http.get("/health").json() == {"status": "ok"}
     assert http.get("/ready").json()["status"] == "ready"
@@ -130,7 +125,7 @@ def test_health_ready_metadata(http: httpx.Client, context: Path) -> None:
     }
 
 
-@docker_test
+@pytest.mark.docker
 def test_metrics_over_http(http: httpx.Client) -> None:
     http.post("/predict", json={"inputs": [np.zeros(ROW).tolist()] * 3})
     http.post("/predict", content=b"[", headers={"content-type": "application/json"})
@@ -151,7 +146,7 @@ def test_metrics_over_http(http: httpx.Client) -> None:
     assert total("predict_batch_size_sum") >= 3
 
 
-@docker_test
+@pytest.mark.docker
 @pytest.mark.parametrize(("body", "content_type", "status", "message"), [b[1:] for b in BAD])
 def test_bad_request_over_http_gets_a_4xx(
     http: httpx.Client, body: bytes, content_type: str | None, status: int, message: str
@@ -163,13 +158,13 @@ def test_bad_request_over_http_gets_a_4xx(
     assert http.post("/predict", json={"inputs": [np.zeros(ROW).tolist()]}).status_code == 200
 
 
-@docker_test
+@pytest.mark.docker
 def test_wrong_method_and_unknown_path(http: httpx.Client) -> None:
     assert http.get("/predict").status_code == 405
     assert http.get("/nothing").json() == {"error": "Not Found"}
 
 
-@docker_test
+@pytest.mark.docker
 def test_image_is_non_root_labelled_healthy_and_without_torch(
     image: Image, service: Running, context: Path
 ) -> None:
@@ -190,7 +185,7 @@ def test_image_is_non_root_labelled_healthy_and_without_torch(
     assert out.decode().split() == ["10001", "[]", "[]"]
 
 
-@docker_test
+@pytest.mark.docker
 def test_smoke_reports_size_and_time_to_ready(
     client: docker.DockerClient, image: Image, context: Path, settings: DockerSettings
 ) -> None:
