@@ -55,11 +55,14 @@ pipeline: install ## reproduce the pipeline (dvc repro) on the built-in dataset
 
 # Tests, linters, benchmarks
 
+# pytest-xdist's worker processes: one per CPU core by default
+TEST_WORKERS ?= auto
+
 test: install airflow-install ## run all tests, the real pipeline and Airflow included (the stack's: make test-stack)
-	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not stack" --durations=25
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not stack" --durations=25
 
 test-fast: install ## unit tests only
-	$(BIN)/python -m pytest -m "not slow and not docker" -n 2
+	$(BIN)/python -m pytest -m "not slow and not docker" -n $(TEST_WORKERS)
 
 lint: install audit ## ruff; the locks against their pyproject.toml; actionlint and zizmor over .github/
 	$(BIN)/ruff check .
