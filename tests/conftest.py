@@ -5,6 +5,7 @@ two-epoch training, once per run (tiny_repo), and an S3-compatible server on loo
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -26,6 +27,13 @@ from helpers import (
 )
 
 from mlpipeline.config import Config, compose_config
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite's Python processes keep their bytecode caches even where the environment
+    says not to write them (PYTHONDONTWRITEBYTECODE): it starts hundreds of them, DVC, the
+    stages and Airflow, and each would compile torch's or Airflow's sources again."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 @pytest.fixture(autouse=True)
