@@ -11,8 +11,10 @@ COPY pyproject.toml uv.lock docker/locked.py /tmp/lock/
 # uv at the lock's version, hash-checked, then the lock's `serve` group, hash-checked, no
 # sdists. onnxruntime's declared dependencies that a server never imports are pruned: sympy,
 # protobuf, flatbuffers and coloredlogs serve its offline tools only, never InferenceSession.
-# The deletions drop test suites, type stubs, f2py, and onnxruntime's quantization,
-# transformers and model tools (which would need those packages).
+# Bytecode is compiled here: the service's user cannot write caches into the root-owned venv,
+# and each container would compile its imports again at start. The deletions drop test
+# suites, type stubs, f2py, and onnxruntime's quantization, transformers and model tools
+# (which would need those packages).
 # uv trusts the image's certificate store, as pip does
 ENV UV_NATIVE_TLS=1
 RUN python /tmp/lock/locked.py /tmp/lock/uv.lock uv > /tmp/uv.txt \
@@ -22,8 +24,8 @@ RUN python /tmp/lock/locked.py /tmp/lock/uv.lock uv > /tmp/uv.txt \
  && uv export --frozen --only-group serve --no-emit-project --quiet --output-file /tmp/serve.txt \
       --prune sympy --prune protobuf --prune flatbuffers --prune coloredlogs \
  && uv venv --quiet /opt/venv \
- && uv pip install --quiet --no-cache --python /opt/venv/bin/python --require-hashes --no-deps \
-      --only-binary :all: -r /tmp/serve.txt \
+ && uv pip install --quiet --no-cache --compile-bytecode --python /opt/venv/bin/python \
+      --require-hashes --no-deps --only-binary :all: -r /tmp/serve.txt \
  && cd /opt/venv/lib/python3*/site-packages \
  && rm -rf onnxruntime/tools onnxruntime/quantization onnxruntime/transformers \
       numpy/f2py numpy/distutils numpy/_pyinstaller numpy/tests numpy/*/tests \
