@@ -44,32 +44,6 @@ def use_checkout(airflow: Airflow, repo: Path, **settings: str) -> None:
     airflow.env |= {"MLPIPELINE_REPO": str(repo), "MLPIPELINE_PYTHON": sys.executable, **settings}
 
 
-def test_the_dag_reproduces_dvc_repro_and_dvc_hashes_decide_what_runs(
-    airflow: Airflow, tiny_baseline: Path, tmp_path: Path
-) -> None:
-    # tiny_baseline is this checkout reproduced by plain `dvc repro` (two-epoch training)
-    repo = copy_tracked_files(tmp_path / "dag")
-    set_in_conf(repo, "trainer/default.yaml", "max_epochs", 2)
-    use_checkout(airflow, repo)
-
-    first = airflow.dags_test()
-    assert airflow.runs()[0]["state"] == "success", first.stdout[-3000:]
-    plain = (tiny_baseline.parent / "dvc-repro.log").read_text()
-    assert sorted(ran(first.stdout)) == sorted(ran(plain))  # parallel branches: any order
-    assert (repo / "dvc.lock").read_text() == (tiny_baseline / "dvc.lock").read_text()
-
-    # an edit of conf/ reaches the run (compose always runs on one), and so do a manual run's
-    # parameters, which are `dvc exp run -S` overrides on top of conf/; DVC's hashes decide
-    # which tasks run their stage: the data stages' tasks skip theirs
-    set_in_conf(repo, "trainer/default.yaml", "max_epochs", 3)
-    second = airflow.dags_test(conf={"overrides": ["optimizer.lr=0.002"]})
-    assert sorted(ran(second.stdout)) == sorted(AFTER_TRAINING)
-    for stage in set(STAGES) - set(AFTER_TRAINING):
-        assert f"Stage '{stage}' didn't change, skipping" in second.stdout
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    assert (params["trainer"]["max_epochs"], params["optimizer"]["lr"]) == (3, 0.002)
-
-
 def dag_tasks(airflow: Airflow) -> dict[str, list[str]]:
     """The pipeline DAG's tasks and their upstream tasks, as Airflow loads dags/mlpipeline.py."""
     script = (
@@ -122,39 +96,51 @@ def s3_remote(repo: Path, endpoint: str) -> None:
     commit_all(repo, "the DVC remote on S3")
 
 
-def test_tasks_in_two_clones_that_share_only_the_dvc_remote(
-    airflow: Airflow, tiny_repo: Path, tmp_path: Path, s3_server: str
+def test_the_dag_in_two_clones_that_share_only_the_remote_reproduces_dvc_repro(
+    airflow: Airflow, tiny_baseline: Path, tmp_path: Path, s3_server: str
 ) -> None:
-    # tiny_repo is the single-workspace result: `dvc repro` of two-epoch training, committed
-    s3_remote(tiny_repo, s3_server)
+    # tiny_baseline is this checkout reproduced by plain `dvc repro` (two-epoch training); the
+    # DAG starts from the same commit, not reproduced, with an empty remote, its data stages
+    # in one clone and the others in another
+    origin = copy_tracked_files(tmp_path / "origin")
+    set_in_conf(origin, "trainer/default.yaml", "max_epochs", 2)
+    commit_all(origin, "two-epoch training")
+    s3_remote(origin, s3_server)
     first, second = tmp_path / "worker-1", tmp_path / "worker-2"
     for clone in (first, second):
-        run(["git", "clone", "-q", str(tiny_repo), str(clone)], tmp_path)
-    later = ["train", "crossval", "evaluate", "export", "profile", "register"]
+        run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
     use_checkout(
         airflow,
         first,
-        MLPIPELINE_WORKSPACES=json.dumps({stage: str(second) for stage in later}),
+        MLPIPELINE_WORKSPACES=json.dumps({stage: str(second) for stage in STAGES[4:]}),
         MLPIPELINE_REMOTE_CONN="dvc_remote",
         AIRFLOW_CONN_DVC_REMOTE=remote_connection(s3_server),
         # the credentials come from the connection alone
         AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
     )
+
     out = airflow.dags_test().stdout
     assert airflow.runs()[0]["state"] == "success", out[-3000:]
-    # nothing was on the remote: every stage runs but evaluate and crossval (the model comes out
-    # identical, and their outputs are committed) and features (an image's features are its
-    # prepared arrays, which DVC checks out from prepare's outputs in the cache)
-    skipped = {"evaluate", "crossval", "features"}
-    assert sorted(ran(out)) == sorted(s for s in STAGES if s not in skipped)
-    assert lock_outs(second) == lock_outs(tiny_repo)
-    assert (second / "dvc.lock").read_text() == (tiny_repo / "dvc.lock").read_text()
-    # each clone holds only what its own stages needed
+    plain = (tiny_baseline.parent / "dvc-repro.log").read_text()
+    assert sorted(ran(out)) == sorted(ran(plain))  # parallel branches: any order
+    assert (second / "dvc.lock").read_text() == (tiny_baseline / "dvc.lock").read_text()
+    # each clone holds only what its own stages needed; the remote, what both pushed
     assert not (first / "models/model.pt").exists()
     assert (second / "models/model.onnx").is_file() and not (second / "data/ingested").exists()
     keys = s3_client(s3_server).list_objects_v2(Bucket="dvc-storage", Prefix="p/files/md5/")
     assert keys.get("KeyCount", 0) > 0
+
+    # an edit of conf/ reaches the run (compose always runs on one), and so do a manual run's
+    # parameters, which are `dvc exp run -S` overrides on top of conf/; DVC's hashes decide
+    # which tasks run their stage: the data stages' tasks skip theirs
+    set_in_conf(first, "trainer/default.yaml", "max_epochs", 3)
+    out = airflow.dags_test(conf={"overrides": ["optimizer.lr=0.002"]}).stdout
+    assert sorted(ran(out)) == sorted(AFTER_TRAINING)
+    for stage in set(STAGES) - set(AFTER_TRAINING):
+        assert f"Stage '{stage}' didn't change, skipping" in out
+    params = yaml.safe_load((second / "params.yaml").read_text())
+    assert (params["trainer"]["max_epochs"], params["optimizer"]["lr"]) == (3, 0.002)
 
 
 # the README's own-data experiment, as a manual run's parameters
