@@ -29,7 +29,7 @@ from helpers import (
 from mlpipeline.config import Config, compose_config
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def pytest_configure() -> None:
     """The suite's Python processes keep their bytecode caches even where the environment
     says not to write them (PYTHONDONTWRITEBYTECODE): it starts hundreds of them, DVC, the
     stages and Airflow, and each would compile torch's or Airflow's sources again."""

@@ -41,6 +41,9 @@ def client(settings: DockerSettings) -> docker.DockerClient:
     builds only on a base image that is already there, unless Docker is required)."""
     try:
         docker_client = connect()
+        # deleting a GB-sized image takes minutes on a copying storage driver (vfs) and a busy
+        # daemon: past docker-py's 60 s read timeout
+        docker_client.api.timeout = 600
         if REQUIRED:
             ensure_base_image(docker_client, settings.base_image)
         else:
