@@ -8,6 +8,7 @@ workspace: the runner holds a lock on it from the first write to the last."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 
 from mlpipeline.artifacts import atomic_path
 from mlpipeline.errors import PipelineError
+from mlpipeline.ops.orchestrate.dvc_steps import last_step
 from mlpipeline.ops.orchestrate.graph import address, open_repo, pipeline_stages
 from mlpipeline.ops.orchestrate.handoff import (
     Handoff,
@@ -275,7 +277,6 @@ def run_stage(
     (DVC_EXP_NAME, as under `dvc exp run`). A failing stage raises PipelineError with its
     one-line error."""
     root = root.resolve()
-    dvc = [sys.executable, "-m", "dvc"]
     # stage commands say `python`: the pipeline environment's, as `make pipeline` has it
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     if experiment:
@@ -295,14 +296,11 @@ def run_stage(
         steps = [["repro", "--single-item", "--pull", stage], ["push", stage]]
         if targets:
             steps.insert(0, ["pull", "--force", *targets])
-        for args in steps:
-            echo(f"$ dvc {' '.join(args)}")
-            started = time.perf_counter()
-            status, lines = stream([*dvc, *args], root, env, echo)
-            if status != 0:
-                raise PipelineError(failure(stage, args[0], lines))
-            # one line per step, for the log's reader and bench/orchestration.py
-            echo(f"runner: dvc {args[0]} took {time.perf_counter() - started:.2f} s")
+        # one DVC process for the three: each start of DVC costs about a second
+        steps_cmd = [sys.executable, "-u", "-m", "mlpipeline.ops.orchestrate.dvc_steps"]
+        status, lines = stream([*steps_cmd, json.dumps(steps)], root, env, echo)
+        if status != 0:
+            raise PipelineError(failure(stage, last_step(lines) or "repro", lines))
         started = time.perf_counter()
         files = handed_on(root, stage, received.files, managed)
         check_size(files)
