@@ -105,7 +105,7 @@ def main() -> None:
         inside = sum(tasks.values())
         lines = [f"| {name} | {s:.1f} | {s / n:.2f} |" for name, s in runner.items()]
         rest = inside - sum(runner.values())
-        lines.append(f"| rest of each task: Airflow's task start, the runner's start | "
+        lines.append(f"| rest of each task: Airflow's task start, the runner's and DVC's starts | "
                      f"{rest:.1f} | {rest / n:.2f} |")  # fmt: skip
         lines.append(f"| outside the tasks: `dags test` start, DAG parse (DVC's graph), "
                      f"scheduling | {total - inside:.1f} | |")  # fmt: skip
@@ -139,10 +139,10 @@ The run with nothing to do:
 {head}
 {chr(10).join(rows(noop_runner, noop_tasks, noop_dag))}
 
-Per task the DAG pays what one `dvc repro` pays once: a Python start, DVC's import and its
-reading of the pipeline, three times (pull, repro, push), plus the runner's plan (DVC's
-index again) and the hand-off (a git status); with tasks on separate workers that is the price
-of sharing nothing but the DVC remote.
+Per task the DAG pays what one `dvc repro` pays once: a Python start and DVC's import, twice
+(the runner's plan, which reads DVC's index; then one DVC process for pull, repro and push,
+each of which reads the pipeline again), and the hand-off (a git status); with tasks on
+separate workers that is the price of sharing nothing but the DVC remote.
 """
     print(write_section("orchestration", "Orchestration: the pipeline as an Airflow DAG", body))
 
