@@ -39,6 +39,14 @@ def ran(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
 
+def chain_graph(tmp_path: Path, stages: list[str]) -> str:
+    """A stage graph file for MLPIPELINE_GRAPH: these stages, each after the one before."""
+    graph = tmp_path / "graph.json"
+    chain = [{"name": s, "task_id": s, "upstream": stages[:i][-1:]} for i, s in enumerate(stages)]
+    graph.write_text(json.dumps(chain))
+    return str(graph)
+
+
 def use_checkout(airflow: Airflow, repo: Path, **settings: str) -> None:
     """Point the DAG at `repo`, with this test's pipeline environment."""
     airflow.env |= {"MLPIPELINE_REPO": str(repo), "MLPIPELINE_PYTHON": sys.executable, **settings}
@@ -170,15 +178,9 @@ def test_a_failing_stage_fails_its_task_and_clearing_it_after_the_fix_completes_
 ) -> None:
     # a real scheduler (only it resumes a run whose tasks are cleared), over the pipeline's
     # first three stages: the whole DAG's runs are the two-clones test's
-    first = STAGES[:3]
-    graph = tmp_path / "graph.json"
-    graph.write_text(json.dumps([
-        {"name": stage, "task_id": stage, "upstream": first[:i][-1:]}
-        for i, stage in enumerate(first)
-    ]))  # fmt: skip
     use_checkout(
         airflow, tiny_repo, MLPIPELINE_SCHEDULE="none", MLPIPELINE_WATCH="",
-        MLPIPELINE_GRAPH=str(graph),
+        MLPIPELINE_GRAPH=chain_graph(tmp_path, STAGES[:3]),
     )  # fmt: skip
     airflow.env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
     run_state = "SELECT state FROM dag_run WHERE dag_id = 'mlpipeline' AND run_id = ?"
@@ -257,14 +259,12 @@ def test_a_stage_runs_in_the_training_image_with_the_remote_from_a_connection(
     tag = "mlpipeline-train:pytest"
     build_train_image(tiny_repo, TrainImageSettings(), tag=tag, quiet=True)
     try:
-        graph = tmp_path / "graph.json"
-        graph.write_text(json.dumps([{"name": "train", "task_id": "train", "upstream": []}]))
         use_checkout(
             airflow,
             tiny_repo,
             MLPIPELINE_MODE="docker",
             MLPIPELINE_IMAGE=tag,
-            MLPIPELINE_GRAPH=str(graph),
+            MLPIPELINE_GRAPH=chain_graph(tmp_path, ["train"]),
             DOCKER_NETWORK=settings.docker_network,
             MLPIPELINE_REMOTE_CONN="dvc_remote",
             AIRFLOW_CONN_DVC_REMOTE=remote_connection(s3_server),
