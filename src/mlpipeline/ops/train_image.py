@@ -81,7 +81,7 @@ def layout_context(repo: Path, context: Path, torch_index: str) -> dict[str, str
             raise PipelineError(f"no torch {version} wheel in TORCH_INDEX={torch_index}")
         for wheel in found:
             shutil.copy2(wheel, wheels / wheel.name)
-        torch_index = "/wheels"
+        torch_index = "/tmp/build/wheels"
     # the workspace is a git repository of one commit: DVC and the runner compare against it
     snapshot = ["-c", "user.name=mlpipeline", "-c", "user.email=mlpipeline@localhost"]
     git(workspace, "init", "-q")
