@@ -117,16 +117,23 @@ def test_further_callbacks_are_checked_like_the_others(make_cfg) -> None:
 def test_a_passing_check_is_stamped_and_skipped_until_a_target_argument_or_source_changes(
     make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checked = []
+    checked: list[list[str]] = []
     real = target_checks.check_targets
-    monkeypatch.setattr(target_checks, "check_targets", lambda cfg: checked.append(real(cfg)))
+
+    def spy(cfg, keys=None):
+        checked.append(sorted(keys if keys is not None else cfg.targets()))
+        real(cfg, keys)
+
+    monkeypatch.setattr(target_checks, "check_targets", spy)
     stamps = tmp_path / "stamps"
     cfg = make_cfg()
+    sections = sorted(cfg.targets())
     check_targets_once(cfg, stamps)
     check_targets_once(cfg, stamps)
-    assert len(checked) == 1 and len(list(stamps.iterdir())) == 1
+    assert checked == [sections] and len(list(stamps.iterdir())) == len(sections)
+    # one section's new value checks that section alone: torch's optimizer, not Lightning
     check_targets_once(make_cfg("optimizer.lr=0.01"), stamps)
-    assert len(checked) == 2
+    assert checked[-1] == ["optimizer"]
     # the project's own sources are part of the fingerprint: an edit of a network checks again
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
     (tmp_path / "src/mynets").mkdir(parents=True)
@@ -134,22 +141,26 @@ def test_a_passing_check_is_stamped_and_skipped_until_a_target_argument_or_sourc
     net.write_text("from mlpipeline.models.nets import MLP as Net\n")
     own = make_cfg("model=mlp", "model._target_=mynets.Net")
     check_targets_once(own, stamps)
+    assert "model" in checked[-1]
+    count = len(checked)
     check_targets_once(own, stamps)
-    assert len(checked) == 3
+    assert len(checked) == count
     net.write_text("from mlpipeline.models.nets import MLP as Net  # edited\n")
     check_targets_once(own, stamps)
-    assert len(checked) == 4
+    assert checked[-1] == ["model"]
     # a failing check leaves no stamp: it fails again, in one line
-    raw = cfg.dump()
+    raw = own.dump()
     raw["optimizer"]["weight_decya"] = 0.1
+    stamped = len(list(stamps.iterdir()))
     for _ in range(2):
         with pytest.raises(PipelineError, match="did you mean 'weight_decay'"):
             check_targets_once(validate_config(raw), stamps)
-    assert len(list(stamps.iterdir())) == 4
-    # nowhere to write the stamp (a read-only home): the check still runs, and passes
+    assert checked[-2:] == [["optimizer"], ["optimizer"]]
+    assert len(list(stamps.iterdir())) == stamped
+    # nowhere to write the stamps (a read-only home): the check still runs, and passes
     (tmp_path / "a-file").touch()
     check_targets_once(cfg, tmp_path / "a-file" / "stamps")
-    assert len(checked) == 5
+    assert checked[-1] == sections
 
 
 def test_missing_params_file_says_how_to_make_it(tmp_path: Path) -> None:

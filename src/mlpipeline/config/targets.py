@@ -15,10 +15,11 @@ import site
 import sys
 import types
 import typing
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from mlpipeline.config.schema import Config, suggest
+from mlpipeline.config.schema import Config, Target, suggest
 from mlpipeline.errors import PipelineError
 
 # Arguments the code passes itself, so the config must not set them.
@@ -49,11 +50,14 @@ def arguments(target: Any, key: str) -> dict[str, inspect.Parameter] | None:
     return {name: p for name, p in params.items() if name not in supplied}
 
 
-def check_targets(cfg: Config) -> None:
-    """Check that each `_target_` imports, accepts the keys given for it, and that each value
-    fits the type the class declares for it. Imports every target (torch, Lightning)."""
+def check_targets(cfg: Config, keys: Collection[str] | None = None) -> None:
+    """Check that each `_target_` (of the sections `keys`, default all) imports, accepts the
+    keys given for it, and that each value fits the type the class declares for it. Imports
+    every target it checks (torch, Lightning)."""
     problems = []
     for key, section in cfg.targets().items():
+        if keys is not None and key not in keys:
+            continue
         try:
             target = locate(section.target)
         except PipelineError as err:
@@ -79,50 +83,59 @@ def check_targets(cfg: Config) -> None:
 
 
 def check_targets_once(cfg: Config, stamps: Path | None = None) -> None:
-    """`check_targets`, skipped when the same targets with the same arguments passed it before
-    in this environment, as its installed packages and the sources of the targets' own
-    packages are now: the check imports torch and Lightning, seconds that the compose stage
-    would otherwise spend on every edit of conf/. Passes leave an empty stamp file in `stamps`
-    (default: the user's cache directory, e.g. ~/.cache/mlpipeline/checked-targets)."""
+    """`check_targets` of the sections whose target, with the same arguments, has not passed
+    it before in this environment, as its installed packages and the sources of the target's
+    own package are now. The check imports the targets, and Lightning's import alone takes
+    seconds: an edit of the optimizer's rate then imports torch's optimizer, not the trainer.
+    A section that passes leaves an empty stamp file in `stamps` (default: the user's cache
+    directory, e.g. ~/.cache/mlpipeline/checked-targets)."""
     if stamps is None:
         from platformdirs import user_cache_path
 
         stamps = user_cache_path("mlpipeline") / "checked-targets"
-    stamp = stamps / _fingerprint(cfg)
-    if stamp.is_file():
+    installed = _installed()
+    unchecked = {
+        key: stamp
+        for key, section in cfg.targets().items()
+        if not (stamp := stamps / _fingerprint(key, section, installed)).is_file()
+    }
+    if not unchecked:
         return
-    check_targets(cfg)
-    # the stamp only saves time: a cache directory that cannot be written is no error
+    check_targets(cfg, unchecked)
+    # the stamps only save time: a cache directory that cannot be written is no error
     with contextlib.suppress(OSError):
         stamps.mkdir(parents=True, exist_ok=True)
-        stamp.touch()
+        for stamp in unchecked.values():
+            stamp.touch()
 
 
-def _fingerprint(cfg: Config) -> str:
-    """A hash of the targets and their arguments, this interpreter, the distributions installed
-    on sys.path (their dist-info names carry the versions), and the size and time of every
-    Python file of the targets' packages that live outside site-packages (editable installs,
-    the project's own code)."""
-    targets = cfg.targets()
-    sections = {key: [s.target, s.kwargs()] for key, s in targets.items()}
-    digest = hashlib.sha256(
-        json.dumps([sys.version, sections], sort_keys=True, default=repr).encode()
-    )
+def _installed() -> str:
+    """This interpreter and the distributions installed on sys.path (their dist-info names
+    carry the versions)."""
+    names = [sys.version]
     for entry in sys.path:
         if os.path.isdir(entry):
-            digest.update(
-                " ".join(sorted(n for n in os.listdir(entry) if n.endswith(".dist-info"))).encode()
-            )
+            names.append(" ".join(sorted(n for n in os.listdir(entry) if n.endswith(".dist-info"))))
+    return "\n".join(names)
+
+
+def _fingerprint(key: str, section: Target, installed: str) -> str:
+    """A hash of one section (its key, target and arguments), the `installed` packages, and
+    the size and time of every Python file of the target's package where it lives outside
+    site-packages (an editable install, the project's own code)."""
+    digest = hashlib.sha256(
+        json.dumps([key, section.target, section.kwargs()], sort_keys=True, default=repr).encode()
+    )
+    digest.update(installed.encode())
     # installed packages are covered by their dist-info names (site-packages, or Debian's
     # dist-packages); the rest is source that can change in place
-    installed = {Path(p) for p in (*site.getsitepackages(), site.getusersitepackages())}
-    for top in sorted({s.target.split(".")[0] for s in targets.values()}):
-        spec = importlib.util.find_spec(top)
-        roots = [Path(r) for r in (spec.submodule_search_locations or [])] if spec else []
-        for root in (r for r in roots if installed.isdisjoint(r.parents)):
-            for path in sorted(root.rglob("*.py")):
-                stat = path.stat()
-                digest.update(f"{path} {stat.st_size} {stat.st_mtime_ns}".encode())
+    site_dirs = {Path(p) for p in (*site.getsitepackages(), site.getusersitepackages())}
+    spec = importlib.util.find_spec(section.target.split(".")[0])
+    roots = [Path(r) for r in (spec.submodule_search_locations or [])] if spec else []
+    for root in (r for r in roots if site_dirs.isdisjoint(r.parents)):
+        for path in sorted(root.rglob("*.py")):
+            stat = path.stat()
+            digest.update(f"{path} {stat.st_size} {stat.st_mtime_ns}".encode())
     return digest.hexdigest()
 
 
