@@ -32,6 +32,10 @@ if [[ "$artifacts" != *://* ]]; then
   artifacts="$(cd "$artifacts" && pwd)"
 fi
 
+# MLflow's server-side jobs (its GenAI features) serve nothing here, and their job runner's
+# consumer processes would poll beside the server: on only where asked for
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
+
 echo "mlflow-server: backend $backend, artifacts $artifacts, http://$host:$port" >&2
 exec mlflow server \
   --backend-store-uri "$backend" \
