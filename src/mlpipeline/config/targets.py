@@ -93,11 +93,12 @@ def check_targets_once(cfg: Config, stamps: Path | None = None) -> None:
         from platformdirs import user_cache_path
 
         stamps = user_cache_path("mlpipeline") / "checked-targets"
-    installed = _installed()
+    sections = cfg.targets()
+    environment = _environment({s.target.split(".")[0] for s in sections.values()})
     unchecked = {
         key: stamp
-        for key, section in cfg.targets().items()
-        if not (stamp := stamps / _fingerprint(key, section, installed)).is_file()
+        for key, section in sections.items()
+        if not (stamp := stamps / _fingerprint(key, section, environment)).is_file()
     }
     if not unchecked:
         return
@@ -109,33 +110,40 @@ def check_targets_once(cfg: Config, stamps: Path | None = None) -> None:
             stamp.touch()
 
 
-def _installed() -> str:
-    """This interpreter and the distributions installed on sys.path (their dist-info names
-    carry the versions)."""
-    names = [sys.version]
+def _environment(packages: set[str]) -> dict[str, str]:
+    """For each top-level package: this interpreter, the distributions installed on sys.path
+    (their dist-info names carry the versions), and, where the package lives outside
+    site-packages (an editable install, the project's own code), the size and time of each of
+    its Python files. Each package's files are read once, however many sections name it."""
+    installed = [sys.version]
     for entry in sys.path:
         if os.path.isdir(entry):
-            names.append(" ".join(sorted(n for n in os.listdir(entry) if n.endswith(".dist-info"))))
-    return "\n".join(names)
-
-
-def _fingerprint(key: str, section: Target, installed: str) -> str:
-    """A hash of one section (its key, target and arguments), the `installed` packages, and
-    the size and time of every Python file of the target's package where it lives outside
-    site-packages (an editable install, the project's own code)."""
-    digest = hashlib.sha256(
-        json.dumps([key, section.target, section.kwargs()], sort_keys=True, default=repr).encode()
-    )
-    digest.update(installed.encode())
+            names = sorted(n for n in os.listdir(entry) if n.endswith(".dist-info"))
+            installed.append(" ".join(names))
     # installed packages are covered by their dist-info names (site-packages, or Debian's
     # dist-packages); the rest is source that can change in place
     site_dirs = {Path(p) for p in (*site.getsitepackages(), site.getusersitepackages())}
-    spec = importlib.util.find_spec(section.target.split(".")[0])
-    roots = [Path(r) for r in (spec.submodule_search_locations or [])] if spec else []
-    for root in (r for r in roots if site_dirs.isdisjoint(r.parents)):
-        for path in sorted(root.rglob("*.py")):
-            stat = path.stat()
-            digest.update(f"{path} {stat.st_size} {stat.st_mtime_ns}".encode())
+    environment = {}
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        roots = [Path(r) for r in (spec.submodule_search_locations or [])] if spec else []
+        sources = [
+            f"{path} {(stat := path.stat()).st_size} {stat.st_mtime_ns}"
+            for root in roots
+            if site_dirs.isdisjoint(root.parents)
+            for path in sorted(root.rglob("*.py"))
+        ]
+        environment[package] = "\n".join([*installed, *sources])
+    return environment
+
+
+def _fingerprint(key: str, section: Target, environment: dict[str, str]) -> str:
+    """A hash of one section (its key, target and arguments) and the environment of the
+    target's package (`_environment`)."""
+    digest = hashlib.sha256(
+        json.dumps([key, section.target, section.kwargs()], sort_keys=True, default=repr).encode()
+    )
+    digest.update(environment[section.target.split(".")[0]].encode())
     return digest.hexdigest()
 
 
