@@ -23,7 +23,7 @@ def mlflow_runs(repo: Path):
     return mlflow.search_runs(search_all_experiments=True)
 
 
-def test_switching_a_groups_default_in_conf_reruns_training_only(tiny_repo: Path) -> None:
+def test_a_new_group_default_in_conf_retrains_and_keeps_the_prepared_data(tiny_repo: Path) -> None:
     # an edit of a value is test_conf_decides_after_an_edit_its_undoing_and_its_redoing's
     config = tiny_repo / "conf/config.yaml"
     config.write_text(config.read_text().replace("- model: cnn", "- model: mlp"))
