@@ -94,7 +94,9 @@ def test_make_serve_answers_the_quickstarts_curl(tiny_repo: Path) -> None:
 @pytest.mark.slow
 def test_your_own_table_with_the_readmes_commands(repo_copy: Path) -> None:
     """The Palmer penguins (text categories, missing values) as `data/raw/mydata.csv`, with the
-    table's command exactly as the README writes it: only config changes."""
+    table's command exactly as the README writes it: only config changes. The served model
+    answers records as a classification does (tests/pipeline/test_tables.py runs the
+    regressions)."""
     import palmerpenguins
 
     source = Path(palmerpenguins.__file__).parent / "data/penguins.csv"
@@ -130,10 +132,16 @@ def test_your_own_table_with_the_readmes_commands(repo_copy: Path) -> None:
             "sex": None,
             "year": 2009,
         }
-        body = {"records": [record, {**record, "island": "Atlantis"}]}
+        # an unseen island and a record with no values at all are inputs the model takes
+        body = {"records": [record, {**record, "island": "Atlantis"}, {}]}
         answer = httpx.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=30)
         assert answer.status_code == 200, answer.text
-        assert answer.json()["predictions"][0] == "Gentoo"
-        assert set(answer.json()["probabilities"][1]) == {"Adelie", "Chinstrap", "Gentoo"}
+        predictions, probabilities = answer.json()["predictions"], answer.json()["probabilities"]
+        assert predictions[0] == "Gentoo" and set(predictions) <= set(card["classes"])
+        assert all(set(p) == set(card["classes"]) for p in probabilities)
+        assert all(abs(sum(p.values()) - 1) < 1e-5 for p in probabilities)
+        wrong = {"records": [{**record, "body_mass_g": "heavy"}]}
+        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json=wrong, timeout=30)
+        assert answer.status_code == 422 and "column 'body_mass_g' takes a number" in answer.text
     finally:
         stop(server)

@@ -34,16 +34,18 @@ def test_a_new_group_default_in_conf_retrains_and_keeps_the_prepared_data(tiny_r
 
 
 def test_exp_run_overrides_values_and_groups(tiny_repo: Path) -> None:
-    run(["dvc", "exp", "run", "-S", "optimizer.lr=0.02", "-n", "fast-lr"], tiny_repo)
+    # a value and a group in one experiment: the group's defaults, the value on top
+    cmd = ["dvc", "exp", "run", "-S", "model=mlp", "-S", "optimizer.lr=0.02", "-n", "fast-lr"]
+    run(cmd, tiny_repo)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], tiny_repo).stdout)
     assert '"lr": 0.02' in json.dumps(shown)
-    assert "0.02" in run(["dvc", "params", "diff"], tiny_repo).stdout
-    assert yaml.safe_load((tiny_repo / "params.yaml").read_text())["optimizer"]["lr"] == 0.02
+    diff = run(["dvc", "params", "diff"], tiny_repo).stdout
+    assert "0.02" in diff and "model._target_" in diff
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    assert params["optimizer"]["lr"] == 0.02 and params["model"]["_target_"].endswith("MLP")
     runs = mlflow_runs(tiny_repo)
     exp_run = runs[runs["tags.dvc_exp_name"] == "fast-lr"]
     assert exp_run["params.optimizer.lr"].tolist() == ["0.02"]
-
-    run(["dvc", "exp", "run", "-S", "model=mlp"], tiny_repo)
     assert load_model(tiny_repo / "models/model.pt")[1]["net"]["_target_"].endswith("MLP")
 
 
