@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -472,3 +473,25 @@ def run_stages_in_process(base: Path, *overrides: str) -> Any:
     for stage in (ingest, prepare, features, train, evaluate, export, profile):
         stage(cfg)
     return cfg
+
+
+@contextlib.contextmanager
+def serving(repo: Path) -> Iterator[str]:
+    """`python -m mlpipeline.serving` on the repository's exported model."""
+    port = free_port()
+    env = {**os.environ, "MODEL_PATH": str(repo / "models/model.onnx"), "PORT": str(port)}
+    log = repo / "serving.log"
+    with open(log, "wb") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlpipeline.serving"],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_server(proc, f"{url}/ready", 60, log.read_text)
+        yield url
+    finally:
+        stop(proc)

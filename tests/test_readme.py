@@ -19,6 +19,7 @@ from helpers import (
     free_port,
     make_command,
     run,
+    serving,
     stages_run,
     stop,
     wait_for_server,
@@ -115,14 +116,7 @@ def test_your_own_table_with_the_readmes_commands(repo_copy: Path) -> None:
         "island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex",
         "year",
     ]  # fmt: skip
-    port = free_port()
-    env = {**os.environ, "MODEL_PATH": str(repo_copy / "models/model.onnx"), "PORT": str(port)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlpipeline.serving"], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_for_server(server, f"http://127.0.0.1:{port}/ready", 120)
+    with serving(repo_copy) as url:
         record = {
             "island": "Biscoe",
             "bill_length_mm": 48.6,
@@ -134,14 +128,12 @@ def test_your_own_table_with_the_readmes_commands(repo_copy: Path) -> None:
         }
         # an unseen island and a record with no values at all are inputs the model takes
         body = {"records": [record, {**record, "island": "Atlantis"}, {}]}
-        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json=body, timeout=30)
+        answer = httpx.post(f"{url}/predict", json=body, timeout=30)
         assert answer.status_code == 200, answer.text
         predictions, probabilities = answer.json()["predictions"], answer.json()["probabilities"]
         assert predictions[0] == "Gentoo" and set(predictions) <= set(card["classes"])
         assert all(set(p) == set(card["classes"]) for p in probabilities)
         assert all(abs(sum(p.values()) - 1) < 1e-5 for p in probabilities)
         wrong = {"records": [{**record, "body_mass_g": "heavy"}]}
-        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json=wrong, timeout=30)
+        answer = httpx.post(f"{url}/predict", json=wrong, timeout=30)
         assert answer.status_code == 422 and "column 'body_mass_g' takes a number" in answer.text
-    finally:
-        stop(server)

@@ -7,17 +7,12 @@ tests/test_readme.py."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from helpers import commit_all, free_port, mixed_table, run, stages_run, stop, wait_for_server
+from helpers import commit_all, mixed_table, run, serving, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -41,28 +36,6 @@ def use_table(repo: Path, file: str, label: str, task: str) -> None:
     tabular = repo / "conf/data/tabular.yaml"
     text = tabular.read_text().replace("data/raw/data.csv", f"data/raw/{file}")
     tabular.write_text(text.replace("    label: label\n", f"    label: {label}\n"))
-
-
-@contextmanager
-def serving(repo: Path) -> Iterator[str]:
-    """`python -m mlpipeline.serving` on the repository's exported model."""
-    port = free_port()
-    env = {**os.environ, "MODEL_PATH": str(repo / "models/model.onnx"), "PORT": str(port)}
-    log = repo / "serving.log"
-    with open(log, "wb") as handle:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlpipeline.serving"],
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_server(proc, f"{url}/ready", 60, log.read_text)
-        yield url
-    finally:
-        stop(proc)
 
 
 def predict(url: str, records: list[dict[str, Any]]) -> dict[str, Any]:
