@@ -36,7 +36,13 @@ def settings() -> DockerSettings:
 
 
 @pytest.fixture(scope="session")
-def client(settings: DockerSettings) -> docker.DockerClient:
+def base_image(settings: DockerSettings) -> str:
+    """BASE_IMAGE, else the Dockerfile's own base, as the product resolves it."""
+    return settings.base(ROOT)
+
+
+@pytest.fixture(scope="session")
+def client(base_image: str) -> docker.DockerClient:
     """A daemon that answers and has the base image (no registry may be reachable: a test
     builds only on a base image that is already there, unless Docker is required)."""
     try:
@@ -45,11 +51,11 @@ def client(settings: DockerSettings) -> docker.DockerClient:
         # daemon: past docker-py's 60 s read timeout
         docker_client.api.timeout = 600
         if REQUIRED:
-            ensure_base_image(docker_client, settings.base_image)
+            ensure_base_image(docker_client, base_image)
         else:
-            docker_client.images.get(settings.base_image)
+            docker_client.images.get(base_image)
     except docker.errors.ImageNotFound:
-        pytest.skip(f"base image {settings.base_image} is not on the daemon; set BASE_IMAGE")
+        pytest.skip(f"base image {base_image} is not on the daemon: pull it, or set BASE_IMAGE")
     except PipelineError as err:
         if REQUIRED:
             pytest.fail(f"MLPIPELINE_REQUIRE_DOCKER=1 but {err}")

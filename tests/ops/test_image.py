@@ -187,12 +187,16 @@ def test_image_is_non_root_labelled_healthy_and_without_torch(
 
 @pytest.mark.docker
 def test_smoke_reports_size_and_time_to_ready(
-    client: docker.DockerClient, image: Image, context: Path, settings: DockerSettings
+    client: docker.DockerClient,
+    image: Image,
+    context: Path,
+    settings: DockerSettings,
+    base_image: str,
 ) -> None:
     report = img.smoke(
         client,
         TAG,
-        settings.base_image,
+        base_image,
         np.load(context / "models/x.npy"),
         np.load(context / "models/reference.npy"),
         network=settings.docker_network,

@@ -37,6 +37,10 @@ class DockerSettings(BaseSettings):
     # port, or the host's network (then the container listens on the host's port itself)
     docker_network: Literal["bridge", "host"] = "bridge"
 
+    def base(self, root: Path = Path(".")) -> str:
+        """The base image: BASE_IMAGE, else the default of the Dockerfile at `root`."""
+        return self.base_image or dockerfile_base(root / "Dockerfile")
+
 
 def serve_image_tag(settings: DockerSettings, params: Path = Path("params.yaml")) -> str:
     """The serving image's tag: IMAGE_TAG, else `<project>-serve:latest` from params.yaml."""

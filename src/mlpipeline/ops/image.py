@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         x, reference = checks.load_check_inputs(args.test, args.reference)
         client = connect()
-        base = args.base_image or dockerfile_base(Path("Dockerfile"))
+        base = args.base_image or settings.base()
         report = smoke(client, args.tag, base, x, reference, args.port, network)
         print(describe(report))
         if args.json:

@@ -44,7 +44,6 @@ from mlpipeline.ops.docker import (
     MB,
     DockerSettings,
     connect,
-    dockerfile_base,
     ensure_base_image,
     free_port,
     log_tail,
@@ -417,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with exit_on_error("interrupted; the stack was removed"):
         x, reference = checks.load_check_inputs(args.test, args.reference)
-        base = args.base_image or dockerfile_base(args.root / "Dockerfile")
+        base = args.base_image or settings.base(args.root)
         # the model service's image is the project's (unless MODEL_IMAGE names another)
         images = (
             None
