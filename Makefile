@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine with Python and git:
 #   make pipeline   create .venv, install the lock, run `dvc repro`
-#   make test       create .venv, install the lock, run the tests
+#   make test       create .venv, install the lock, run the fast tier of the tests (minutes)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -20,7 +20,7 @@ TORCH_INDEX ?=
 CUDA_PACKAGES = $(sort $(shell sed -n 's/^name = "\(nvidia-[^"]*\|cuda-[^"]*\|triton\)"$$/\1/p' uv.lock))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock pipeline test test-fast lint audit bench clean
+.PHONY: help install lock pipeline test test-all test-slow lint audit bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,12 +57,18 @@ pipeline: install ## reproduce the pipeline (dvc repro) on the built-in dataset
 
 # pytest-xdist's worker processes: one per CPU core by default
 TEST_WORKERS ?= auto
+# more arguments for pytest, e.g. PYTEST_ARGS="-k features"
+PYTEST_ARGS ?=
+# each tier ends with its ten slowest tests, so that every log says where the time goes
+PYTEST = $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=10 $(PYTEST_ARGS)
 
-test: install airflow-install ## run all tests, the real pipeline and Airflow included (the stack's: make test-stack)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not stack" --durations=25
+test: install ## the fast tier (minutes): unit tests, refusals, the app in-process, one tiny real `dvc repro`
+	$(PYTEST) -m "not slow"
 
-test-fast: install ## unit tests only
-	$(BIN)/python -m pytest -m "not slow and not docker" -n $(TEST_WORKERS)
+test-all: test test-slow ## everything: the fast tier, then the tests marked slow
+
+test-slow: install airflow-install ## the second tier alone: Docker images, Airflow, Prometheus, every pipeline, the benchmarks
+	$(PYTEST) -m slow
 
 lint: install audit ## ruff; the locks against their pyproject.toml; actionlint and zizmor over .github/
 	$(BIN)/ruff check .
@@ -146,13 +152,10 @@ report: install ## report the working tree against BASE (git ref, default origin
 	$(BIN)/python -m mlpipeline.ops.report --base "$${BASE:-origin/main}" --out reports/pr
 
 # Team services: a shared tracking server, and the stack of docker-compose.yml
-.PHONY: mlflow-server stack-smoke test-stack
+.PHONY: mlflow-server stack-smoke
 
 mlflow-server: install ## MLflow tracking server on 127.0.0.1:$MLFLOW_PORT (default 5000); env MLFLOW_BACKEND_URI, MLFLOW_ARTIFACTS
 	scripts/mlflow-server.sh
 
 stack-smoke: install ## build and start docker-compose.yml's stack, check both services, remove it (env BASE_IMAGE)
 	$(BIN)/python -m mlpipeline.ops.stack smoke
-
-test-stack: install ## the stack's own test, Prometheus included (a tiny model; not in `make test`: the MLflow image builds for minutes)
-	$(BIN)/python -m pytest -m stack tests/ops/test_stack.py

@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Install Prometheus's server and promtool from the Debian/Ubuntu package when either is
-# missing: the monitoring tests (tests/monitoring) run both. Needs root or sudo.
+# Install, from the Debian/Ubuntu packages, the programs the tests run where they are missing:
+#   prometheus   prometheus and promtool (tests/monitoring; promtool in the fast tier too)
+#   wrk          the load generator of the serving and drift benchmarks (make test-all)
+#   qemu-user    qemu-x86_64, the cross-CPU benchmark's emulator (make test-all)
+# Usage: scripts/install-test-tools.sh [PACKAGE...]   (default: all three). Needs root or sudo.
 set -euo pipefail
-if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
-  exit 0
-fi
+declare -A commands=([prometheus]="prometheus promtool" [wrk]="wrk" [qemu-user]="qemu-x86_64")
+(($#)) || set -- prometheus wrk qemu-user
+missing=()
+for package in "$@"; do
+  [[ -v "commands[$package]" ]] || { echo "error: unknown package '$package': one of ${!commands[*]}" >&2; exit 2; }
+  for command in ${commands[$package]}; do
+    command -v "$command" >/dev/null || { missing+=("$package"); break; }
+  done
+done
+((${#missing[@]})) || exit 0
 sudo=()
 if ((EUID != 0)); then sudo=(sudo); fi
 "${sudo[@]}" apt-get update -qq >/dev/null
-# the package's service is not started by this: the tests run their own server on loopback
+# installing starts no service: the tests run their own servers on loopback
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  prometheus >/dev/null
-command -v promtool
+  "${missing[@]}" >/dev/null

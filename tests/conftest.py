@@ -124,10 +124,23 @@ def s3_server(tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+# markers that put a test in the second tier whether or not it says `slow` too
+SECOND_TIER = ("docker", "gpu")
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that build images or run the pipeline first, the quick ones after them, so
-    that xdist's workers end together: work stealing then evens out the quick tail."""
+    """Docker and GPU tests belong to the slow tier (before `-m` selects a tier). Then the
+    tests that build images or run a pipeline first, the quick ones after them, so that
+    xdist's workers end together: work stealing evens out the quick tail."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in SECOND_TIER):
+            item.add_marker(pytest.mark.slow)
     weight = {"docker": 0, "slow": 1}
-    items.sort(
-        key=lambda item: min((weight.get(m.name, 2) for m in item.iter_markers()), default=2)
-    )
+
+    def order(item: pytest.Item) -> int:
+        if "tiny_baseline" in getattr(item, "fixturenames", ()):
+            return 1  # the fast tier's one pipeline run: start it first, run the rest beside it
+        return min((weight.get(m.name, 2) for m in item.iter_markers()), default=2)
+
+    items.sort(key=order)

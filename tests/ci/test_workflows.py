@@ -49,10 +49,6 @@ def run_commands() -> list[tuple[str, str]]:
     return [(p.name, s["run"]) for p in WORKFLOWS for _, s in steps(load(p)) if "run" in s]
 
 
-def test_the_three_workflows_exist() -> None:
-    assert {p.name for p in WORKFLOWS} == {"ci.yml", "retrain.yml", "deploy.yml"}
-
-
 def test_every_run_step_is_one_make_target_or_repository_script() -> None:
     targets = set(MAKE_TARGET.findall((ROOT / "Makefile").read_text()))
     commands = run_commands()
@@ -81,6 +77,26 @@ def test_scripts_the_workflows_call_are_run_by_the_tests() -> None:
         first = words[1] if words[0] == "bash" else words[0]
         if first.startswith("scripts/"):
             assert f'"{Path(first).name}"' in tests or first in makefile, f"{name}: {first}"
+
+
+def test_ci_runs_the_fast_tier_on_every_python_and_everything_on_one() -> None:
+    jobs = load(ROOT / ".github/workflows/ci.yml")["jobs"]
+
+    def runs(job: dict[str, Any]) -> list[str]:
+        return [s["run"] for s in job["steps"] if "run" in s]
+
+    def python(job: dict[str, Any]) -> str:
+        (setup,) = [s for s in job["steps"] if str(s.get("uses")).startswith("actions/setup-py")]
+        return str(setup["with"]["python-version"])
+
+    assert "make test" in runs(jobs["test"]) and "make test-all" in runs(jobs["test-all"])
+    assert python(jobs["test"]) == "${{ matrix.python }}"
+    pythons = {*jobs["test"]["strategy"]["matrix"]["python"], python(jobs["test-all"])}
+    assert pythons == {"3.10", "3.11", "3.12"}
+    required = jobs["test-all"]["env"]
+    assert {k for k, v in required.items() if v == "1"} >= {
+        "MLPIPELINE_REQUIRE_DOCKER", "MLPIPELINE_REQUIRE_PROMETHEUS",
+    }  # fmt: skip
 
 
 def test_workflows_are_hardened() -> None:

@@ -1,6 +1,7 @@
 """The Prometheus binaries the monitoring tests run: Debian's `prometheus` package ships both.
-Without them the tests skip, saying so; `.ci/run` installs the package and sets
-MLPIPELINE_REQUIRE_PROMETHEUS=1, so there they fail instead."""
+Without them the tests skip, saying so; `.ci/run` installs the package
+(scripts/install-test-tools.sh) and sets MLPIPELINE_REQUIRE_PROMETHEUS=1, so there they fail
+instead."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 def _binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        message = f"{name} not found: install Prometheus (Debian: apt-get install prometheus)"
+        message = f"{name} not found: scripts/install-test-tools.sh prometheus (Debian's package)"
         if os.environ.get("MLPIPELINE_REQUIRE_PROMETHEUS") == "1":
             pytest.fail(message)
         pytest.skip(message)

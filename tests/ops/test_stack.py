@@ -2,11 +2,10 @@
 real stack (tracking server and model server images built, started with Prometheus, checked,
 removed) through mlpipeline.ops.stack.smoke(monitoring=True).
 
-The real-stack test is marked `stack` as well as `docker` and `slow`: building the MLflow image
-takes minutes, so `make test` deselects it and `make test-stack` (run by .ci/run after
-`make test`) runs it. It builds from a temporary copy of what the images need with a tiny model
-(a clean clone has no pipeline outputs). Without a daemon or Compose it skips, unless
-MLPIPELINE_REQUIRE_DOCKER=1 (as in .ci/run): then it fails.
+The real-stack test is a `docker` test, so in the slow tier (`make test-all`). It builds from a
+temporary copy of what the images need with a tiny model (a clean clone has no pipeline
+outputs). Without a daemon or Compose it skips, unless MLPIPELINE_REQUIRE_DOCKER=1 (as in
+.ci/run): then it fails.
 
 Prometheus runs the Compose file's image (PROMETHEUS_IMAGE, default the official one). On a
 daemon that reaches no registry, STANDIN_PROMETHEUS=1 (as .ci/run sets it) builds a stand-in
@@ -164,7 +163,11 @@ def test_the_host_network_variant_keeps_prometheus_on_the_model_port(tmp_path: P
 
 @pytest.fixture
 def prometheus_image(
-    client, settings: DockerSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client,
+    settings: DockerSettings,
+    base_image: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> str:
     """The Prometheus image the stack runs: with STANDIN_PROMETHEUS=1 a stand-in built here
     from BASE_IMAGE (no registry serves the official one to such a daemon), else the Compose
@@ -177,7 +180,7 @@ def prometheus_image(
     client.images.build(
         path=str(context),
         tag=STANDIN_PROMETHEUS,
-        buildargs={"BASE_IMAGE": settings.base_image or BASE},
+        buildargs={"BASE_IMAGE": base_image},
         network_mode=settings.docker_network,
         rm=True,
     )
@@ -186,11 +189,10 @@ def prometheus_image(
 
 
 @pytest.mark.docker
-@pytest.mark.slow
-@pytest.mark.stack
 def test_the_stack_builds_starts_answers_and_goes(
     client,
     settings: DockerSettings,
+    base_image: str,
     prometheus_image: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -213,7 +215,7 @@ def test_the_stack_builds_starts_answers_and_goes(
         root,
         np.load(root / "models/x.npy"),
         np.load(root / "models/reference.npy"),
-        settings.base_image,
+        base_image,
         project=PROJECT,
         images={"mlflow": "mlpipeline-mlflow:pytest", "model": "mlpipeline-serve:stack-pytest"},
         quiet=True,

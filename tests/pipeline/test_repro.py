@@ -1,16 +1,56 @@
-"""The real `dvc repro` of the whole pipeline in temporary copies of this repository."""
+"""The real `dvc repro` of the whole pipeline in temporary copies of this repository: once,
+tiny, in the fast tier; in full, and again after edits, in the slow tier. The stages' refusals
+of bad input, each in a stage process of its own."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import ROOT, STAGES, lock_outs, make_command, run, set_in_conf, stages_run
 
-pytestmark = pytest.mark.slow
+from mlpipeline.serving.app import create_app
+from mlpipeline.serving.settings import Settings
+
+with warnings.catch_warnings():
+    # Starlette 1.x suggests httpx2 for its TestClient; the pinned httpx works
+    warnings.simplefilter("ignore", UserWarning)
+    from fastapi.testclient import TestClient
 
 
+def test_dvc_repro_trains_exports_registers_and_the_app_answers(
+    tiny_baseline: Path, tiny_repo: Path
+) -> None:
+    """The fast tier's one real pipeline (tiny_baseline): `dvc repro` composed conf/ with Hydra,
+    fitted two epochs with Lightning, exported ONNX after its parity check, registered a version
+    in MLflow, and left nothing stale; the real app then answers as the export stage did."""
+    log = (tiny_baseline.parent / "dvc-repro.log").read_text()
+    # an image's features are its prepared arrays as they are: DVC restores them from the cache
+    assert set(stages_run(log)) == set(STAGES) - {"features"}, log
+    assert "up to date" in run(["dvc", "status"], tiny_repo).stdout
+    params = (tiny_repo / "params.yaml").read_text()
+    assert "max_epochs: 2" in params and "_target_: mlpipeline.models.nets.CNN" in params
+    history = (tiny_repo / "reports/train/history.csv").read_text().splitlines()
+    assert len(history) == 1 + 2  # a header, then one line per epoch
+    assert json.loads((tiny_repo / "reports/metrics.json").read_text())["accuracy"] > 0.5
+    card = json.loads((tiny_repo / "models/model_card.json").read_text())
+    registration = json.loads((tiny_repo / "models/registration.json").read_text())
+    assert registration["onnx_md5"] == card["hashes"]["onnx"]
+    assert "as digits version 1 (MLflow run" in log
+
+    x = np.load(tiny_repo / "data/prepared/test/x.npy")[:8]
+    reference = np.load(tiny_repo / "models/reference.npy")[:8]
+    app = create_app(Settings(model_path=tiny_repo / "models/model.onnx"))
+    with TestClient(app) as client:
+        answer = client.post("/predict", json={"inputs": x.tolist()})
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(answer.json()["probabilities"], reference, atol=1e-5)
+
+
+@pytest.mark.slow
 def test_make_pipeline_reproduces_the_committed_lock_bit_for_bit(repo_copy: Path) -> None:
     # the README's first command, with the running venv (its install stamp: no reinstall)
     out = run(make_command("pipeline"), repo_copy).stdout
@@ -42,6 +82,7 @@ def test_make_pipeline_reproduces_the_committed_lock_bit_for_bit(repo_copy: Path
     assert lock_outs(repo_copy) == first
 
 
+@pytest.mark.slow
 def test_evaluation_param_reruns_evaluate_not_train(tiny_repo: Path) -> None:
     set_in_conf(tiny_repo, "config.yaml", "evaluate.calibration_bins", 5)
     ran = stages_run(run(["dvc", "repro"], tiny_repo).stdout)
