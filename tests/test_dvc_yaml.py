@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import helpers
 import pytest
 import yaml
 from helpers import ROOT
@@ -16,10 +15,6 @@ from mlpipeline.plots import EVAL_PLOTS
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PATHS = yaml.safe_load((ROOT / "conf/paths/default.yaml").read_text())
-
-
-def test_the_tests_stage_list_is_dvc_yamls() -> None:
-    assert list(STAGES) == helpers.STAGES
 
 
 def entries(stage: str, *kinds: str) -> set[str]:
