@@ -43,19 +43,13 @@ def base_image(settings: DockerSettings) -> str:
 
 @pytest.fixture(scope="session")
 def client(base_image: str) -> docker.DockerClient:
-    """A daemon that answers and has the base image (no registry may be reachable: a test
-    builds only on a base image that is already there, unless Docker is required)."""
+    """A daemon that answers and has the base image, pulled if it is not there yet."""
     try:
         docker_client = connect()
         # deleting a GB-sized image takes minutes on a copying storage driver (vfs) and a busy
         # daemon: past docker-py's 60 s read timeout
         docker_client.api.timeout = 600
-        if REQUIRED:
-            ensure_base_image(docker_client, base_image)
-        else:
-            docker_client.images.get(base_image)
-    except docker.errors.ImageNotFound:
-        pytest.skip(f"base image {base_image} is not on the daemon: pull it, or set BASE_IMAGE")
+        ensure_base_image(docker_client, base_image)
     except PipelineError as err:
         if REQUIRED:
             pytest.fail(f"MLPIPELINE_REQUIRE_DOCKER=1 but {err}")
@@ -63,7 +57,7 @@ def client(base_image: str) -> docker.DockerClient:
     return docker_client
 
 
-# Airflow, from its own environment (make airflow-install; make test installs it)
+# Airflow, from its own environment (make airflow-install; make test-all installs it)
 
 AIRFLOW_BIN = ROOT / ".venv-airflow" / "bin"
 
@@ -83,7 +77,7 @@ def airflow_env(home: Path) -> dict[str, str]:
 def airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated Airflow SQLite database, made once per test process; tests copy it."""
     if not (AIRFLOW_BIN / "airflow").is_file():
-        pytest.skip(f"{AIRFLOW_BIN}/airflow not found: make airflow-install (make test runs it)")
+        pytest.skip(f"{AIRFLOW_BIN}/airflow not found: make airflow-install (test-all runs it)")
     home = tmp_path_factory.mktemp("airflow-db")
     run([str(AIRFLOW_BIN / "airflow"), "db", "migrate"], home, **airflow_env(home))
     return home / "airflow.db"
