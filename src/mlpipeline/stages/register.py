@@ -24,7 +24,7 @@ from mlpipeline.artifacts import read_csv, read_json, write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
 from mlpipeline.data.splits import read_split, split_table
-from mlpipeline.errors import PipelineError
+from mlpipeline.errors import PipelineError, redact
 from mlpipeline.git import state
 from mlpipeline.plots import render_plots
 
@@ -77,7 +77,7 @@ def register(cfg: Config) -> dict[str, Any]:
     print(
         f"registered {cfg.paths.onnx} as {cfg.tracking.registered_model} version "
         f"{logged['model_version']} (MLflow run {logged['run_id']}) at "
-        f"{tracking.tracking_uri(cfg.tracking.uri)}"
+        f"{redact(tracking.tracking_uri(cfg.tracking.uri))}"
     )
     return receipt
 
