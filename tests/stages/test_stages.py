@@ -306,3 +306,28 @@ def test_a_killed_training_leaves_nothing_its_next_run_keeps(trained, tmp_path: 
     train(cfg)
     assert hidden(models) == before
     assert md5_file(cfg.paths.model) == first
+
+
+def test_a_table_model_takes_columns_named_with_any_characters(tmp_path: Path) -> None:
+    import warnings
+
+    import pyarrow.parquet as pq
+
+    from mlpipeline.serving.app import create_app
+    from mlpipeline.serving.settings import Settings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Starlette 1.x's httpx2 hint
+        from fastapi.testclient import TestClient
+
+    odd = {"width": "x one", "color": "c.olor/é", "flag": "x_one", "count": "n°: count"}
+    cfg = export_table_model(tmp_path, frame=mixed_table().rename(columns=odd))
+    assert [c["name"] for c in read_json(cfg.paths.card)["input"]["columns"]] == list(odd.values())
+    session = ort.InferenceSession(str(cfg.paths.onnx))
+    assert [i.name for i in session.get_inputs()] == list(odd.values())
+    # the service takes records by the data's own names and answers as the export checked
+    rows = pq.read_table(cfg.paths.prepared / "test" / "x.parquet").to_pylist()
+    with TestClient(create_app(Settings(model_path=cfg.paths.onnx, max_batch=64))) as client:
+        body = client.post("/predict", json={"records": rows[:32]}).json()
+    probs = np.array([list(p.values()) for p in body["probabilities"]])
+    assert np.abs(probs - np.load(cfg.paths.reference)[:32]).max() < 1e-5

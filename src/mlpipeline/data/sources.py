@@ -175,10 +175,26 @@ def load_table(source: TableSource, raw_dir: Path) -> Table:
     return Table(table, path, source.label, list(features), rows - unlabelled, unlabelled > 0)
 
 
+def check_column_names(columns: list[str], path: Path) -> None:
+    """Refuse a header whose columns cannot be told apart by name: names given twice, or none.
+    Any other name is valid, whatever its characters."""
+    if duplicated := sorted({c for c in columns if columns.count(c) > 1}):
+        names = ", ".join(f"'{c}'" for c in duplicated)
+        raise PipelineError(
+            f"{path} has more than one column named {names}: rename them so that each column's "
+            "name is its own"
+        )
+    if "" in columns:
+        raise PipelineError(
+            f"column {columns.index('') + 1} of {path} has no name: name it in the header"
+        )
+
+
 def _open_table(path: Path, kind: str) -> Any:
     """A Parquet file opened for reading in batches (pyarrow.parquet.ParquetFile), or a CSV
-    file read into Arrow; a CSV configured as Parquet (or the reverse) says so. In CSV, empty
-    fields and the usual spellings of missing (NA, NaN, null) are missing values."""
+    file read into Arrow; a CSV configured as Parquet (or the reverse) says so, and so do
+    columns without a name of their own. In CSV, empty fields and the usual spellings of
+    missing (NA, NaN, null) are missing values."""
     import pyarrow as pa
     import pyarrow.csv as pv
 
@@ -193,11 +209,14 @@ def _open_table(path: Path, kind: str) -> Any:
         raise PipelineError(f"{path} is a Parquet file, not CSV: set data.source.kind: parquet")
     try:
         if kind == "parquet":
-            return parquet_reader(path)
-        options = pv.ConvertOptions(strings_can_be_null=True)
-        return pv.read_csv(path, convert_options=options)
+            table = parquet_reader(path)
+        else:
+            options = pv.ConvertOptions(strings_can_be_null=True)
+            table = pv.read_csv(path, convert_options=options)
     except (pa.ArrowException, OSError) as err:
         raise _unreadable(path, kind, err) from None
+    check_column_names(table.schema_arrow.names if kind == "parquet" else table.column_names, path)
+    return table
 
 
 def read_table(path: Path, kind: str) -> Any:
