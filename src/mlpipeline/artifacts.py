@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from mlpipeline.errors import error_path, storage_error
+
 # what a scratch directory's name holds after `.<name>.tmp-`: its process id, a random part
 SCRATCH = re.compile(r"(\d+)-[a-z0-9_]+")
 
@@ -60,10 +62,13 @@ def scratch_dir(beside: Path | str) -> Iterator[Path]:
     (`sweep_scratch`), so a crash leaves nothing that outlives the next run: each scratch
     directory belongs to the output (or the purpose) its name starts with."""
     beside = Path(beside)
-    beside.parent.mkdir(parents=True, exist_ok=True)
-    sweep_scratch(beside)
-    prefix = f"{_scratch_prefix(beside)}{os.getpid()}-"
-    root = Path(tempfile.mkdtemp(prefix=prefix, dir=beside.parent))
+    try:
+        beside.parent.mkdir(parents=True, exist_ok=True)
+        sweep_scratch(beside)
+        prefix = f"{_scratch_prefix(beside)}{os.getpid()}-"
+        root = Path(tempfile.mkdtemp(prefix=prefix, dir=beside.parent))
+    except OSError as err:
+        raise (storage_error(err, beside) or err) from None
     try:
         yield root
     finally:
@@ -77,12 +82,21 @@ def atomic_path(final: Path | str, is_dir: bool = False) -> Iterator[Path]:
     final = Path(final)
     with scratch_dir(final) as tmp_root:
         tmp = tmp_root / final.name
-        if is_dir:
-            tmp.mkdir()
-        yield tmp
-        if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            if is_dir:
+                tmp.mkdir()
+            yield tmp
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except OSError as err:
+            # writing this output found no permission or no space: say so in one line; an
+            # error about another file (an input read inside the block) is left as it is
+            named = error_path(err)
+            ours = named is None or named.is_relative_to(tmp_root) or named == final
+            if ours and (line := storage_error(err, final)) is not None:
+                raise line from None
+            raise
 
 
 def json_text(obj: Any) -> str:
