@@ -15,7 +15,7 @@ from helpers import mixed_table, one_line_error, tiny_params
 
 from mlpipeline.artifacts import load_array, read_json
 from mlpipeline.config.schema import ColumnOverride
-from mlpipeline.data.features import OTHER, category_text, onnx_feeds
+from mlpipeline.data.features import OTHER, OWN_NAMES, category_text, onnx_feeds
 from mlpipeline.data.splits import read_split, split_table
 from mlpipeline.errors import PipelineError
 from mlpipeline.serving import parsing
@@ -141,6 +141,12 @@ def test_a_column_named_as_the_models_own_values_is_refused(
     # left out, it is no clash
     drop = {"columns": {own: ColumnOverride(kind="drop")}}
     features(cfg.model_copy(update={"features": cfg.features.model_copy(update=drop)}))
+
+
+def test_the_names_refused_are_those_the_export_stage_gives() -> None:
+    from mlpipeline.stages import export
+
+    assert set(OWN_NAMES) == {export.FEATURES, export.OUTPUT, export.PREDICTION}
 
 
 def test_rare_unseen_and_missing_categories_have_their_own_slots(make_cfg, tmp_path: Path) -> None:
