@@ -46,6 +46,8 @@ def sweep_scratch(beside: Path) -> None:
 
 
 def _running(pid: int) -> bool:
+    if os.name == "nt":  # there os.kill ends the process it is given: keep everything
+        return True
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
