@@ -20,6 +20,17 @@ if ! command -v mlflow >/dev/null; then
   exit 1
 fi
 
+# A URI as shown: its credentials masked as mlpipeline.errors.redact masks them (a password,
+# a userinfo without one, secret-looking query values); tests/test_tracking.py holds the
+# two to the same answers.
+redact() {
+  sed -E \
+    -e 's#([A-Za-z][A-Za-z0-9+.-]*://)([^[:space:]/?#:]*):[^[:space:]/?#]*@#\1\2:***@#g' \
+    -e 's#([A-Za-z][A-Za-z0-9+.-]*://)[^[:space:]/?#:]+@#\1***@#g' \
+    -e 's#([?&;][^=&[:space:]#]*(pass|pwd|token|secret|key|signature|credential|auth)[^=&[:space:]#]*=)[^&[:space:]#]*#\1***#Ig' \
+    <<<"$1"
+}
+
 backend="${MLFLOW_BACKEND_URI:-sqlite:///mlflow-server.db}"
 artifacts="${MLFLOW_ARTIFACTS:-./mlartifacts-server}"
 host="${MLFLOW_HOST:-127.0.0.1}"
@@ -36,9 +47,10 @@ fi
 # consumer processes would poll beside the server: on only where asked for
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 
-echo "mlflow-server: backend $backend, artifacts $artifacts, http://$host:$port" >&2
+echo "mlflow-server: backend $(redact "$backend"), artifacts $(redact "$artifacts"), http://$host:$port" >&2
+# the backend URI goes to MLflow in its environment, not on the command line that `ps` shows
+export MLFLOW_BACKEND_STORE_URI="$backend"
 exec mlflow server \
-  --backend-store-uri "$backend" \
   --artifacts-destination "$artifacts" \
   --serve-artifacts \
   --host "$host" \

@@ -1,4 +1,5 @@
-"""File helpers: atomic writes (temporary path, then rename) and content hashes."""
+"""File helpers: atomic writes (temporary path, then rename), scratch directories beside the
+outputs that a crashed run's next run deletes, and content hashes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -14,23 +16,89 @@ from typing import Any
 
 import numpy as np
 
+from mlpipeline.errors import error_path, storage_error
+
+# what a scratch directory's name holds after `.<name>.tmp-`: its process id, a random part
+SCRATCH = re.compile(r"(\d+)-[a-z0-9_]+")
+
+
+def _scratch_prefix(beside: Path) -> str:
+    return f".{beside.name}.tmp-"
+
+
+def sweep_scratch(beside: Path) -> None:
+    """Delete the scratch directories beside `beside` whose process is gone: what a killed
+    run left. A live process's directory is kept, so two processes may write one output at
+    once. This process's own id marks a leftover too: it holds no scratch directory for
+    `beside` while it sweeps, and a container's processes get the same ids on every start."""
+    prefix = _scratch_prefix(beside)
+    try:
+        entries = [e for e in beside.parent.iterdir() if e.name.startswith(prefix)]
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        match = SCRATCH.fullmatch(entry.name.removeprefix(prefix))
+        if match is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        pid = int(match[1])
+        if pid == os.getpid() or not _running(pid):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    if os.name == "nt":  # there os.kill ends the process it is given: keep everything
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, run by another user
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def scratch_dir(beside: Path | str) -> Iterator[Path]:
+    """A new empty directory `.<name>.tmp-<pid>-<random>` beside the path `beside`, deleted on
+    leaving. The scratch directories that killed processes left there are deleted first
+    (`sweep_scratch`), so a crash leaves nothing that outlives the next run: each scratch
+    directory belongs to the output (or the purpose) its name starts with."""
+    beside = Path(beside)
+    try:
+        beside.parent.mkdir(parents=True, exist_ok=True)
+        sweep_scratch(beside)
+        prefix = f"{_scratch_prefix(beside)}{os.getpid()}-"
+        root = Path(tempfile.mkdtemp(prefix=prefix, dir=beside.parent))
+    except OSError as err:
+        raise (storage_error(err, beside) or err) from None
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
 
 @contextlib.contextmanager
 def atomic_path(final: Path | str, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; on success rename it into place, else delete it."""
+    """Yield a temporary path beside `final` (in a `scratch_dir`); on success rename it into
+    place, else delete it."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    tmp = tmp_root / final.name
-    if is_dir:
-        tmp.mkdir()
-    try:
-        yield tmp
-        if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
+    with scratch_dir(final) as tmp_root:
+        tmp = tmp_root / final.name
+        try:
+            if is_dir:
+                tmp.mkdir()
+            yield tmp
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except OSError as err:
+            # writing this output found no permission or no space: say so in one line; an
+            # error about another file (an input read inside the block) is left as it is
+            named = error_path(err)
+            ours = named is None or named.is_relative_to(tmp_root) or named == final
+            if ours and (line := storage_error(err, final)) is not None:
+                raise line from None
+            raise
 
 
 def json_text(obj: Any) -> str:

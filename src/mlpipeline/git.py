@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 
 def git(root: Path, *args: str, strip: bool = True) -> str:
@@ -36,7 +37,9 @@ def state(root: Path) -> dict[str, str | bool | None]:
 
 
 def source_url(root: Path) -> str:
-    """The `origin` remote as an https URL (OCI's image.source), else `unknown`."""
+    """The `origin` remote as an https URL (OCI's image.source), else `unknown`; without the
+    credentials a clone URL may hold (`https://user:token@host/...`), as it ends up in image
+    labels and printed build arguments."""
     try:
         url = git(root, "remote", "get-url", "origin")
     except (OSError, subprocess.CalledProcessError):
@@ -44,4 +47,7 @@ def source_url(root: Path) -> str:
     if url.startswith("git@") and ":" in url:
         host, path = url[4:].split(":", 1)
         url = f"https://{host}/{path}"
+    parts = urlsplit(url)
+    if parts.scheme and "@" in parts.netloc:
+        url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     return url.removesuffix(".git")

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mlpipeline.errors import PipelineError
+from mlpipeline.errors import PipelineError, redact
 
 
 def repo_root() -> Path:
@@ -36,13 +36,20 @@ def artifact_location(uri: str) -> str | None:
 
 
 def setup(uri_cfg: str | None, experiment: str) -> str:
-    """Point MLflow at the store and experiment; return the experiment id."""
+    """Point MLflow at the store and experiment; return the experiment id.
+
+    MLflow prints a link to each run it ends, made of the tracking URI as given: for a URI
+    that holds credentials those links are turned off for this process, as they would show
+    the password (the stages name the store with `redact`)."""
     import contextlib
 
     import mlflow
     from filelock import FileLock
+    from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
 
     uri = tracking_uri(uri_cfg)
+    if redact(uri) != uri:
+        os.environ[MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name] = "true"
     mlflow.set_tracking_uri(uri)
     # the registry would otherwise keep the first store this process resolved
     mlflow.set_registry_uri(uri)
@@ -57,9 +64,11 @@ def setup(uri_cfg: str | None, experiment: str) -> str:
                 return found.experiment_id
             return mlflow.create_experiment(experiment, artifact_location=artifact_location(uri))
     except Exception as err:  # MLflow raises many types when the store is unreachable
+        # masked before it is cut: a cut could leave half a password unrecognised
+        reason = redact(str(err).splitlines()[0])[:200]
         raise PipelineError(
-            f"MLflow tracking store {uri} is not usable ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]}); fix MLFLOW_TRACKING_URI or tracking.uri"
+            f"MLflow tracking store {redact(uri)} is not usable ({type(err).__name__}: "
+            f"{reason}); fix MLFLOW_TRACKING_URI or tracking.uri"
         ) from None
 
 

@@ -14,7 +14,8 @@ import pytest
 from helpers import mixed_table, one_line_error, tiny_params
 
 from mlpipeline.artifacts import load_array, read_json
-from mlpipeline.data.features import OTHER, category_text, onnx_feeds
+from mlpipeline.config.schema import ColumnOverride
+from mlpipeline.data.features import OTHER, OWN_NAMES, category_text, onnx_feeds
 from mlpipeline.data.splits import read_split, split_table
 from mlpipeline.errors import PipelineError
 from mlpipeline.serving import parsing
@@ -111,6 +112,41 @@ def test_the_onnx_preprocessing_matches_scikit_learn(make_cfg, tmp_path: Path) -
     assert any(p.get("color") == "a value never seen in training" for p in probes)
     out = session.run(None, onnx_feeds(probes, meta["columns"]))[0]
     assert np.abs(out - load_array(cfg.paths.features / "probes.npy")).max() < 1e-5
+
+
+# column names that are not identifiers: skl2onnx renames such inputs (`x one` to `x_one`,
+# which another column already has), and a Hydra override cannot spell them as keys
+ODD_NAMES = {"width": "x one", "color": "c.olor/é", "flag": "x_one", "count": "n°: count"}
+
+
+def test_column_names_of_any_characters_are_valid(make_cfg, tmp_path: Path) -> None:
+    cfg = table_cfg(make_cfg, tmp_path, mixed_table().rename(columns=ODD_NAMES))
+    meta = through_features(cfg)
+    assert [c["name"] for c in meta["columns"]] == list(ODD_NAMES.values())
+    session = ort.InferenceSession(str(cfg.paths.features / "preprocess.onnx"))
+    assert [i.name for i in session.get_inputs()] == list(ODD_NAMES.values())
+    test = split_table(cfg.paths.prepared, "test").read()
+    x, _ = read_split(cfg.paths.features, "test")
+    assert np.abs(session.run(None, onnx_feeds(test, meta["columns"]))[0] - x).max() < 1e-5
+
+
+@pytest.mark.parametrize("own", ["features", "probabilities", "prediction", "fitted/x"])
+def test_a_column_named_as_the_models_own_values_is_refused(
+    make_cfg, tmp_path: Path, own: str
+) -> None:
+    cfg = table_cfg(make_cfg, tmp_path, mixed_table().rename(columns={"color": own}))
+    with pytest.raises(PipelineError, match="has a name the exported model gives its own"):
+        through_features(cfg)
+    assert not cfg.paths.features.exists()
+    # left out, it is no clash
+    drop = {"columns": {own: ColumnOverride(kind="drop")}}
+    features(cfg.model_copy(update={"features": cfg.features.model_copy(update=drop)}))
+
+
+def test_the_names_refused_are_those_the_export_stage_gives() -> None:
+    from mlpipeline.stages import export
+
+    assert set(OWN_NAMES) == {export.FEATURES, export.OUTPUT, export.PREDICTION}
 
 
 def test_rare_unseen_and_missing_categories_have_their_own_slots(make_cfg, tmp_path: Path) -> None:
@@ -230,8 +266,40 @@ def test_columns_no_setting_handles_are_refused_in_one_line(
             "features",
             ["column 'note' has a different value in every row", "kind=drop"],
         ),
+        (
+            mixed_table().rename(columns={"color": "width"}),
+            [],
+            "ingest",
+            ["data.csv has more than one column named 'width': rename them"],
+        ),
+        (mixed_table().rename(columns={"count": ""}), [], "ingest", ["column 4 of", "has no name"]),
+        (
+            mixed_table().assign(**{"code x": column_of(400, ["1", "2", "x3"])}),
+            [],
+            "features",
+            [
+                "column 'code x' mixes numbers and text",
+                'set columns: {"code x": {kind: categorical}} in conf/features/default.yaml',
+            ],
+        ),
+        (
+            mixed_table().rename(columns={"color": "probabilities"}),
+            [],
+            "features",
+            ["column 'probabilities' has a name", "+features.columns.probabilities.kind=drop"],
+        ),
     ],
-    ids=["mixed-types", "missing-labels", "text-regression-label", "numeric-classes", "all-unique"],
+    ids=[
+        "mixed-types",
+        "missing-labels",
+        "text-regression-label",
+        "numeric-classes",
+        "all-unique",
+        "duplicate-names",
+        "unnamed-column",
+        "odd-name-hint",
+        "models-own-name",
+    ],
 )
 def test_bad_tables_stop_the_stage_with_one_line(
     tmp_path: Path, frame: pd.DataFrame, overrides: list[str], stage: str, parts: list[str]

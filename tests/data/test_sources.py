@@ -3,6 +3,7 @@ tables, and their schema errors."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -119,4 +120,54 @@ def test_a_misspelt_feature_column_lists_the_columns(make_cfg, tmp_path: Path) -
     path = write_table(tmp_path / "raw" / "t.csv")
     cfg = make_cfg("data=tabular", f"data.source.path={path}", "data.source.features=[a,bb]")
     with pytest.raises(PipelineError, match=r"\['bb'\].*did you mean 'b'\? columns: a, b, label"):
+        ingest(cfg)
+
+
+def test_a_gzip_compressed_csv_is_read_whatever_its_name(make_cfg, tmp_path: Path) -> None:
+    plain = write_table(tmp_path / "raw" / "plain.csv", color=["red", None, "blue"] * 20)
+    packed = tmp_path / "raw" / "data.csv"  # compressed, named as plain CSV
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    tables = [
+        ingest(make_cfg("data=tabular", f"data.source.path={path}")).read()
+        for path in (plain, packed)
+    ]
+    assert tables[1].equals(tables[0]) and tables[1].num_rows == 60
+
+
+def test_compressed_parquet_is_refused_with_the_way_to_read_it(make_cfg, tmp_path: Path) -> None:
+    parquet = write_table(tmp_path / "raw" / "t.parquet")
+    parquet.write_bytes(gzip.compress(parquet.read_bytes()))
+    cfg = make_cfg("data=tabular", "data.source.kind=parquet", f"data.source.path={parquet}")
+    with pytest.raises(
+        PipelineError, match=r"is gzip-compressed Parquet: decompress it \(gunzip\)"
+    ):
+        ingest(cfg)
+
+
+@pytest.mark.parametrize(
+    ("separator", "setting"), [(";", "';'"), ("\t", "'\\t'")], ids=["semicolon", "tab"]
+)
+def test_a_csv_with_another_delimiter_says_which_to_set(
+    make_cfg, tmp_path: Path, separator: str, setting: str
+) -> None:
+    path = tmp_path / "raw" / "data.csv"
+    write_table(tmp_path / "raw" / "t.csv")
+    path.write_text((tmp_path / "raw" / "t.csv").read_text().replace(",", separator))
+    with pytest.raises(PipelineError) as caught:
+        ingest(make_cfg("data=tabular", f"data.source.path={path}"))
+    assert str(caught.value) == (
+        f"label column 'label' not in {path}, whose header looks separated by {setting}, not "
+        f"',': set data.source.delimiter={setting}"
+    )
+    # the setting as the message spells it, on the command line
+    data = ingest(
+        make_cfg("data=tabular", f"data.source.path={path}", f"data.source.delimiter={setting}")
+    )
+    assert data.num_rows == 60 and data.features == ["a", "b"]
+
+
+def test_a_delimiter_of_more_than_one_character_is_refused(make_cfg, tmp_path: Path) -> None:
+    path = write_table(tmp_path / "raw" / "t.csv")
+    cfg = make_cfg("data=tabular", f"data.source.path={path}", "data.source.delimiter=';;'")
+    with pytest.raises(PipelineError, match=r"^data.source.delimiter ';;' is not a field sep"):
         ingest(cfg)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +169,26 @@ def test_pipeline_logs_to_the_tracking_server_and_reads_back(
     again = run(["dvc", "repro"], repo_copy)
     assert stages_run(again.stdout) == []
     assert len(client.search_runs([experiment.experiment_id])) == 1
+
+
+def test_credentials_in_the_tracking_uri_are_never_printed(
+    tiny_repo: Path, tracking_server: dict[str, object]
+) -> None:
+    # the server ignores credentials it was not set up to check: the run logs as it would
+    url = str(tracking_server["url"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlpipeline.stages.register"],
+        cwd=tiny_repo,
+        env={
+            **os.environ,
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            "MLFLOW_TRACKING_URI": url.replace("http://", "http://user:s3cret@"),
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    # neither the registration line nor MLflow's own lines (its links to the run) show it
+    assert "s3cret" not in proc.stdout + proc.stderr
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("registered ")]
+    assert line.endswith(f" at {url.replace('http://', 'http://user:***@')}"), line

@@ -4,6 +4,8 @@ included."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +221,113 @@ def test_trainer_clipping_and_accumulation_settings_apply(make_cfg) -> None:
     train(cfg, callbacks=[watch])
     assert watch.steps == 5  # 20 batches of 64, a step every 4
     assert len(watch.norms) == 5 and max(watch.norms) <= 0.001 * (1 + 1e-4)
+
+
+# a stage run in its own process that dies (SIGKILL) at a chosen point: argv[1] the params
+# file, argv[2] the point
+KILLED = """
+import os, signal, sys
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from mlpipeline.config import load_config
+from mlpipeline.stages import export, train
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+save = ModelCheckpoint._save_checkpoint
+
+def saved_then_die(self, trainer, filepath):
+    save(self, trainer, filepath)
+    die()
+
+cfg = load_config(sys.argv[1])
+if sys.argv[2] == "export":  # the ONNX file written, not yet checked nor moved into place
+    export.check_onnx = die
+    export.export(cfg)
+else:  # a checkpoint on disk, the model file not yet written
+    ModelCheckpoint._save_checkpoint = saved_then_die
+    train.train(cfg)
+"""
+
+
+def killed_run(cfg, stage: str, tmp_path: Path) -> Path:
+    """Run `stage` in a process killed mid-run, with its own empty system temporary
+    directory; return that directory."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(cfg.dump(), sort_keys=False), encoding="utf-8")
+    system_tmp = tmp_path / f"system-tmp-{stage}"
+    system_tmp.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED, str(params), stage],
+        env={**os.environ, "TMPDIR": str(system_tmp)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    return system_tmp
+
+
+def hidden(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+def test_a_killed_export_leaves_nothing_its_next_run_keeps(trained, tmp_path: Path) -> None:
+    cfg, _ = trained
+    evaluate(cfg)
+    models = cfg.paths.onnx.parent
+    before = hidden(models)
+    killed_run(cfg, "export", tmp_path)
+    assert len(hidden(models)) == len(before) + 3  # the ONNX file's, the card's, the reference's
+    assert not cfg.paths.onnx.exists()
+    card = export(cfg)
+    assert hidden(models) == before
+    assert card["hashes"]["onnx"] == md5_file(cfg.paths.onnx)
+
+
+def test_a_killed_training_leaves_nothing_its_next_run_keeps(trained, tmp_path: Path) -> None:
+    cfg, _ = trained
+    first = md5_file(cfg.paths.model)
+    cfg.paths.model.unlink()
+    models = cfg.paths.model.parent
+    before = hidden(models)
+    system_tmp = killed_run(cfg, "train", tmp_path)
+    assert list(system_tmp.iterdir()) == []  # the checkpoint is kept beside the model
+    (leftover,) = set(hidden(models)) - set(before)
+    assert list((models / leftover).glob("*.ckpt"))
+    assert not cfg.paths.model.exists()
+    train(cfg)
+    assert hidden(models) == before
+    assert md5_file(cfg.paths.model) == first
+
+
+def test_a_table_model_takes_columns_named_with_any_characters(tmp_path: Path) -> None:
+    import warnings
+
+    import pyarrow.parquet as pq
+
+    from mlpipeline.serving.app import create_app
+    from mlpipeline.serving.settings import Settings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Starlette 1.x's httpx2 hint
+        from fastapi.testclient import TestClient
+
+    odd = {"width": "x one", "color": "c.olor/é", "flag": "x_one", "count": "n°: count"}
+    cfg = export_table_model(tmp_path, frame=mixed_table().rename(columns=odd))
+    assert [c["name"] for c in read_json(cfg.paths.card)["input"]["columns"]] == list(odd.values())
+    session = ort.InferenceSession(str(cfg.paths.onnx))
+    assert [i.name for i in session.get_inputs()] == list(odd.values())
+    # the service takes records by the data's own names and answers as the export checked
+    rows = pq.read_table(cfg.paths.prepared / "test" / "x.parquet").to_pylist()
+    with TestClient(create_app(Settings(model_path=cfg.paths.onnx, max_batch=64))) as client:
+        body = client.post("/predict", json={"records": rows[:32]}).json()
+    probs = np.array([list(p.values()) for p in body["probabilities"]])
+    assert np.abs(probs - np.load(cfg.paths.reference)[:32]).max() < 1e-5

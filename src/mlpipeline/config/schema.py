@@ -70,6 +70,8 @@ class TableSource(Section):
     label: str = Field(min_length=1)
     features: list[str] | None = None  # the columns to use; None: every other one
     drop_missing_label: bool = False  # drop rows without a label instead of refusing them
+    # CSV: the one character between fields; `\t`, as a command line spells it, is a tab
+    delimiter: str = Field(",", min_length=1)
 
 
 SOURCE_KINDS = {"digits": DigitsSource, "csv": TableSource, "parquet": TableSource}

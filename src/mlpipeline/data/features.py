@@ -12,6 +12,7 @@ columns whose every value differs (ids, free text) are refused with the setting 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -32,6 +33,13 @@ OTHER, MISSING = "(other)", "(missing)"
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?")
 OUTPUT = "features"  # the preprocessing graph's output, the network's input
 BATCH_ROWS = 65_536  # rows transformed at a time: bounds the memory of a large table
+# names the exported model gives its own values: the features (here), its outputs (the export
+# stage's OUTPUT and PREDICTION, which tests/data/test_features.py holds to these) and the
+# prefixes of its inner values; a column so named would clash with them
+OWN_NAMES = (OUTPUT, "probabilities", "prediction")
+OWN_PREFIXES = ("columns/", "fitted/", "network/")
+# a column name that a Hydra override can spell as a key (`+features.columns.NAME.kind=...`)
+OVERRIDE_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*")
 
 
 @dataclass
@@ -43,6 +51,17 @@ class Column:
     type: str  # what a request sends: number (numeric); string, boolean or integer (categorical)
     levels: list[str] = field(default_factory=list)  # categorical: the values kept
     had_missing: bool = False  # in the training split
+
+
+def column_setting(name: str, setting: str) -> str:
+    """How to set `setting` (`kind=drop`) for column `name`: a command-line override where
+    Hydra can spell the name as a key, else the entry to add to conf/features/default.yaml
+    (names with spaces, dots or other characters)."""
+    if OVERRIDE_KEY.fullmatch(name):
+        return f"+features.columns.{name}.{setting}"
+    key, value = setting.split("=", 1)
+    entry = f"{json.dumps(name, ensure_ascii=False)}: {{{key}: {value}}}"
+    return f"columns: {{{entry}}} in conf/features/default.yaml"
 
 
 def category_text(value: Any) -> str:
@@ -88,20 +107,26 @@ def infer_columns(train: Any, cfg: Features) -> list[Column]:
         override = cfg.columns.get(name)
         if override and override.kind == "drop":
             continue
-        drop = f"leave it out with +features.columns.{name}.kind=drop"
+        drop = f"leave it out with {column_setting(name, 'kind=drop')}"
+        if name in OWN_NAMES or name.startswith(OWN_PREFIXES):
+            raise PipelineError(
+                f"column '{name}' has a name the exported model gives its own values "
+                f"({', '.join(OWN_NAMES)}, and names starting with {', '.join(OWN_PREFIXES)}): "
+                f"rename it in the data, or {drop}"
+            )
         if data.null_count == len(data):
             raise PipelineError(f"column '{name}' has no values in the training split: {drop}")
         kind = override.kind if override else _kind(name, data, cfg, drop)
         if kind == "categorical" and pa.types.is_floating(data.type):
             raise PipelineError(
                 f"column '{name}' is set categorical but holds fractional numbers: set "
-                f"+features.columns.{name}.kind=numeric, or store it as integers or text"
+                f"{column_setting(name, 'kind=numeric')}, or store it as integers or text"
             )
         if kind == "numeric":
             if not (pa.types.is_integer(data.type) or pa.types.is_floating(data.type)):
                 raise PipelineError(
                     f"column '{name}' is set numeric but holds {data.type} values: convert it "
-                    f"to numbers, or set +features.columns.{name}.kind=categorical"
+                    f"to numbers, or set {column_setting(name, 'kind=categorical')}"
                 )
             values = number_values(data)
             if np.isinf(values).any():
@@ -143,7 +168,7 @@ def infinite_values(name: str) -> PipelineError:
     """The one-line refusal of a numeric column with infinite values, in any split."""
     return PipelineError(
         f"column '{name}' has infinite values: replace them by numbers or leave them empty "
-        f"(missing values are imputed), or leave it out with +features.columns.{name}.kind=drop"
+        f"(missing values are imputed), or leave it out with {column_setting(name, 'kind=drop')}"
     )
 
 
@@ -176,12 +201,12 @@ def _kind(name: str, data: Any, cfg: Features, drop: str) -> str:
         odd = next(v for v in sample if not _is_number(v))
         raise PipelineError(
             f"column '{name}' mixes numbers and text (e.g. {odd!r}): clean it, or set "
-            f"+features.columns.{name}.kind=categorical to take every value as a category"
+            f"{column_setting(name, 'kind=categorical')} to take every value as a category"
         )
     if numbers:
         raise PipelineError(
             f"column '{name}' holds numbers written as text: store them as numbers, or set "
-            f"+features.columns.{name}.kind=categorical"
+            f"{column_setting(name, 'kind=categorical')}"
         )
     if sum(bool(DATE.match(v)) for v in sample) > len(sample) / 2:
         raise PipelineError(
@@ -374,26 +399,30 @@ def to_onnx(preprocessor: Any, columns: list[Column], opset: int) -> Any:
         final_types=[(OUTPUT, FloatTensorType([None, len(feature_names(preprocessor))]))],
     )
     fitted = compose.add_prefix(fitted, "fitted/", rename_outputs=False)
+    # skl2onnx renames inputs whose names are not identifiers (`x one` becomes `x_one`, and
+    # `x_one` then something else): its inputs are matched to the columns by position, and
+    # the graph's own values get names of the column's position, never of its name
+    fitted_inputs = [i.name for i in fitted.graph.input]
     types = {"numeric": TensorProto.FLOAT, "categorical": TensorProto.STRING}
     front = helper.make_model(
         helper.make_graph(
             [
-                helper.make_node("Unsqueeze", [c.name, "axis"], [f"{c.name}/column"])
-                for c in columns
+                helper.make_node("Unsqueeze", [c.name, "columns/axis"], [f"columns/{i}"])
+                for i, c in enumerate(columns)
             ],
             "columns",
             [helper.make_tensor_value_info(c.name, types[c.kind], ["batch"]) for c in columns],
             [
-                helper.make_tensor_value_info(f"{c.name}/column", types[c.kind], ["batch", 1])
-                for c in columns
+                helper.make_tensor_value_info(f"columns/{i}", types[c.kind], ["batch", 1])
+                for i, c in enumerate(columns)
             ],
-            [helper.make_tensor("axis", TensorProto.INT64, [1], [1])],
+            [helper.make_tensor("columns/axis", TensorProto.INT64, [1], [1])],
         ),
         opset_imports=list(fitted.opset_import),
         ir_version=fitted.ir_version,
     )
     model = compose.merge_models(
-        front, fitted, io_map=[(f"{c.name}/column", f"fitted/{c.name}") for c in columns]
+        front, fitted, io_map=[(f"columns/{i}", name) for i, name in enumerate(fitted_inputs)]
     )
     model.producer_name, model.producer_version = "mlpipeline", ""
     return model

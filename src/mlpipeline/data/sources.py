@@ -25,6 +25,10 @@ from mlpipeline.config.schema import suggest
 from mlpipeline.errors import PipelineError
 
 PARQUET_MAGIC = b"PAR1"
+GZIP_MAGIC = b"\x1f\x8b"
+# the usual field separators, as data.source.delimiter spells them: a header read with another
+# delimiter is one column whose name holds them
+DELIMITERS = {";": "';'", "\t": "'\\t'", "|": "'|'", ",": "','"}
 BATCH_ROWS = 262_144  # rows read and written at a time: bounds the memory a large table takes
 
 
@@ -148,9 +152,16 @@ def load_table(source: TableSource, raw_dir: Path) -> Table:
             f"data.source.path {path} not found: put your {source.kind.upper()} file there "
             "or point data.source.path at it"
         )
-    table = _open_table(path, source.kind)
+    delimiter = csv_delimiter(source)
+    table = _open_table(path, source.kind, delimiter)
     columns = table.column_names if isinstance(table, pa.Table) else table.schema_arrow.names
     if source.label not in columns:
+        if source.kind == "csv" and (other := _header_delimiter(columns, delimiter)):
+            raise PipelineError(
+                f"label column '{source.label}' not in {path}, whose header looks separated "
+                f"by {DELIMITERS[other]}, not {DELIMITERS.get(delimiter, repr(delimiter))}: "
+                f"set data.source.delimiter={DELIMITERS[other]}"
+            )
         raise PipelineError(
             f"label column '{source.label}' not in {path}; {suggest(source.label, columns)}"
             f"set data.source.label to one of: {', '.join(columns)}"
@@ -175,36 +186,100 @@ def load_table(source: TableSource, raw_dir: Path) -> Table:
     return Table(table, path, source.label, list(features), rows - unlabelled, unlabelled > 0)
 
 
-def _open_table(path: Path, kind: str) -> Any:
+def csv_delimiter(source: TableSource) -> str:
+    """data.source.delimiter as the character it names: `\\t` spelled out is a tab."""
+    delimiter = "\t" if source.delimiter == "\\t" else source.delimiter
+    if len(delimiter) != 1 or delimiter in '"\r\n':
+        raise PipelineError(
+            f"data.source.delimiter {source.delimiter!r} is not a field separator: set the one "
+            "character between a CSV file's fields, e.g. ';', or '\\t' for a tab"
+        )
+    return delimiter
+
+
+def _header_delimiter(columns: list[str], delimiter: str) -> str | None:
+    """The separator a header seems to use instead of `delimiter`: the commonest of the
+    usual ones found inside its column names, if any."""
+    counts = {d: sum(c.count(d) for c in columns) for d in DELIMITERS if d != delimiter}
+    found = max(counts, key=lambda d: counts[d])
+    return found if counts[found] else None
+
+
+def check_column_names(columns: list[str], path: Path) -> None:
+    """Refuse a header whose columns cannot be told apart by name: names given twice, or none.
+    Any other name is valid, whatever its characters."""
+    if duplicated := sorted({c for c in columns if columns.count(c) > 1}):
+        names = ", ".join(f"'{c}'" for c in duplicated)
+        raise PipelineError(
+            f"{path} has more than one column named {names}: rename them so that each column's "
+            "name is its own"
+        )
+    if "" in columns:
+        raise PipelineError(
+            f"column {columns.index('') + 1} of {path} has no name: name it in the header"
+        )
+
+
+def _open_table(path: Path, kind: str, delimiter: str = ",") -> Any:
     """A Parquet file opened for reading in batches (pyarrow.parquet.ParquetFile), or a CSV
-    file read into Arrow; a CSV configured as Parquet (or the reverse) says so. In CSV, empty
-    fields and the usual spellings of missing (NA, NaN, null) are missing values."""
+    file read into Arrow, gzip-compressed or not (told by its first bytes, whatever its
+    name); a CSV configured as Parquet (or the reverse) says so, and so do columns without a
+    name of their own. In CSV, empty fields and the usual spellings of missing (NA, NaN,
+    null) are missing values."""
+    import gzip
+
     import pyarrow as pa
     import pyarrow.csv as pv
 
     with path.open("rb") as handle:
-        is_parquet = handle.read(4) == PARQUET_MAGIC
+        head = handle.read(4)
+    compressed = head[:2] == GZIP_MAGIC
+    if compressed:
+        try:
+            with gzip.open(path) as inner:
+                head = inner.read(4)
+        except (OSError, EOFError) as err:  # a truncated or damaged archive
+            raise _unreadable(path, "gzip", err) from None
+    is_parquet = head == PARQUET_MAGIC
+    if kind == "parquet" and compressed:
+        raise PipelineError(
+            f"{path} is gzip-compressed Parquet: decompress it (gunzip), as Parquet compresses "
+            "its own columns"
+            if is_parquet
+            else f"{path} is gzip-compressed, not a Parquet file; if it is CSV, set "
+            "data.source.kind: csv (compressed CSV is read as it is)"
+        )
     if kind == "parquet" and not is_parquet:
         raise PipelineError(
             f"{path} is not a Parquet file (no PAR1 header); if it is CSV, set "
             "data.source.kind: csv"
         )
     if kind == "csv" and is_parquet:
-        raise PipelineError(f"{path} is a Parquet file, not CSV: set data.source.kind: parquet")
+        raise PipelineError(
+            f"{path} is a Parquet file, not CSV: "
+            f"{'decompress it (gunzip) and ' if compressed else ''}set data.source.kind: parquet"
+        )
     try:
         if kind == "parquet":
-            return parquet_reader(path)
-        options = pv.ConvertOptions(strings_can_be_null=True)
-        return pv.read_csv(path, convert_options=options)
+            table = parquet_reader(path)
+        else:
+            source = pa.input_stream(str(path), compression="gzip" if compressed else None)
+            table = pv.read_csv(
+                source,
+                parse_options=pv.ParseOptions(delimiter=delimiter),
+                convert_options=pv.ConvertOptions(strings_can_be_null=True),
+            )
     except (pa.ArrowException, OSError) as err:
         raise _unreadable(path, kind, err) from None
+    check_column_names(table.schema_arrow.names if kind == "parquet" else table.column_names, path)
+    return table
 
 
-def read_table(path: Path, kind: str) -> Any:
+def read_table(path: Path, kind: str, delimiter: str = ",") -> Any:
     """A whole CSV or Parquet file as a pyarrow.Table (a batch of new data to check)."""
     import pyarrow as pa
 
-    table = _open_table(path, kind)
+    table = _open_table(path, kind, delimiter)
     if isinstance(table, pa.Table):
         return table
     try:
@@ -214,8 +289,11 @@ def read_table(path: Path, kind: str) -> Any:
 
 
 def _unreadable(path: Path, kind: str, err: Exception) -> PipelineError:
-    reason = " ".join(str(err).split())[:200]
-    return PipelineError(f"cannot read {path} as {kind}: {reason}")
+    # a parser quotes the bytes it choked on: binary ones would garble the line
+    text = "".join(
+        c if c.isprintable() and c != "\ufffd" else "?" for c in " ".join(str(err).split())
+    )
+    return PipelineError(f"cannot read {path} as {kind}: {text[:200]}")
 
 
 # kind (data.source.kind) -> loader; each takes its config section and the raw-data folder

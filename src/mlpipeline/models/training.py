@@ -2,20 +2,21 @@
 train stage and of every sweep trial.
 
 Seeded and deterministic: two runs on the same CPU write byte-identical model files. Lightning
-checkpoints (which hold paths and loop state) live in a temporary directory; the best weights
-go into the self-describing model file (`mlpipeline.models.modelfile`) that later stages read.
+checkpoints (which hold paths and loop state) live in a scratch directory beside the model file,
+which the next run deletes if this one is killed; the best weights go into the self-describing
+model file (`mlpipeline.models.modelfile`) that later stages read.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlpipeline.artifacts import scratch_dir
 from mlpipeline.config import Config
 
 # Trainer settings that the module applies itself, as it optimizes manually
@@ -94,9 +95,12 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
         module = Regressor(network, cfg.objective, spec["target"], **options)
     else:
         module = Classifier(network, spec["num_classes"], **options)
-    with tempfile.TemporaryDirectory(prefix="ckpt-") as ckpt_dir:
+    # beside the model, not in the system's temporary directory: a killed run's checkpoints
+    # are then the next run's to delete (mlpipeline.artifacts.scratch_dir)
+    checkpoints = cfg.paths.model.with_name(f"{cfg.paths.model.name}.checkpoints")
+    with scratch_dir(checkpoints) as ckpt_dir:
         checkpoint = instantiate(
-            cfg.callbacks.model_checkpoint.spec(), dirpath=ckpt_dir, filename="best"
+            cfg.callbacks.model_checkpoint.spec(), dirpath=str(ckpt_dir), filename="best"
         )
         configured = [cfg.callbacks.early_stopping, *cfg.callbacks.extra().values()]
         if terminal:
@@ -112,7 +116,7 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
                 *(callbacks or []),
             ],
             logger=False,
-            default_root_dir=ckpt_dir,
+            default_root_dir=str(ckpt_dir),
             enable_checkpointing=True,
         )
         trainer.fit(module, datamodule=data)

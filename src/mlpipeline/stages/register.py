@@ -12,19 +12,17 @@ the cache would leave the store without the run.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlpipeline import tracking
-from mlpipeline.artifacts import read_csv, read_json, write_json
+from mlpipeline.artifacts import read_csv, read_json, scratch_dir, write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
 from mlpipeline.data.splits import read_split, split_table
-from mlpipeline.errors import PipelineError
+from mlpipeline.errors import PipelineError, redact
 from mlpipeline.git import state
 from mlpipeline.plots import render_plots
 
@@ -41,7 +39,9 @@ def register(cfg: Config) -> dict[str, Any]:
     hashes = card["hashes"]
     check = card["export_check"] | {"max_abs_diff": onnx_difference(cfg, card)}
     example, signature = model_signature(cfg, card)
-    with tempfile.TemporaryDirectory() as scratch:
+    # the rendered plots: beside the receipt, where a killed run's are the next run's to delete
+    plots = cfg.paths.registration.with_name(f"{cfg.paths.registration.name}.plots")
+    with scratch_dir(plots) as scratch:
         logged = tracking.log_pipeline_run(
             uri=cfg.tracking.uri,
             experiment=cfg.tracking.experiment,
@@ -61,7 +61,7 @@ def register(cfg: Config) -> dict[str, Any]:
             card=card | {"git_commit": git["commit"], "export_check": check},
             artifacts=[
                 cfg.paths.metrics,
-                *render_plots(cfg.paths.history, cfg.paths.eval, Path(scratch)),
+                *render_plots(cfg.paths.history, cfg.paths.eval, scratch),
             ],
             input_example=example,
             signature=signature,
@@ -77,7 +77,7 @@ def register(cfg: Config) -> dict[str, Any]:
     print(
         f"registered {cfg.paths.onnx} as {cfg.tracking.registered_model} version "
         f"{logged['model_version']} (MLflow run {logged['run_id']}) at "
-        f"{tracking.tracking_uri(cfg.tracking.uri)}"
+        f"{redact(tracking.tracking_uri(cfg.tracking.uri))}"
     )
     return receipt
 
