@@ -145,6 +145,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "content_type",
                     f"Content-Type must be application/json, not {media_type or 'missing'!r}",
                 )
+            encoding = request.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("identity", ""):
+                raise ClientError(
+                    415,
+                    "content_encoding",
+                    f"Content-Encoding {encoding!r} is not accepted: send the body uncompressed",
+                )
             body = await read_body(request, settings.max_body_bytes)
             if settings.log_payload:
                 request.state.payload = body
