@@ -197,6 +197,14 @@ def test_body_not_in_utf8_says_json_must_be_utf8(client: TestClient, body: bytes
     assert answer.json()["error"].endswith("JSON must be UTF-8")
 
 
+def test_api_pages_are_served_unless_turned_off(client: TestClient, model_dir: Path) -> None:
+    pages = ("/docs", "/redoc", "/openapi.json")
+    assert all(client.get(page).status_code == 200 for page in pages)
+    settings = Settings(model_path=model_dir / "model.onnx", api_docs=False)
+    with TestClient(create_app(settings)) as quiet:
+        assert [quiet.get(page).status_code for page in pages] == [404] * 3
+
+
 def test_wrong_method_and_unknown_path_answer_json(client: TestClient) -> None:
     assert client.get("/predict").status_code == 405
     assert client.get("/predict").json() == {"error": "Method Not Allowed"}

@@ -123,6 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="mlpipeline model service",
         version=model.version,
         description=f"{model.card_json.get('name', 'model')} on ONNX Runtime",
+        # /openapi.json goes with the pages: without it they have nothing to show
+        openapi_url="/openapi.json" if settings.api_docs else None,
     )
 
     @app.exception_handler(StarletteHTTPException)

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
         description="most connections open at once per worker (uvicorn's limit_concurrency); "
         "more: 503. Keep it below the open-file limit (ulimit -n)",
     )
+    api_docs: bool = Field(
+        True,
+        description="serve /docs, /redoc and /openapi.json (the image turns them off)",
+    )
     intra_op_threads: int = Field(
         1, ge=0, description="ONNX Runtime threads per request; 0: one per core"
     )
