@@ -72,6 +72,22 @@ def status_line(port: int, request: bytes) -> bytes:
     return answer.split(b"\r\n")[0]
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """Read one whole response (head and Content-Length body) from `sock`; its status line."""
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := sock.recv(4096)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n")[1:]
+         if line.lower().startswith(b"content-length:")),
+        0,
+    )  # fmt: skip
+    while len(body) < length and (chunk := sock.recv(4096)):
+        body += chunk
+    return head.split(b"\r\n")[0]
+
+
 def peak_memory_kib(pid: int) -> int:
     """The process's peak resident memory (VmHWM), which a request held only briefly still
     raises."""
@@ -174,4 +190,28 @@ def test_a_client_leaving_mid_upload_is_no_server_error(model_dir: Path, tmp_pat
         assert sample(port, gone, route="/predict") == 5
         assert sample(port, "http_request_errors_total", status="500") == 0
         assert sample(port, "http_requests_total", route="/predict", status="500") == 0
+    assert "Traceback" not in stderr.read_text()
+
+
+def test_the_read_timeout_counts_from_each_requests_first_byte(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    request = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
+    with (
+        server(model_dir, tmp_path, READ_TIMEOUT_SECONDS="1") as (port, _pid, stderr),
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+    ):
+        sock.sendall(request)
+        assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+        time.sleep(0.8)
+        # a second request on the connection, slow but under a second, that ends after
+        # the first request's deadline
+        for start in range(0, len(request), 12):
+            sock.sendall(request[start : start + 12])
+            time.sleep(0.25)
+        assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+        # a third one that never finishes
+        sock.sendall(request[:10])
+        assert read_response(sock).startswith(b"HTTP/1.1 408 ")
+        assert sock.recv(4096) == b""  # and closed
     assert "Traceback" not in stderr.read_text()

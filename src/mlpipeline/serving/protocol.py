@@ -41,6 +41,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.max_header_bytes, self.max_headers = max_header_bytes, max_headers
         self.read_timeout = read_timeout
+        self.deadline: float | None = None  # when the request being read must be all in
+        # one timer per connection, moved on only when it fires: arming and cancelling one per
+        # request cost more than the rest of these bounds together
         self.read_timer: asyncio.TimerHandle | None = None
         self.in_head = False  # a request has begun and its head is not complete
         self.head_bytes = 0  # bytes received since that request began
@@ -52,7 +55,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.limit_concurrency is not None and len(self.connections) >= self.limit_concurrency:
             self._refuse(503, "the server has too many connections open: retry later")
             return
-        self._start_timer()  # until the first request is in, even if it never begins
+        self._start_deadline()  # for the first request, even if it never begins
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
@@ -69,7 +72,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.in_head, self.head_bytes = True, 0
-        self._start_timer()
+        self._start_deadline()
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -86,21 +89,28 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._stop_timer()
+        self.deadline = None
         if not self.refused:
             super().on_message_complete()
 
-    def _start_timer(self) -> None:
+    def _start_deadline(self) -> None:
+        if self.deadline is None:
+            self.deadline = self.loop.time() + self.read_timeout
         if self.read_timer is None and not self.refused:
-            self.read_timer = self.loop.call_later(self.read_timeout, self._timed_out)
+            self.read_timer = self.loop.call_at(self.deadline, self._check_deadline)
 
     def _stop_timer(self) -> None:
         if self.read_timer is not None:
             self.read_timer.cancel()
             self.read_timer = None
 
-    def _timed_out(self) -> None:
+    def _check_deadline(self) -> None:
         self.read_timer = None
+        if self.deadline is None:  # no request being read: the keep-alive timeout holds
+            return
+        if self.loop.time() < self.deadline:  # a later request's
+            self.read_timer = self.loop.call_at(self.deadline, self._check_deadline)
+            return
         # a 408 only where no answer is under way: no request has reached the app yet, or
         # this one's head is unfinished and the one before it has been answered
         if self.cycle is None or (self.in_head and self.cycle.response_complete):
