@@ -55,6 +55,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     ORT_DISABLE_TELEMETRY=1 \
     HOST=0.0.0.0 \
     PORT=8080 \
+    API_DOCS=false \
     GIT_COMMIT=${GIT_COMMIT}
 LABEL org.opencontainers.image.title="mlpipeline model service" \
       org.opencontainers.image.description="ONNX model served with ONNX Runtime and FastAPI" \

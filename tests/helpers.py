@@ -4,6 +4,7 @@ the repository, conf/ edits, and a tiny exported model for the serving tests."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -285,6 +286,14 @@ def bad_requests() -> list[tuple[str, bytes, str | None, int, str]]:
         ("malformed-json", b'{"inputs": [[', js, 400, "malformed JSON"),
         ("empty-body", b"", js, 400, "malformed JSON"),
         ("not-utf8", b'{"inputs": "\xff"}', js, 400, "malformed JSON"),
+        ("utf16", good.encode("utf-16"), js, 400, "looks UTF-16-encoded"),
+        (
+            "gzip-unannounced",
+            gzip.compress(good.encode(), mtime=0),
+            js,
+            400,
+            "looks gzip-compressed",
+        ),
         ("text-plain", good.encode(), "text/plain", 415, "Content-Type must be application/json"),
         ("form", b"inputs=1", "application/x-www-form-urlencoded", 415, "Content-Type"),
         ("no-content-type", good.encode(), None, 415, "missing"),

@@ -159,9 +159,11 @@ def test_bad_request_over_http_gets_a_4xx(
 
 
 @pytest.mark.docker
-def test_wrong_method_and_unknown_path(http: httpx.Client) -> None:
+def test_wrong_method_unknown_path_and_no_api_pages(http: httpx.Client) -> None:
     assert http.get("/predict").status_code == 405
     assert http.get("/nothing").json() == {"error": "Not Found"}
+    # the image sets API_DOCS=false
+    assert [http.get(p).status_code for p in ("/docs", "/redoc", "/openapi.json")] == [404] * 3
 
 
 @pytest.mark.docker

@@ -3,6 +3,7 @@ small CNN exported to ONNX by the export stage's own function."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
@@ -177,6 +178,31 @@ def test_streamed_body_over_the_limit_gets_413(client: TestClient) -> None:
     answer = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
     assert answer.status_code == 413
     assert "over the limit" in answer.json()["error"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_compressed_body_gets_415_naming_the_encoding(client: TestClient, encoding: str) -> None:
+    body = json.dumps({"inputs": [np.zeros(ROW).tolist()]}).encode()
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    answer = client.post("/predict", content=gzip.compress(body, mtime=0), headers=headers)
+    assert answer.status_code == 415
+    error = answer.json()["error"]
+    assert f"Content-Encoding {encoding!r}" in error and "send the body uncompressed" in error
+
+
+@pytest.mark.parametrize("body", ['{"inputs": []}'.encode("utf-16"), gzip.compress(b"{}", mtime=0)])
+def test_body_not_in_utf8_says_json_must_be_utf8(client: TestClient, body: bytes) -> None:
+    answer = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400
+    assert answer.json()["error"].endswith("JSON must be UTF-8")
+
+
+def test_api_pages_are_served_unless_turned_off(client: TestClient, model_dir: Path) -> None:
+    pages = ("/docs", "/redoc", "/openapi.json")
+    assert all(client.get(page).status_code == 200 for page in pages)
+    settings = Settings(model_path=model_dir / "model.onnx", api_docs=False)
+    with TestClient(create_app(settings)) as quiet:
+        assert [quiet.get(page).status_code for page in pages] == [404] * 3
 
 
 def test_wrong_method_and_unknown_path_answer_json(client: TestClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from mlpipeline.serving.app import create_app
 from mlpipeline.serving.model import ModelError
+from mlpipeline.serving.protocol import BoundedHttpToolsProtocol
 from mlpipeline.serving.settings import Settings
 
 
@@ -38,10 +40,23 @@ def main() -> None:
         "port": settings.port,
         "log_level": settings.log_level,
         "access_log": settings.access_log,
-        # httptools parses HTTP when installed (faster than h11); the loop stays asyncio's:
-        # uvloop was no faster and held some requests for over a second under load
-        # (docs/performance.md)
+        # the loop stays asyncio's: uvloop was no faster and held some requests for over a
+        # second under load (docs/performance.md)
         "loop": "asyncio",
+        # httptools parses HTTP (faster than h11), in protocol.py's subclass that bounds what
+        # clients control; a partial of a module-level class, which uvicorn can pickle into
+        # its worker processes
+        "http": functools.partial(
+            BoundedHttpToolsProtocol,
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            read_timeout=settings.read_timeout_seconds,
+        ),
+        # uvicorn answers 503 once the open connections *reach* its limit
+        "limit_concurrency": settings.max_connections + 1,
+        "timeout_keep_alive": settings.keep_alive_seconds,
+        # no WebSocket routes: an upgrade request stays plain HTTP, in the bounded protocol
+        "ws": "none",
     }
     if settings.workers == 1:
         uvicorn.run(app, **options)

@@ -123,6 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="mlpipeline model service",
         version=model.version,
         description=f"{model.card_json.get('name', 'model')} on ONNX Runtime",
+        # /openapi.json goes with the pages: without it they have nothing to show
+        openapi_url="/openapi.json" if settings.api_docs else None,
     )
 
     @app.exception_handler(StarletteHTTPException)
@@ -144,6 +146,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     415,
                     "content_type",
                     f"Content-Type must be application/json, not {media_type or 'missing'!r}",
+                )
+            encoding = request.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("identity", ""):
+                raise ClientError(
+                    415,
+                    "content_encoding",
+                    f"Content-Encoding {encoding!r} is not accepted: send the body uncompressed",
                 )
             body = await read_body(request, settings.max_body_bytes)
             if settings.log_payload:

@@ -22,6 +22,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.requests import ClientDisconnect
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,6 +48,13 @@ class Metrics:
             "http_request_errors",
             "HTTP requests answered with a 4xx or 5xx status, by route and status",
             ["route", "status"],
+            registry=self.registry,
+        )
+        self.disconnects = Counter(
+            "http_client_disconnects",
+            "Requests whose client left before sending all of it, by route: never answered, "
+            "so not in http_requests_total",
+            ["route"],
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -92,6 +100,8 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+# the request log's status for a client that left before its request was all in (nginx's)
+CLIENT_CLOSED = 499
 REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")  # a caller's X-Request-ID, taken as is
 
 
@@ -173,14 +183,21 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_status)
+        except ClientDisconnect:
+            # the client left mid-request (or was cut off as too slow): no one is left to
+            # answer, and it is no server error: nothing for the error ratios, no traceback
+            status = CLIENT_CLOSED
         finally:
             route = scope.get("route")
             # the route template, never the raw path: unknown paths must not add label values
             name = getattr(route, "path", "other")
             elapsed = time.perf_counter() - start
-            self.metrics.requests.labels(name, scope["method"], str(status)).inc()
-            if status >= 400:
-                self.metrics.errors.labels(name, str(status)).inc()
-            self.metrics.latency.labels(name).observe(elapsed)
+            if status == CLIENT_CLOSED:
+                self.metrics.disconnects.labels(name).inc()
+            else:
+                self.metrics.requests.labels(name, scope["method"], str(status)).inc()
+                if status >= 400:
+                    self.metrics.errors.labels(name, str(status)).inc()
+                self.metrics.latency.labels(name).observe(elapsed)
             if self.log is not None:
                 self.log.write(rid.decode(), scope["method"], name, status, elapsed, scope["state"])

@@ -186,6 +186,8 @@ def _json_error(body: bytes, err: orjson.JSONDecodeError) -> ClientError:
     def refuse(name: str) -> None:
         raise ValueError(name)
 
+    if looks := _not_utf8(body):
+        return ClientError(400, "encoding", f"{looks}; JSON must be UTF-8")
     if "infinity" in str(err):  # a literal such as 1e999 overflows a double
         return ClientError(422, "value", f"inputs must be finite numbers: {err}")
     if b"NaN" in body or b"Infinity" in body:
@@ -199,6 +201,34 @@ def _json_error(body: bytes, err: orjson.JSONDecodeError) -> ClientError:
         except RecursionError:  # nesting deeper than orjson allows: its message says so
             pass
     return ClientError(400, "json", f"malformed JSON: {err}")
+
+
+# the first bytes of bodies that are not UTF-8: byte order marks (UTF-32's first, as they
+# begin like UTF-16's) and the magic numbers of compressed formats
+BYTE_ORDER_MARKS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"))
+
+
+def _not_utf8(body: bytes) -> str | None:
+    """What a body that orjson refused looks like when it is not UTF-8 at all (orjson only
+    says 'str is not valid UTF-8'), judged by its first bytes; None if it looks like neither."""
+    for start, name in BYTE_ORDER_MARKS:
+        if body.startswith(start):
+            return f"body looks {name}-encoded (it starts with a {name} byte order mark)"
+    for start, name in COMPRESSED:
+        if body.startswith(start):
+            return (
+                f"body looks {name}-compressed (it starts with {name}'s magic bytes): send it "
+                "uncompressed"
+            )
+    if b"\x00" in body[:4]:  # UTF-16 or UTF-32 without a byte order mark
+        return "body looks UTF-16- or UTF-32-encoded (it has NUL bytes)"
+    return None
 
 
 def _has_bool(value: Any) -> bool:

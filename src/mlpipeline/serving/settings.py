@@ -22,6 +22,31 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
     max_batch: int = Field(1024, ge=1, description="most examples in one request")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1, description="largest request body")
+    max_header_bytes: int = Field(
+        16 * 1024,
+        ge=1024,
+        description="largest request head (request line and headers); larger: 431",
+    )
+    max_headers: int = Field(100, ge=1, description="most header fields in a request; more: 431")
+    read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="most time a client may take to send a whole request, head and body; "
+        "then the connection is closed (408 if its head was not complete)",
+    )
+    keep_alive_seconds: int = Field(
+        5, ge=1, description="how long an idle keep-alive connection stays open"
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description="most connections open at once per worker (uvicorn's limit_concurrency); "
+        "more: 503. Keep it below the open-file limit (ulimit -n)",
+    )
+    api_docs: bool = Field(
+        True,
+        description="serve /docs, /redoc and /openapi.json (the image turns them off)",
+    )
     intra_op_threads: int = Field(
         1, ge=0, description="ONNX Runtime threads per request; 0: one per core"
     )
