@@ -8,6 +8,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from mlpipeline.config.guard import (
+    allowed_prefixes,
+    check_config,
+    check_overrides,
+    is_allowed,
+)
 from mlpipeline.config.schema import Config, suggest, validate_config
 from mlpipeline.errors import PipelineError
 
@@ -23,8 +29,14 @@ def compose_config(conf_dir: Path, overrides: list[str] | None = None) -> tuple[
     """
     from omegaconf import OmegaConf
 
-    cfg = _compose(Path(conf_dir).resolve(), list(overrides or []))
+    conf_dir = Path(conf_dir).resolve()
+    overrides = list(overrides or [])
+    # before Hydra resolves anything: an override's resolver would run during composition
+    prefixes = allowed_prefixes(conf_dir)
+    check_overrides(overrides, prefixes)
+    cfg = _compose(conf_dir, overrides)
     raw: Any = OmegaConf.to_container(cfg)
+    check_config(raw, prefixes, source="conf/")
     return OmegaConf.to_yaml(cfg), validate_config(raw, source="conf/")
 
 
@@ -62,7 +74,8 @@ def _unknown_key(conf_dir: Path, overrides: list[str], key: str) -> str:
         node = node.get(part) if OmegaConf.is_dict(node) else None
     present = set(node.keys()) if OmegaConf.is_dict(node) else set()
     takes: set[str] = set()
-    if "_target_" in present:
+    # only an allowed target is imported for the hint (an import runs the module's code)
+    if "_target_" in present and is_allowed(node["_target_"], allowed_prefixes(conf_dir)):
         with contextlib.suppress(PipelineError):
             takes = set(arguments(locate(node["_target_"]), parent) or {})
     where = f"{parent}." if parent else ""

@@ -19,6 +19,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from mlpipeline.config.guard import check_config
 from mlpipeline.config.schema import Config, Target, suggest
 from mlpipeline.errors import PipelineError
 
@@ -53,7 +54,9 @@ def arguments(target: Any, key: str) -> dict[str, inspect.Parameter] | None:
 def check_targets(cfg: Config, keys: Collection[str] | None = None) -> None:
     """Check that each `_target_` (of the sections `keys`, default all) imports, accepts the
     keys given for it, and that each value fits the type the class declares for it. Imports
-    every target it checks (torch, Lightning)."""
+    every target it checks (torch, Lightning), after checking that each lies in the allowed
+    packages (`allowed_targets`)."""
+    check_config(cfg.dump(), cfg.allowed_targets, source="the config")
     problems = []
     for key, section in cfg.targets().items():
         if keys is not None and key not in keys:
@@ -89,6 +92,8 @@ def check_targets_once(cfg: Config, stamps: Path | None = None) -> None:
     seconds: an edit of the optimizer's rate then imports torch's optimizer, not the trainer.
     A section that passes leaves an empty stamp file in `stamps` (default: the user's cache
     directory, e.g. ~/.cache/mlpipeline/checked-targets)."""
+    # a stamp of a check passed under a wider allow-list must not let a target through
+    check_config(cfg.dump(), cfg.allowed_targets, source="the config")
     if stamps is None:
         from platformdirs import user_cache_path
 

@@ -1,0 +1,144 @@
+"""What overrides and conf/ may name: `_target_`s only in conf/config.yaml's `allowed_targets`,
+no resolver in an override (the environment never reaches params.yaml), and one-line errors
+for a broken conf file or a target that cannot be imported."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, one_line_error, run
+
+from mlpipeline.config import check_targets, compose_config, validate_config
+from mlpipeline.errors import PipelineError
+from mlpipeline.stages.compose import compose_stage
+
+ALLOWED = "allowed_targets: mlpipeline, torch, lightning, torchmetrics, timm"
+COMPOSE = [sys.executable, "-m", "mlpipeline.stages.compose"]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A directory with a copy of conf/, where the compose stage runs."""
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    return tmp_path
+
+
+def refusal(workdir: Path, *overrides: str) -> str:
+    """compose_stage's one-line refusal of `overrides`; nothing may be written."""
+    out, stamp = workdir / "params.yaml", workdir / "stamp"
+    with pytest.raises(PipelineError) as err:
+        compose_stage(workdir / "conf", out, stamp, list(overrides))
+    assert "\n" not in str(err.value)
+    assert not out.exists() and not stamp.exists()
+    return str(err.value)
+
+
+def test_an_override_naming_a_callable_outside_the_allowed_packages_stops_compose(
+    workdir: Path,
+) -> None:
+    victim = workdir / "victim.txt"
+    victim.write_text("keep me")
+    cmd = [
+        *COMPOSE,
+        "+callbacks.x._target_=builtins.open",
+        f"+callbacks.x.file={victim}",
+        "+callbacks.x.mode=w",
+    ]
+    line = one_line_error(run(cmd, workdir, check=False), "callbacks.x._target_", "'builtins.open'")
+    assert line == (
+        "error: callbacks.x._target_: 'builtins.open' is not in a package a _target_ may name "
+        f"({ALLOWED}); to use your own package, add it to conf/config.yaml's allowed_targets "
+        "(an override cannot)"
+    )
+    assert victim.read_text() == "keep me"
+    assert not (workdir / "params.yaml").exists() and not (workdir / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["+callbacks.x={_target_: builtins.open, file: f, mode: w}"],  # a whole section
+        ["+callbacks.x._target_=builtins.print,builtins.open"],  # a sweep's choices
+        ["model._target_=torchvision.models.resnet18"],  # `torch` is not `torchvision`
+        ["model._target_=os.system"],
+        ["+hydra.callbacks.x._target_=builtins.exec"],  # Hydra's own config too
+    ],
+)
+def test_every_form_of_a_forbidden_target_in_an_override_is_refused(
+    workdir: Path, overrides: list[str]
+) -> None:
+    assert "is not in a package a _target_ may name" in refusal(workdir, *overrides)
+
+
+def test_no_override_widens_the_allow_list(workdir: Path) -> None:
+    for override in ("allowed_targets=[builtins]", "+allowed_targets=[os]", "~allowed_targets"):
+        assert "allowed_targets cannot be overridden; edit it in conf/config.yaml" in refusal(
+            workdir, override
+        )
+
+
+def test_the_allow_list_is_conf_config_yamls_and_applies_to_conf_files(workdir: Path) -> None:
+    # a conf file naming a package outside the list stops composition, in one line
+    adamw = workdir / "conf/optimizer/adamw.yaml"
+    adamw.write_text(adamw.read_text().replace("torch.optim.AdamW", "mypackage.optim.Fast"))
+    with pytest.raises(PipelineError, match=r"optimizer\._target_: 'mypackage\.optim\.Fast' is"):
+        compose_config(workdir / "conf")
+    # another conf file cannot widen it; conf/config.yaml can
+    preset = workdir / "conf/experiment/wide.yaml"
+    preset.write_text("# @package _global_\nallowed_targets: [mlpipeline, torch, mypackage]\n")
+    with pytest.raises(PipelineError, match=r"set it in conf/config\.yaml only"):
+        compose_config(workdir / "conf", ["experiment=wide"])
+    config = workdir / "conf/config.yaml"
+    config.write_text(config.read_text().replace("timm]", "timm, mypackage]"))
+    assert compose_config(workdir / "conf")[1].optimizer.target == "mypackage.optim.Fast"
+
+
+def test_an_override_that_reads_the_environment_is_refused_and_never_written(
+    workdir: Path,
+) -> None:
+    params = workdir / "params.yaml"
+    params.write_text("as it was\n")
+    override = "tracking.experiment=${oc.env:HOME}"
+    line = one_line_error(run([*COMPOSE, override], workdir, check=False), "oc.env")
+    assert line == (
+        f"error: {override}: calls the resolver oc.env; an override may "
+        "refer to another key (${path.to.key}) but call no resolver (oc.env would copy the "
+        "environment into params.yaml); set such a value in conf/"
+    )
+    assert params.read_text() == "as it was\n"
+    assert os.environ["HOME"] not in params.read_text()
+
+
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [
+        ("tracking.experiment='${oc.env:HOME}'", "calls the resolver oc.env"),
+        ("""tracking.experiment='x${oc.decode:"${oc.env:HOME}"}'""", "calls the resolver oc."),
+        ("tracking.experiment='${${oc.env:KEY}}'", "calls the resolver oc.env"),
+        ("tracking.experiment=${hydra:runtime.cwd}", "calls the resolver hydra"),
+        ("tracking.experiment=${now:%Y}", "calls the resolver now"),
+        ("+tracking.x={a: [1, '${oc.env:HOME}']}", "calls the resolver oc.env"),
+        # an escaped one reaches params.yaml as text, which Hydra's instantiate resolves
+        ("callbacks.early_stopping.monitor=\\${oc.env:HOME}", "escapes an interpolation"),
+        ("tracking.experiment='${oc.env:HOME'", "not a valid interpolation"),
+    ],
+)
+def test_no_resolver_in_an_override(workdir: Path, override: str, problem: str) -> None:
+    assert problem in refusal(workdir, override)
+
+
+def test_an_override_may_refer_to_another_key(workdir: Path) -> None:
+    cfg = compose_config(workdir / "conf", ["optimizer.weight_decay=${optimizer.lr}"])[1]
+    assert cfg.optimizer.kwargs()["weight_decay"] == cfg.optimizer.lr
+
+
+def test_an_interpolation_left_as_text_in_params_yaml_is_refused(make_cfg) -> None:
+    # what `dvc exp run -S 'key=\${oc.env:X}'` leaves: DVC composes, the compose stage checks
+    raw = make_cfg().dump()
+    raw["callbacks"]["early_stopping"]["monitor"] = "${oc.env:HOME}"
+    with pytest.raises(PipelineError, match="holds an interpolation as text"):
+        check_targets(validate_config(raw))
