@@ -5,6 +5,7 @@ for a broken conf file or a target that cannot be imported."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, one_line_error, run
 
-from mlpipeline.config import check_targets, compose_config, validate_config
+from mlpipeline.config import check_targets, compose_config, instantiate, validate_config
 from mlpipeline.errors import PipelineError
 from mlpipeline.stages.compose import compose_stage
 
@@ -142,3 +143,56 @@ def test_an_interpolation_left_as_text_in_params_yaml_is_refused(make_cfg) -> No
     raw["callbacks"]["early_stopping"]["monitor"] = "${oc.env:HOME}"
     with pytest.raises(PipelineError, match="holds an interpolation as text"):
         check_targets(validate_config(raw))
+
+
+def test_a_yaml_syntax_error_in_a_conf_file_is_one_line_with_file_line_and_column(
+    workdir: Path,
+) -> None:
+    adamw = workdir / "conf/optimizer/adamw.yaml"
+    lines = adamw.read_text().splitlines()
+    adamw.write_text("\n".join([*lines, "betas: [0.9", "eps: 1"]) + "\n")
+    with pytest.raises(PipelineError) as err:
+        compose_config(workdir / "conf")
+    assert str(err.value) == (
+        f"{adamw}:{len(lines) + 2}:4: invalid YAML: expected ',' or ']', but got ':' "
+        f"(while parsing a flow sequence at line {len(lines) + 1}, column 8)"
+    )
+    config = workdir / "conf/config.yaml"
+    config.write_text(config.read_text() + "oops: [\n")
+    with pytest.raises(PipelineError, match=rf"^{re.escape(str(config))}:\d+:\d+: invalid YAML: "):
+        compose_config(workdir / "conf")
+
+
+def test_a_target_that_cannot_be_imported_or_is_no_class_is_one_line(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    (tmp_path / "src/brokennets").mkdir(parents=True)
+    (tmp_path / "src/brokennets/__init__.py").write_text("raise RuntimeError('no GPU here')\n")
+    raw = make_cfg().dump()
+    raw["allowed_targets"] = [*raw["allowed_targets"], "brokennets"]
+    for target, message in [
+        ("brokennets.Net", "model._target_: cannot import 'brokennets.Net': RuntimeError: no GPU"),
+        ("torch.pi", "model._target_: 'torch.pi' is not a"),
+    ]:
+        raw["model"]["_target_"] = target
+        with pytest.raises(PipelineError) as err:
+            check_targets(validate_config(raw))
+        assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        # a target Hydra's own policy blocks, were conf/ to allow its package
+        ({"_target_": "os.remove", "path": "x"}, "k: Target 'os.remove' is blocklisted"),
+        (
+            {"_target_": "lightning.pytorch.callbacks.EarlyStopping", "mode": "sideways"},
+            "k: Error in call to target 'lightning.pytorch.callbacks.early_stopping.EarlyStopping'",
+        ),
+    ],
+)
+def test_a_target_that_cannot_be_instantiated_is_one_line(spec: dict, message: str) -> None:
+    with pytest.raises(PipelineError) as err:
+        instantiate(spec, "k")
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)

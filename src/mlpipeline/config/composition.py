@@ -13,6 +13,7 @@ from mlpipeline.config.guard import (
     check_config,
     check_overrides,
     is_allowed,
+    yaml_problem,
 )
 from mlpipeline.config.schema import Config, suggest, validate_config
 from mlpipeline.errors import PipelineError
@@ -41,6 +42,7 @@ def compose_config(conf_dir: Path, overrides: list[str] | None = None) -> tuple[
 
 
 def _compose(conf_dir: Path, overrides: list[str]) -> Any:
+    import yaml
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
@@ -57,6 +59,8 @@ def _compose(conf_dir: Path, overrides: list[str]) -> Any:
         if match and "is not in struct" in str(err.__cause__):
             raise PipelineError(_unknown_key(conf_dir, overrides, match.group(1))) from None
         raise PipelineError(one_line(err)) from None
+    except yaml.YAMLError as err:  # Hydra lets the parser's error, lines long, through
+        raise PipelineError(yaml_problem(err)) from None
     return cfg
 
 

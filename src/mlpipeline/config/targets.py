@@ -37,14 +37,38 @@ def locate(dotted: str) -> Any:
     """Import `package.module.Attr` and return the attribute."""
     module_name, _, attr = dotted.rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError):
+        module = importlib.import_module(module_name)
+    except (ImportError, ValueError):
+        raise PipelineError(f"cannot import '{dotted}'; check the dotted path") from None
+    except Exception as err:  # the module's own code failed (a missing driver, a bad build)
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise PipelineError(f"cannot import '{dotted}': {reason}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
         raise PipelineError(f"cannot import '{dotted}'; check the dotted path") from None
 
 
+def instantiate(spec: dict[str, Any], key: str, **kwargs: Any) -> Any:
+    """Hydra's `instantiate` of the section `key`, with its errors (a target Hydra blocks, a
+    constructor that refuses its arguments) as one PipelineError line instead of Hydra's
+    multi-line message and traceback."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(spec, **kwargs)
+    except InstantiationException as err:
+        raise PipelineError(f"{key}: {' '.join(str(err).split())}") from None
+
+
 def arguments(target: Any, key: str) -> dict[str, inspect.Parameter] | None:
-    """The keyword arguments the config may give `target`; None when it takes **kwargs."""
-    params = inspect.signature(target).parameters
+    """The keyword arguments the config may give `target`; None when it takes **kwargs or
+    has no signature to read (some builtins)."""
+    try:
+        params = inspect.signature(target).parameters
+    except ValueError:
+        return None
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return None
     supplied = SUPPLIED_BY_CODE.get(key, set()) | {"self"}
@@ -65,6 +89,9 @@ def check_targets(cfg: Config, keys: Collection[str] | None = None) -> None:
             target = locate(section.target)
         except PipelineError as err:
             problems.append(f"{key}._target_: {err}")
+            continue
+        if not callable(target):
+            problems.append(f"{key}._target_: {section.target!r} is not a class or function")
             continue
         valid = arguments(target, key)
         if valid is None:
