@@ -75,6 +75,28 @@ def test_every_form_of_a_forbidden_target_in_an_override_is_refused(
     assert "is not in a package a _target_ may name" in refusal(workdir, *overrides)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "kind"),
+    [
+        # functions of an allowed package that write a file or fetch and run code
+        (["+callbacks.x._target_=torch.save", "+callbacks.x.obj=1", "+callbacks.x.f={victim}"],
+         "lightning.pytorch.Callback"),
+        (["optimizer._target_=torch.hub.load", "+optimizer.repo_or_dir=x"],
+         "torch.optim.Optimizer"),
+        (["model._target_=torch.nn.functional.relu"], "torch.nn.Module"),
+        (["scheduler._target_=torch.optim.SGD"], "torch.optim.lr_scheduler.LRScheduler"),
+    ],
+)  # fmt: skip
+def test_a_section_names_a_class_of_its_kind_not_any_callable_of_an_allowed_package(
+    workdir: Path, overrides: list[str], kind: str
+) -> None:
+    victim = workdir / "victim.txt"
+    victim.write_text("keep me")
+    message = refusal(workdir, *(o.format(victim=victim) for o in overrides))
+    assert f"is not a {kind} class" in message
+    assert victim.read_text() == "keep me"
+
+
 def test_no_override_widens_the_allow_list(workdir: Path) -> None:
     for override in ("allowed_targets=[builtins]", "+allowed_targets=[os]", "~allowed_targets"):
         assert "allowed_targets cannot be overridden; edit it in conf/config.yaml" in refusal(

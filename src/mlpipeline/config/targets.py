@@ -32,6 +32,17 @@ SUPPLIED_BY_CODE = {
     "callbacks.model_checkpoint": {"dirpath", "filename"},
 }
 
+# What each section builds: its target must be a class of this kind, since a function of an
+# allowed package would run with the section's arguments (torch.save writes any file,
+# torch.hub.load fetches and runs code).
+SECTION_KINDS = {
+    "model": "torch.nn.Module",
+    "optimizer": "torch.optim.Optimizer",
+    "scheduler": "torch.optim.lr_scheduler.LRScheduler",
+    "trainer": "lightning.pytorch.Trainer",
+    "callbacks": "lightning.pytorch.Callback",
+}
+
 
 def locate(dotted: str) -> Any:
     """Import `package.module.Attr` and return the attribute."""
@@ -76,10 +87,10 @@ def arguments(target: Any, key: str) -> dict[str, inspect.Parameter] | None:
 
 
 def check_targets(cfg: Config, keys: Collection[str] | None = None) -> None:
-    """Check that each `_target_` (of the sections `keys`, default all) imports, accepts the
-    keys given for it, and that each value fits the type the class declares for it. Imports
-    every target it checks (torch, Lightning), after checking that each lies in the allowed
-    packages (`allowed_targets`)."""
+    """Check that each `_target_` (of the sections `keys`, default all) imports, is a class
+    of the section's kind (`SECTION_KINDS`), accepts the keys given for it, and that each
+    value fits the type the class declares for it. Imports every target it checks (torch,
+    Lightning), after checking that each lies in the allowed packages (`allowed_targets`)."""
     check_config(cfg.dump(), cfg.allowed_targets, source="the config")
     problems = []
     for key, section in cfg.targets().items():
@@ -90,8 +101,11 @@ def check_targets(cfg: Config, keys: Collection[str] | None = None) -> None:
         except PipelineError as err:
             problems.append(f"{key}._target_: {err}")
             continue
-        if not callable(target):
-            problems.append(f"{key}._target_: {section.target!r} is not a class or function")
+        kind = SECTION_KINDS[key.split(".")[0]]
+        if not (inspect.isclass(target) and issubclass(target, locate(kind))):
+            problems.append(
+                f"{key}._target_: {section.target!r} is not a {kind} class, which {key} must name"
+            )
             continue
         valid = arguments(target, key)
         if valid is None:
