@@ -128,9 +128,10 @@ def check_targets(cfg: Config, keys: Collection[str] | None = None) -> None:
 
 def check_targets_once(cfg: Config, stamps: Path | None = None) -> None:
     """`check_targets` of the sections whose target, with the same arguments, has not passed
-    it before in this environment, as its installed packages and the sources of the target's
-    own package are now. The check imports the targets, and Lightning's import alone takes
-    seconds: an edit of the optimizer's rate then imports torch's optimizer, not the trainer.
+    it before in this environment, as its installed packages, the sources of the target's
+    own package and those of these checks are now. The check imports the targets, and
+    Lightning's import alone takes seconds: an edit of the optimizer's rate then imports
+    torch's optimizer, not the trainer.
     A section that passes leaves an empty stamp file in `stamps` (default: the user's cache
     directory, e.g. ~/.cache/mlpipeline/checked-targets)."""
     # a stamp of a check passed under a wider allow-list must not let a target through
@@ -160,8 +161,10 @@ def _environment(packages: set[str]) -> dict[str, str]:
     """For each top-level package: this interpreter, the distributions installed on sys.path
     (their dist-info names carry the versions), and, where the package lives outside
     site-packages (an editable install, the project's own code), the size and time of each of
-    its Python files. Each package's files are read once, however many sections name it."""
-    installed = [sys.version]
+    its Python files. Each package's files are read once, however many sections name it.
+    The checks' own sources count for every package: a stricter check must not be skipped
+    for a section that passed the old one."""
+    installed = [sys.version, *_checker_sources()]
     for entry in sys.path:
         if os.path.isdir(entry):
             names = sorted(n for n in os.listdir(entry) if n.endswith(".dist-info"))
@@ -181,6 +184,14 @@ def _environment(packages: set[str]) -> dict[str, str]:
         ]
         environment[package] = "\n".join([*installed, *sources])
     return environment
+
+
+def _checker_sources() -> list[str]:
+    """Size and time of each source file of this package, the checks' own code."""
+    return [
+        f"{path} {(stat := path.stat()).st_size} {stat.st_mtime_ns}"
+        for path in sorted(Path(__file__).parent.glob("*.py"))
+    ]
 
 
 def _fingerprint(key: str, section: Target, environment: dict[str, str]) -> str:
