@@ -30,7 +30,10 @@ def yaml_problem(err: Exception, path: Path | str | None = None) -> str:
     mark = getattr(err, "problem_mark", None)
     if not isinstance(err, yaml.MarkedYAMLError) or mark is None:
         return f"{path or 'config'}: invalid YAML: {' '.join(str(err).split())}"
-    path = path or mark.name
+    path = Path(path or mark.name)
+    # as the user typed it (conf/...) where the file lies under the working directory
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        path = path.relative_to(Path.cwd())
     context = ""
     if err.context and err.context_mark is not None:
         where = f"line {err.context_mark.line + 1}, column {err.context_mark.column + 1}"
