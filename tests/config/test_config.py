@@ -139,7 +139,10 @@ def test_a_passing_check_is_stamped_and_skipped_until_a_target_argument_or_sourc
     (tmp_path / "src/mynets").mkdir(parents=True)
     net = tmp_path / "src/mynets/__init__.py"
     net.write_text("from mlpipeline.models.nets import MLP as Net\n")
-    own = make_cfg("model=mlp", "model._target_=mynets.Net")
+    raw = make_cfg("model=mlp").dump()
+    raw["model"]["_target_"] = "mynets.Net"
+    raw["allowed_targets"].append("mynets")  # as a user adds their package in conf/config.yaml
+    own = validate_config(raw)
     check_targets_once(own, stamps)
     assert "model" in checked[-1]
     count = len(checked)
@@ -148,6 +151,10 @@ def test_a_passing_check_is_stamped_and_skipped_until_a_target_argument_or_sourc
     net.write_text("from mlpipeline.models.nets import MLP as Net  # edited\n")
     check_targets_once(own, stamps)
     assert checked[-1] == ["model"]
+    # an edit of the checks themselves checks every section again
+    monkeypatch.setattr(target_checks, "_checker_sources", lambda: ["a stricter check"])
+    check_targets_once(own, stamps)
+    assert checked[-1] == sorted(own.targets())
     # a failing check leaves no stamp: it fails again, in one line
     raw = own.dump()
     raw["optimizer"]["weight_decya"] = 0.1

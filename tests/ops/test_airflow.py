@@ -212,6 +212,34 @@ def test_a_failing_stage_fails_its_task_and_clearing_it_after_the_fix_completes_
     assert meta["classes"] == ["a", "b", "c"]
 
 
+def test_a_runs_parameters_that_would_run_code_fail_its_first_task_in_one_line(
+    airflow: Airflow, repo_copy: Path, tmp_path: Path
+) -> None:
+    # whoever may trigger a run chooses its overrides: the runner refuses them before DVC
+    # composes params.yaml, and no task after the first runs
+    use_checkout(airflow, repo_copy, MLPIPELINE_GRAPH=chain_graph(tmp_path, STAGES[:2]))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    params = (repo_copy / "params.yaml").read_text()
+    overrides = [
+        "+callbacks.x._target_=builtins.open",
+        f"+callbacks.x.file={victim}",
+        "+callbacks.x.mode=w",
+        "tracking.experiment=${oc.env:HOME}",
+    ]
+    out = airflow.dags_test(conf={"overrides": overrides}, check=False).stdout
+    (run,) = airflow.runs()
+    assert run["state"] == "failed", out[-3000:]
+    assert airflow.states(run["run_id"]) == {STAGES[0]: "failed", STAGES[1]: "upstream_failed"}
+    refusal = "callbacks.x._target_: 'builtins.open' is not in a package a _target_ may name"
+    # the task's exception, as `dags test` prints it, is the runner's one line
+    (failure,) = set(re.findall(r"AirflowException: (.*)", out))
+    assert failure.startswith(refusal) and "calls the resolver oc.env" in failure, out[-3000:]
+    assert "$ dvc" not in out
+    assert (repo_copy / "params.yaml").read_text() == params
+    assert victim.read_text() == "keep me"
+
+
 def test_the_watch_runs_when_the_raw_datas_dvc_hash_changes(
     airflow: Airflow, repo_copy: Path
 ) -> None:

@@ -103,6 +103,34 @@ def test_the_runner_says_what_is_wrong_in_one_line(tmp_path: Path) -> None:
                        MLPIPELINE_UPSTREAM="not json"), "not a hand-off")  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("overrides", "parts"),
+    [
+        (
+            ["+callbacks.x._target_=builtins.open", "+callbacks.x.file={victim}",
+             "+callbacks.x.mode=w"],
+            ["callbacks.x._target_: 'builtins.open' is not in a package a _target_ may name"],
+        ),
+        (["tracking.experiment=${{oc.env:HOME}}"], ["calls the resolver oc.env"]),
+    ],
+    ids=["target", "environment"],
+)  # fmt: skip
+def test_the_runner_refuses_a_runs_forbidden_overrides_before_writing(
+    repo_copy: Path, overrides: list[str], parts: list[str]
+) -> None:
+    # the DAG's `overrides` run parameter reaches the runner as these --override arguments
+    victim = repo_copy.parent / "victim.txt"
+    victim.write_text("keep me")
+    params = (repo_copy / "params.yaml").read_text()
+    args = [f"--override={o.format(victim=victim)}" for o in overrides]
+    cmd = [sys.executable, "-m", "mlpipeline.ops.orchestrate", "run", "compose", "--repo", "."]
+    proc = run([*cmd, *args, "--experiment", "manual"], repo_copy, check=False)
+    one_line_error(proc, *parts)
+    assert "$ dvc" not in proc.stdout  # no DVC command ran
+    assert (repo_copy / "params.yaml").read_text() == params
+    assert victim.read_text() == "keep me"
+
+
 @pytest.mark.slow
 def test_a_second_task_in_one_workspace_waits_for_the_first(repo_copy: Path) -> None:
     from filelock import FileLock

@@ -150,6 +150,24 @@ def test_a_bad_value_stops_before_any_work_in_one_line(tiny_repo: Path, cmd, par
         assert (tiny_repo / "params.yaml").read_text() == before
 
 
+def test_exp_run_refuses_an_override_that_would_run_code_at_compose(repo_copy: Path) -> None:
+    # DVC composes -S itself; the compose stage refuses before any later stage runs
+    victim = repo_copy.parent / "victim.txt"
+    victim.write_text("keep me")
+    proc = run(
+        ["dvc", "exp", "run", "-S", "+callbacks.x._target_=builtins.open",
+         "-S", f"+callbacks.x.file={victim}", "-S", "+callbacks.x.mode=w"],
+        repo_copy, check=False,
+    )  # fmt: skip
+    one_line_error(proc, "callbacks.x._target_: 'builtins.open' is not in a package")
+    assert stages_run(proc.stdout) == ["compose"]
+    assert victim.read_text() == "keep me"
+    # nor may -S widen the allow-list
+    proc = run(["dvc", "exp", "run", "-S", "allowed_targets=[builtins]"], repo_copy, check=False)
+    one_line_error(proc, "allowed_targets: params.yaml has ['builtins']")
+    assert stages_run(proc.stdout) == ["compose"]
+
+
 def test_a_misspelt_key_in_a_conf_file_stops_dvc_repro_in_one_line(tiny_repo: Path) -> None:
     adamw = tiny_repo / "conf/optimizer/adamw.yaml"
     adamw.write_text(adamw.read_text().replace("lr:", "lr_rate:"))

@@ -90,6 +90,8 @@ def test_optuna_search_optimises_the_configured_metric(tmp_path: Path) -> None:
             "learning_rate: unknown key; did you mean 'lr'?",
         ),
         (["-m", "model.dropout=0.1,1.5"], "model.dropout: Input should be less than 1 (got 1.5)"),
+        # Hydra would call its callbacks' targets before the first trial
+        (["-m", "seed=1,2", "+hydra.callbacks.x._target_=builtins.exec"], "'builtins.exec' is"),
     ],
 )
 def test_sweep_validates_every_trial_before_any_work(tmp_path: Path, args, message) -> None:

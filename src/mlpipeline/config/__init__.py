@@ -12,7 +12,7 @@ from mlpipeline.config.schema import (
     load_config,
     validate_config,
 )
-from mlpipeline.config.targets import check_targets, check_targets_once, locate
+from mlpipeline.config.targets import check_targets, check_targets_once, instantiate, locate
 
 __all__ = [
     "Config",
@@ -24,6 +24,7 @@ __all__ = [
     "check_targets",
     "check_targets_once",
     "compose_config",
+    "instantiate",
     "load_config",
     "locate",
     "validate_config",

@@ -8,6 +8,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from mlpipeline.config.guard import (
+    allowed_prefixes,
+    check_config,
+    check_overrides,
+    is_allowed,
+    yaml_problem,
+)
 from mlpipeline.config.schema import Config, suggest, validate_config
 from mlpipeline.errors import PipelineError
 
@@ -23,12 +30,19 @@ def compose_config(conf_dir: Path, overrides: list[str] | None = None) -> tuple[
     """
     from omegaconf import OmegaConf
 
-    cfg = _compose(Path(conf_dir).resolve(), list(overrides or []))
+    conf_dir = Path(conf_dir).resolve()
+    overrides = list(overrides or [])
+    # before Hydra resolves anything: an override's resolver would run during composition
+    prefixes = allowed_prefixes(conf_dir)
+    check_overrides(overrides, prefixes)
+    cfg = _compose(conf_dir, overrides)
     raw: Any = OmegaConf.to_container(cfg)
+    check_config(raw, prefixes, source="conf/")
     return OmegaConf.to_yaml(cfg), validate_config(raw, source="conf/")
 
 
 def _compose(conf_dir: Path, overrides: list[str]) -> Any:
+    import yaml
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
@@ -45,6 +59,8 @@ def _compose(conf_dir: Path, overrides: list[str]) -> Any:
         if match and "is not in struct" in str(err.__cause__):
             raise PipelineError(_unknown_key(conf_dir, overrides, match.group(1))) from None
         raise PipelineError(one_line(err)) from None
+    except yaml.YAMLError as err:  # Hydra lets the parser's error, lines long, through
+        raise PipelineError(yaml_problem(err)) from None
     return cfg
 
 
@@ -62,7 +78,8 @@ def _unknown_key(conf_dir: Path, overrides: list[str], key: str) -> str:
         node = node.get(part) if OmegaConf.is_dict(node) else None
     present = set(node.keys()) if OmegaConf.is_dict(node) else set()
     takes: set[str] = set()
-    if "_target_" in present:
+    # only an allowed target is imported for the hint (an import runs the module's code)
+    if "_target_" in present and is_allowed(node["_target_"], allowed_prefixes(conf_dir)):
         with contextlib.suppress(PipelineError):
             takes = set(arguments(locate(node["_target_"]), parent) or {})
     where = f"{parent}." if parent else ""

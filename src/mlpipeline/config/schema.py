@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlpipeline.config.guard import DOTTED
 from mlpipeline.errors import PipelineError
 
 
@@ -258,6 +259,8 @@ class Config(Section):
     loss: Literal["cross_entropy", "mse", "huber"] | None = None
     seed: int = Field(ge=0)
     cpu_threads: int | None = Field(ge=1)
+    # the packages `_target_`s may name (mlpipeline.config.guard)
+    allowed_targets: list[Annotated[str, Field(pattern=DOTTED.pattern)]]
     paths: Paths
     data: Data
     features: Features

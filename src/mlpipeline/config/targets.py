@@ -19,6 +19,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from mlpipeline.config.guard import check_config
 from mlpipeline.config.schema import Config, Target, suggest
 from mlpipeline.errors import PipelineError
 
@@ -31,19 +32,54 @@ SUPPLIED_BY_CODE = {
     "callbacks.model_checkpoint": {"dirpath", "filename"},
 }
 
+# What each section builds: its target must be a class of this kind, since a function of an
+# allowed package would run with the section's arguments (torch.save writes any file,
+# torch.hub.load fetches and runs code).
+SECTION_KINDS = {
+    "model": "torch.nn.Module",
+    "optimizer": "torch.optim.Optimizer",
+    "scheduler": "torch.optim.lr_scheduler.LRScheduler",
+    "trainer": "lightning.pytorch.Trainer",
+    "callbacks": "lightning.pytorch.Callback",
+}
+
 
 def locate(dotted: str) -> Any:
     """Import `package.module.Attr` and return the attribute."""
     module_name, _, attr = dotted.rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError):
+        module = importlib.import_module(module_name)
+    except (ImportError, ValueError):
+        raise PipelineError(f"cannot import '{dotted}'; check the dotted path") from None
+    except Exception as err:  # the module's own code failed (a missing driver, a bad build)
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise PipelineError(f"cannot import '{dotted}': {reason}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
         raise PipelineError(f"cannot import '{dotted}'; check the dotted path") from None
 
 
+def instantiate(spec: dict[str, Any], key: str, **kwargs: Any) -> Any:
+    """Hydra's `instantiate` of the section `key`, with its errors (a target Hydra blocks, a
+    constructor that refuses its arguments) as one PipelineError line instead of Hydra's
+    multi-line message and traceback."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(spec, **kwargs)
+    except InstantiationException as err:
+        raise PipelineError(f"{key}: {' '.join(str(err).split())}") from None
+
+
 def arguments(target: Any, key: str) -> dict[str, inspect.Parameter] | None:
-    """The keyword arguments the config may give `target`; None when it takes **kwargs."""
-    params = inspect.signature(target).parameters
+    """The keyword arguments the config may give `target`; None when it takes **kwargs or
+    has no signature to read (some builtins)."""
+    try:
+        params = inspect.signature(target).parameters
+    except ValueError:
+        return None
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return None
     supplied = SUPPLIED_BY_CODE.get(key, set()) | {"self"}
@@ -51,9 +87,11 @@ def arguments(target: Any, key: str) -> dict[str, inspect.Parameter] | None:
 
 
 def check_targets(cfg: Config, keys: Collection[str] | None = None) -> None:
-    """Check that each `_target_` (of the sections `keys`, default all) imports, accepts the
-    keys given for it, and that each value fits the type the class declares for it. Imports
-    every target it checks (torch, Lightning)."""
+    """Check that each `_target_` (of the sections `keys`, default all) imports, is a class
+    of the section's kind (`SECTION_KINDS`), accepts the keys given for it, and that each
+    value fits the type the class declares for it. Imports every target it checks (torch,
+    Lightning), after checking that each lies in the allowed packages (`allowed_targets`)."""
+    check_config(cfg.dump(), cfg.allowed_targets, source="the config")
     problems = []
     for key, section in cfg.targets().items():
         if keys is not None and key not in keys:
@@ -62,6 +100,12 @@ def check_targets(cfg: Config, keys: Collection[str] | None = None) -> None:
             target = locate(section.target)
         except PipelineError as err:
             problems.append(f"{key}._target_: {err}")
+            continue
+        kind = SECTION_KINDS[key.split(".")[0]]
+        if not (inspect.isclass(target) and issubclass(target, locate(kind))):
+            problems.append(
+                f"{key}._target_: {section.target!r} is not a {kind} class, which {key} must name"
+            )
             continue
         valid = arguments(target, key)
         if valid is None:
@@ -84,11 +128,14 @@ def check_targets(cfg: Config, keys: Collection[str] | None = None) -> None:
 
 def check_targets_once(cfg: Config, stamps: Path | None = None) -> None:
     """`check_targets` of the sections whose target, with the same arguments, has not passed
-    it before in this environment, as its installed packages and the sources of the target's
-    own package are now. The check imports the targets, and Lightning's import alone takes
-    seconds: an edit of the optimizer's rate then imports torch's optimizer, not the trainer.
+    it before in this environment, as its installed packages, the sources of the target's
+    own package and those of these checks are now. The check imports the targets, and
+    Lightning's import alone takes seconds: an edit of the optimizer's rate then imports
+    torch's optimizer, not the trainer.
     A section that passes leaves an empty stamp file in `stamps` (default: the user's cache
     directory, e.g. ~/.cache/mlpipeline/checked-targets)."""
+    # a stamp of a check passed under a wider allow-list must not let a target through
+    check_config(cfg.dump(), cfg.allowed_targets, source="the config")
     if stamps is None:
         from platformdirs import user_cache_path
 
@@ -114,8 +161,10 @@ def _environment(packages: set[str]) -> dict[str, str]:
     """For each top-level package: this interpreter, the distributions installed on sys.path
     (their dist-info names carry the versions), and, where the package lives outside
     site-packages (an editable install, the project's own code), the size and time of each of
-    its Python files. Each package's files are read once, however many sections name it."""
-    installed = [sys.version]
+    its Python files. Each package's files are read once, however many sections name it.
+    The checks' own sources count for every package: a stricter check must not be skipped
+    for a section that passed the old one."""
+    installed = [sys.version, *_checker_sources()]
     for entry in sys.path:
         if os.path.isdir(entry):
             names = sorted(n for n in os.listdir(entry) if n.endswith(".dist-info"))
@@ -135,6 +184,14 @@ def _environment(packages: set[str]) -> dict[str, str]:
         ]
         environment[package] = "\n".join([*installed, *sources])
     return environment
+
+
+def _checker_sources() -> list[str]:
+    """Size and time of each source file of this package, the checks' own code."""
+    return [
+        f"{path} {(stat := path.stat()).st_size} {stat.st_mtime_ns}"
+        for path in sorted(Path(__file__).parent.glob("*.py"))
+    ]
 
 
 def _fingerprint(key: str, section: Target, environment: dict[str, str]) -> str:

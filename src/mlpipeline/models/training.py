@@ -56,9 +56,8 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
     name); `callbacks` are added to the configured ones (benchmarks pass their timers here)."""
     import lightning as L
     import torch
-    from hydra.utils import instantiate
 
-    from mlpipeline.config import check_targets
+    from mlpipeline.config import check_targets, instantiate
     from mlpipeline.data.datamodule import ArrayDataModule
     from mlpipeline.determinism import use_portable_kernels
     from mlpipeline.models.modelfile import build_network
@@ -100,19 +99,27 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
     checkpoints = cfg.paths.model.with_name(f"{cfg.paths.model.name}.checkpoints")
     with scratch_dir(checkpoints) as ckpt_dir:
         checkpoint = instantiate(
-            cfg.callbacks.model_checkpoint.spec(), dirpath=str(ckpt_dir), filename="best"
+            cfg.callbacks.model_checkpoint.spec(),
+            "callbacks.model_checkpoint",
+            dirpath=str(ckpt_dir),
+            filename="best",
         )
-        configured = [cfg.callbacks.early_stopping, *cfg.callbacks.extra().values()]
+        configured = {"early_stopping": cfg.callbacks.early_stopping, **cfg.callbacks.extra()}
         if terminal:
-            configured.append(cfg.callbacks.progress_bar)
+            configured["progress_bar"] = cfg.callbacks.progress_bar
         else:
             trainer_args.setdefault("enable_progress_bar", False)
         trainer = instantiate(
             trainer_args,
+            "trainer",
             profiler=trainer_args.pop("profiler", None) or null_profiler(),
             callbacks=[
                 checkpoint,
-                *(instantiate(c.spec()) for c in configured if c is not None),
+                *(
+                    instantiate(section.spec(), f"callbacks.{name}")
+                    for name, section in configured.items()
+                    if section is not None
+                ),
                 *(callbacks or []),
             ],
             logger=False,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mlpipeline.artifacts import atomic_path
 from mlpipeline.config import Config, check_targets_once, compose_config, load_config
+from mlpipeline.config.guard import allowed_prefixes, check_config
 from mlpipeline.config.schema import flatten
 from mlpipeline.errors import exit_on_error
 
@@ -34,6 +35,8 @@ def compose_stage(
     In a DVC experiment (`experiment` names it) an existing params.yaml is kept, validated."""
     if experiment and output.is_file() and not overrides:
         config = load_config(output)
+        # DVC composed it with the -S overrides: no project code saw them before now
+        check_config(config.dump(), allowed_prefixes(conf_dir), source=str(output))
         check_targets_once(config)
         print(f"compose: experiment {experiment}: keeping {output} as `dvc exp run` composed it")
     else:

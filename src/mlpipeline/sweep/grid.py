@@ -6,6 +6,7 @@ import itertools
 from pathlib import Path
 
 from mlpipeline.config import check_targets, compose_config
+from mlpipeline.config.guard import allowed_prefixes, check_overrides
 from mlpipeline.errors import PipelineError
 
 
@@ -17,6 +18,8 @@ def prevalidate(conf_dir: Path, argv: list[str], in_server: bool = False) -> int
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     tokens = [a for a in argv if "=" in a and not a.startswith("-")]
+    # Hydra's own overrides too: it instantiates its callbacks, launcher and sweeper itself
+    check_overrides(tokens, allowed_prefixes(conf_dir))
     try:
         parsed = OverridesParser.create().parse_overrides(tokens)
     except Exception as err:  # Hydra's grammar errors

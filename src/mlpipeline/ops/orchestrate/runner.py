@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipeline.artifacts import atomic_path
+from mlpipeline.config.guard import allowed_prefixes, check_overrides
 from mlpipeline.errors import PipelineError
 from mlpipeline.ops.orchestrate.dvc_steps import last_step
 from mlpipeline.ops.orchestrate.graph import address, open_repo, pipeline_stages
@@ -198,6 +199,8 @@ def apply_overrides(root: Path, overrides: Sequence[str]) -> None:
         )
     config_module = hydra.get("config_module")
     config_dir = None if config_module else str(root / hydra.get("config_dir", "conf"))
+    # a run's parameters come from whoever may trigger it: refused before anything is written
+    check_overrides(overrides, allowed_prefixes(_conf_dir(config_dir, config_module)))
     try:
         compose_and_dump(
             str(root / "params.yaml"),
@@ -210,6 +213,18 @@ def apply_overrides(root: Path, overrides: Sequence[str]) -> None:
     except Exception as err:  # Hydra's many error types: a bad override is input
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PipelineError(f"override {' '.join(overrides)}: {message}") from None
+
+
+def _conf_dir(config_dir: str | None, config_module: str | None) -> Path:
+    """The folder DVC composes: `hydra.config_dir`, or the package `hydra.config_module`."""
+    if config_dir is not None:
+        return Path(config_dir)
+    from importlib.resources import files
+
+    try:
+        return Path(str(files(str(config_module))))
+    except (ImportError, TypeError) as err:
+        raise PipelineError(f"hydra.config_module {config_module}: {err}") from None
 
 
 def stream(
