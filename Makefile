@@ -91,6 +91,7 @@ bench: install airflow-install ## run the benchmarks under bench/; they rewrite 
 	$(BIN)/python bench/throughput.py --table
 	$(BIN)/python bench/tables.py --rows $(TABLE_ROWS)
 	$(BIN)/python bench/orchestration.py
+	$(BIN)/python bench/suite.py
 
 clean: ## remove the venv, the MLflow store and Python caches (DVC outputs stay)
 	rm -rf $(VENV) $(AIRFLOW_VENV) mlflow.db mlruns mlartifacts mlflow-server.db mlartifacts-server outputs multirun \

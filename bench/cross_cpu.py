@@ -2,13 +2,13 @@
 qemu-user emulating other x86-64 CPUs (AMD and Intel, other vendors, caches and instruction
 sets), must write byte-identical outputs. Writes docs/performance.md.
 
-    .venv/bin/python bench/cross_cpu.py [--cpus EPYC-Milan Haswell-v4] [--epochs N]
+    .venv/bin/python bench/cross_cpu.py [--cpus EPYC-Milan Haswell-v4] [--epochs N] [--smoke]
 
 Needs qemu-user (Debian: apt-get install qemu-user). Emulated, the stages run ~30x slower: the
 default pipeline takes ~20 min per CPU model (they run in parallel, one core each); --epochs 3
 checks the same kernels in ~4 min. Emulation reproduces a CPU's identity, caches and
 instruction set, not the exact results of its approximate instructions (rcpps, rsqrtps): only
-real CPUs can check those.
+real CPUs can check those. --smoke: the first CPU model only, one epoch.
 """
 
 from __future__ import annotations
@@ -25,12 +25,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import smoke
+import yaml
 from quiet import cpu_model
 from record import stamp, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STAGES = ["train", "evaluate", "export"]
+# what the stages read that the stages before them wrote: their dvc.yaml deps under data/
+INPUTS = sorted(
+    {
+        dep
+        for stage in STAGES
+        for dep in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"]
+        if dep.startswith("data/")
+    }
+)
 OUTPUTS = [
     "models/model.pt",
     "reports/train/history.csv",
@@ -72,8 +83,9 @@ def reference_repo(dest: Path, epochs: int | None) -> dict[str, str]:
 
 
 def emulated(repo: Path, work: Path, cpu: str) -> tuple[dict[str, str], float]:
-    """The stages under `qemu-x86_64 -cpu <cpu>` in a copy of the prepared data."""
-    shutil.copytree(repo / "data/prepared", work / "data/prepared")
+    """The stages under `qemu-x86_64 -cpu <cpu>` in a copy of their input data."""
+    for name in INPUTS:
+        shutil.copytree(repo / name, work / name)
     shutil.copy2(repo / "params.yaml", work / "params.yaml")
     site = next((BIN.parent / "lib").glob("python3*/site-packages"))
     env = {**os.environ, "PYTHONPATH": f"{site}:{ROOT / 'src'}", "PATH": os.environ["PATH"]}
@@ -96,7 +108,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpus", nargs="+", default=["EPYC-Milan", "Haswell-v4"])
     parser.add_argument("--epochs", type=int, help="trainer.max_epochs (default: params.yaml's)")
-    args = parser.parse_args()
+    args = smoke.parse_args(parser)
+    if args.smoke:
+        args.cpus, args.epochs = args.cpus[:1], 1
     if not shutil.which("qemu-x86_64"):
         sys.exit("qemu-x86_64 not found: apt-get install qemu-user")
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,7 +152,6 @@ def main() -> None:
         + "\n"
     )
     write_section("cross-cpu", "The same bits on other CPUs", text)
-    print(text)
     if not same:
         sys.exit(1)
 

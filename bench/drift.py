@@ -9,7 +9,8 @@ the per-pair throughput ratio (on / off), so the load of a shared machine weighs
 Writes the `drift` section of docs/performance.md.
 
 Usage (from the repository root, after `dvc repro`; wrk from Debian: apt-get install wrk):
-    python bench/drift.py [--duration 3] [--rounds 5] [--json results.json]
+    python bench/drift.py [--duration 3] [--rounds 5] [--json results.json] [--smoke]
+--smoke: one pair per batch size and order, 1 s runs (wrk counts whole seconds).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import smoke
 from record import stamp, write_section
 from serve import WRK_SCRIPT, server, wrk
 
@@ -52,10 +54,13 @@ def table(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    # wrk counts whole seconds
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=5, help="on/off pairs per batch size")
     parser.add_argument("--json", type=Path, help="write all results here")
-    args = parser.parse_args()
+    args = smoke.parse_args(parser)
+    if args.smoke:
+        args.duration, args.rounds = 1, 1
     if not shutil.which("wrk"):
         sys.exit("error: wrk not found: apt-get install wrk")
     onnx, profile = ROOT / "models/model.onnx", ROOT / "models/profile.json"
@@ -100,6 +105,7 @@ def main() -> None:
                             sys.exit(f"error: {run['errors']} failed requests ({mode}, {batch})")
                         runs[batch][mode].append(run)
             assert "model_prediction_total" in httpx.get(f"{urls['on']}/metrics").text
+    shutil.rmtree(scratch)
     for batch, by_mode in runs.items():
         pairs = zip(by_mode["on"], by_mode["off"], strict=True)
         ratios = [a["rps"] / b["rps"] for a, b in pairs]
@@ -132,7 +138,7 @@ worker counts its queue at once (a few numpy calls per column for all of it) at 
 and every `DRIFT_FLUSH_SECONDS`, so the cost per request is the queueing plus its share of a
 flush. A table model's cost grows with its number of columns.
 """
-    print(f"wrote {write_section('drift', 'Drift metrics: throughput with and without', body)}")
+    write_section("drift", "Drift metrics: throughput with and without", body)
 
 
 if __name__ == "__main__":

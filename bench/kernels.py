@@ -2,23 +2,25 @@
 (MKL's COMPATIBLE branch, torch's own convolutions, `cpu_threads: 1`) against each choice undone.
 Writes its section of docs/performance.md.
 
-    .venv/bin/python bench/kernels.py [--rounds N] [--epochs E]
+    .venv/bin/python bench/kernels.py [--rounds N] [--epochs E] [--smoke]
 
 Each variant trains the committed params.yaml's model for E epochs (no early stopping) in a
 fresh process, timed from the start of `train()` with the imports done beforehand; the
-variants take turns, N rounds, and each figure is the median.
+variants take turns, N rounds, and each figure is the median. --smoke: one round of one epoch.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import smoke
 from record import stamp, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +67,7 @@ def child(threads: int, vendor_convs: bool, epochs: int) -> None:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         train(cfg)
     print(f"{time.perf_counter() - start:.3f}")
+    shutil.rmtree(out)
 
 
 def main() -> None:
@@ -72,9 +75,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = smoke.parse_args(parser)
     if args.child:
         return child(args.child[0], bool(args.child[1]), args.epochs)
+    if args.smoke:
+        args.rounds, args.epochs = 1, 1
 
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for r in range(args.rounds):
@@ -104,7 +109,6 @@ def main() -> None:
         f"{rows}\n"
     )
     write_section("kernels", "What the portable CPU kernels cost", text)
-    print(text)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ tasks (parsing the DAG, which asks DVC for the graph, and its scheduling loop).
 
 Everything runs in temporary directories; the working tree is never touched. Needs the Airflow
 environment (`make airflow-install`; `make bench` installs it). Writes its section of
-docs/performance.md.
+docs/performance.md. --smoke: one-epoch training in both copies.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sqlite3
@@ -23,6 +24,7 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
+import smoke
 from pipeline import copy_repo
 from quiet import wait_for_idle
 from record import stamp, write_section
@@ -66,6 +68,8 @@ def steps(output: str) -> dict[str, float]:
 
 
 def main() -> None:
+    # smoke mode reaches copy_repo (one epoch) and the waits for a quiet CPU (none)
+    smoke.parse_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     if not AIRFLOW.is_file():
         sys.exit(f"error: {AIRFLOW} not found: make airflow-install")
     with tempfile.TemporaryDirectory(prefix="bench-orchestration-") as tmp_name:
@@ -144,7 +148,7 @@ Per task the DAG pays what one `dvc repro` pays once: a Python start and DVC's i
 each of which reads the pipeline again), and the hand-off (a git status); with tasks on
 separate workers that is the price of sharing nothing but the DVC remote.
 """
-    print(write_section("orchestration", "Orchestration: the pipeline as an Airflow DAG", body))
+    write_section("orchestration", "Orchestration: the pipeline as an Airflow DAG", body)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 Everything runs in temporary directories: the working tree, its DVC cache and its MLflow store
 are never touched. The machines are shared, so each measurement waits for, or is repeated
 until it gets, an otherwise idle CPU (bench/quiet.py); figures that never got one are marked.
+--smoke: one run of each, one-epoch training.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import smoke
 import yaml
 from quiet import BUSY_CORES, cpu_snapshot, others_cores, repeat_quietly, wait_for_idle
 from record import stamp, write_section
@@ -53,6 +55,7 @@ LAZY_IMPORTS = {
     "evaluate": "torch torchmetrics.functional.classification mlpipeline.models.modelfile "
     "mlpipeline.determinism",
     "export": "torch torch.onnx onnxruntime mlpipeline.models.modelfile mlpipeline.determinism",
+    "profile": "torch mlpipeline.models.modelfile mlpipeline.determinism",
     "register": "onnx onnxruntime mlflow mlflow.onnx mlflow.pyfunc mlflow.models "
     "mlflow.store.tracking.sqlalchemy_store mlflow.store.model_registry.sqlalchemy_store "
     "alembic.command matplotlib.pyplot matplotlib.backends.backend_agg",
@@ -110,7 +113,8 @@ def git_commit_all(repo: Path) -> None:
 
 
 def copy_repo(dest: Path) -> None:
-    """The git-tracked files of the working tree (as they are now), in a fresh git repo."""
+    """The git-tracked files of the working tree (as they are now), in a fresh git repo; in
+    smoke mode with one-epoch training."""
     listing = subprocess.run(
         ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
@@ -118,6 +122,7 @@ def copy_repo(dest: Path) -> None:
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
+    smoke.one_epoch(dest)
     run(["git", "init", "-q"], dest)
     git_commit_all(dest)
 
@@ -265,7 +270,9 @@ def main() -> None:
     parser.add_argument(
         "--wait", type=float, default=120, help="seconds to wait for an idle CPU before a run"
     )
-    args = parser.parse_args()
+    args = smoke.parse_args(parser)
+    if args.smoke:  # one of everything
+        args.reps, args.import_reps, args.epochs, args.rounds = 1, 1, 1, 1
     loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     results = Results()
     with tempfile.TemporaryDirectory(prefix="mlpipeline-bench-") as tmp_name:
@@ -287,10 +294,7 @@ def main() -> None:
         wait_for_idle(args.wait)
         throughput(repo, env, args.epochs, args.rounds, results)
     text = report(results, args, loadavg)
-    doc = write_section(
-        "pipeline", "The pipeline: cold and no-op `dvc repro`, training throughput", text
-    )
-    print("\n" + text + f"\nwritten to {doc.relative_to(ROOT)}")
+    write_section("pipeline", "The pipeline: cold and no-op `dvc repro`, training throughput", text)
 
 
 if __name__ == "__main__":

@@ -8,18 +8,21 @@ against the in-process ONNX Runtime call on the same batch) and a soak run: 10,0
 concurrency 64 against this service, counting errors and its resident memory before and after.
 
 Usage (from the repository root, after `dvc repro`; wrk from Debian: apt-get install wrk):
-    python bench/serve.py [--duration 5] [--rounds 3] [--json results.json]
+    python bench/serve.py [--duration 5] [--rounds 3] [--json results.json] [--smoke]
 Servers listen on 127.0.0.1 only. MLflow's store: env MLFLOW_TRACKING_URI, default
-sqlite:///<repo>/mlflow.db; the model served is the project's registered model (the `project`
-setting, params.yaml), the version whose run logged the ONNX md5 of models/model.onnx.
+sqlite:///<repo>/mlflow.db; the model served is the project's registered model (params.yaml's
+tracking.registered_model), the version whose run logged the ONNX md5 of models/model.onnx.
 
-    python bench/serve.py --table [--rows 20000] [--duration 5] [--rounds 3]
-A table model instead, requests of named records: the stages ingest to register run on a
+    python bench/serve.py --table [--rows 20000] [--duration 5] [--rounds 3] [--smoke]
+A table model instead, requests of named records: the stages after compose run on a
 synthetic table (bench/synthetic.py: 50 columns, 5 classes; tabular defaults, one epoch) in a
 temporary directory with its own MLflow store; this service takes `{"records": [...]}` and
 MLflow the same rows as `{"dataframe_records": [...]}`. Goals (issue 15): requests/s at least
 3x MLflow's and p99 latency at most a third of MLflow's, at every point. Writes its own
 section, apart from the image model's.
+
+--smoke (either form): one round of 1 s runs (wrk counts whole seconds), 200 soak requests;
+--table on 2,000 rows.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+import smoke
+import yaml
 from record import stamp, write_section
 
 from mlpipeline.artifacts import md5_file
@@ -57,6 +62,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 16, 64)
 BATCHES = (1, 64)
 GOALS = {"rps_ratio": 3.0, "p99_ratio": 1 / 3}  # --table: ours against MLflow, at every point
+# --table: the stages after compose (run_stages composes the config itself), as dvc.yaml lists
+# them, so that a stage added there (as profile was, which register needs) runs here too
+TABLE_STAGES = tuple(
+    stage
+    for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    if stage != "compose"
+)
 
 WRK_SCRIPT = r"""
 local f = assert(io.open(os.getenv("WRK_BODY"), "rb"))
@@ -227,10 +239,9 @@ def table_subject(base: Path, rows: int) -> Subject:
     from synthetic import run_stages
 
     uri = f"sqlite:///{base / 'mlflow.db'}"
-    stages = ("ingest", "prepare", "features", "train", "evaluate", "export", "register")
     # the stages' MLflow store is the temporary one, not the repository's
     env = os.environ | {"MLFLOW_TRACKING_URI": uri}
-    params = run_stages(base, rows, stages, ["trainer.max_epochs=1"], env=env)
+    params = run_stages(base, rows, TABLE_STAGES, ["trainer.max_epochs=1"], env=env)
     cfg = load_config(params)
     test = pq.read_table(cfg.paths.prepared / "test" / "x.parquet").to_pylist()
     subject = Subject(cfg.paths.onnx, uri, cfg.tracking.registered_model, records=True)
@@ -376,9 +387,10 @@ def measure(subject: Subject, args: argparse.Namespace, scratch: Path) -> dict[s
         # MLflow flattens a table model's (rows, classes) output to one list of numbers
         b = probabilities(answers["mlflow"].json(), subject.records).reshape(a.shape)
         results["answers_max_abs_diff"] = float(np.abs(a - b).max())
+        warm_s = min(2, args.duration)  # no longer than a measured run
         for name, url in targets.items():  # warm-up
-            wrk(url, bodies[name][1], script, 16, 2)
-            wrk(url, bodies[name][64], script, 16, 2)
+            wrk(url, bodies[name][1], script, 16, warm_s)
+            wrk(url, bodies[name][64], script, 16, warm_s)
         runs: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
         for _ in range(args.rounds):
             for batch in BATCHES:
@@ -394,7 +406,7 @@ def measure(subject: Subject, args: argparse.Namespace, scratch: Path) -> dict[s
                     point[name] = median_run(runs[(batch, concurrency, name)])
                 results["load"].append(point)
 
-        ort_times = in_process(subject, repeats=5000)
+        ort_times = in_process(subject, repeats=100 if args.smoke else 5000)
         results["overhead"] = {
             str(batch): {
                 "in_process_ort_p50_us": ort_times[batch]["p50_us"],
@@ -407,7 +419,8 @@ def measure(subject: Subject, args: argparse.Namespace, scratch: Path) -> dict[s
             for batch in BATCHES
         }
 
-        wrk(targets["ours"], bodies["ours"][1], script, 64, 3)  # settle allocations first
+        # settle allocations first
+        wrk(targets["ours"], bodies["ours"][1], script, 64, min(3, args.duration))
         before = rss_mb(ours_proc.pid)
         soaked = soak(targets["ours"], subject.ours[1], args.soak, 64)
         after = rss_mb(ours_proc.pid)
@@ -459,7 +472,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load point")
+    # wrk counts whole seconds
+    parser.add_argument("--duration", type=int, default=5, help="seconds per load point")
     parser.add_argument("--rounds", type=int, default=3, help="runs per point (medians shown)")
     parser.add_argument("--soak", type=int, default=10_000, help="requests in the soak run")
     parser.add_argument("--table", action="store_true", help="a table model, named records")
@@ -470,7 +484,9 @@ def main() -> None:
         help="prepend this to both servers' PYTHONPATH (e.g. a directory holding httptools "
         "and uvloop, which uvicorn then uses for both)",
     )
-    args = parser.parse_args()
+    args = smoke.parse_args(parser)
+    if args.smoke:
+        args.duration, args.rounds, args.soak, args.rows = 1, 1, 200, 2_000
     if not shutil.which("wrk"):
         sys.exit("error: wrk not found: apt-get install wrk")
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
@@ -487,7 +503,6 @@ def main() -> None:
     else:
         title = "Serving: throughput and latency against `mlflow models serve`"
         write_section("serving", title, text)
-    print(text)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -3,10 +3,11 @@
 ceiling for the same training work (bench/ceiling.py). Writes its section of
 docs/performance.md.
 
-    .venv/bin/python bench/sweeps.py [--pairs N]
+    .venv/bin/python bench/sweeps.py [--pairs N] [--smoke]
 
 A shared machine's other tenants move single timings, so each speed-up is the median over N
-interleaved pairs (serial run, then parallel run).
+interleaved pairs (serial run, then parallel run). --smoke: one pair, one-epoch trials, queues
+of one experiment, one overhead run, and the ceiling's smoke size.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import smoke
 from record import stamp, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +86,7 @@ def repo_copy(dest: Path) -> Path:
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
+    smoke.one_epoch(dest)
     for cmd in (
         ["git", "init", "-q"],
         ["git", "add", "-A"],
@@ -94,26 +97,33 @@ def repo_copy(dest: Path) -> Path:
     return dest
 
 
+def queue_lrs() -> tuple[float, ...]:
+    """The learning rates each queue run takes. In smoke mode one: an experiment takes half a
+    minute even at one epoch (a process per stage), and one takes the queue through each step."""
+    return QUEUE_BASE_LRS[:1] if smoke.on() else QUEUE_BASE_LRS
+
+
 def queue_values(run: int) -> str:
     """optimizer.lr values for the run-th queue run: new ones each time."""
-    return "optimizer.lr=" + ",".join(f"{lr * (1 + run / 100):.6g}" for lr in QUEUE_BASE_LRS)
+    return "optimizer.lr=" + ",".join(f"{lr * (1 + run / 100):.6g}" for lr in queue_lrs())
 
 
 QUEUE_RUNS = iter(range(1000))
 
 
 def queue(repo: Path, jobs: int) -> float:
-    """Seconds from `dvc queue start -j N` until the 4th experiment is committed (its ref
-    appears). The workers' own exit comes up to 10 s later (they poll an empty queue every
-    10 s), so timing them would add a random wait to each figure."""
+    """Seconds from `dvc queue start -j N` until the last experiment (the 4th) is committed
+    (its ref appears). The workers' own exit comes up to 10 s later (they poll an empty queue
+    every 10 s), so timing them would add a random wait to each figure."""
+    count = len(queue_lrs())
     sh(["dvc", "exp", "run", "--queue", "-S", queue_values(next(QUEUE_RUNS))], repo)
     start, wall = time.perf_counter(), time.time() - 1
     sh(["dvc", "queue", "start", "-j", str(jobs)], repo)
     # polling `dvc queue status` would take the repository lock the experiments need; git's
     # refs are read without it
-    while len(exp_refs(repo)) < 4:
+    while len(exp_refs(repo)) < count:
         if time.perf_counter() - start > 900:
-            sys.exit(f"dvc queue start -j {jobs}: 4 experiments not done after 900 s")
+            sys.exit(f"dvc queue start -j {jobs}: {count} experiments not done after 900 s")
         time.sleep(0.2)
     elapsed = time.perf_counter() - start
     celery = repo / ".dvc/tmp/exps/celery"
@@ -121,7 +131,7 @@ def queue(repo: Path, jobs: int) -> float:
     while any(_alive(pid) for pid in pids):
         time.sleep(0.5)
     status = sh(["dvc", "queue", "status"], repo)
-    if status.count("Success") < 4:
+    if status.count("Success") < count:
         sys.exit(f"queue run failed:\n{status}")
     sh(["dvc", "exp", "remove", "--all"], repo)
     sh(["dvc", "queue", "remove", "--all"], repo)
@@ -169,16 +179,19 @@ def allow_package(conf: Path, package: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3, help="interleaved serial/parallel pairs")
-    args = parser.parse_args()
+    args = smoke.parse_args(parser)
+    # smoke: one-epoch trials (a command-line value outranks an experiment's)
+    grids = {k: [*v, "trainer.max_epochs=1"] if args.smoke else v for k, v in GRIDS.items()}
+    args.pairs = 1 if args.smoke else args.pairs
     joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "sweep"
         shutil.copytree(ROOT / "conf", work / "conf")
         allow_package(work / "conf", "timing")
-        overhead = [first_step(work) for _ in range(5)]
-        grids = {
+        overhead = [first_step(work) for _ in range(1 if args.smoke else 5)]
+        timings = {
             name: [(grid(work, o, []), grid(work, o, joblib)) for _ in range(args.pairs)]
-            for name, o in GRIDS.items()
+            for name, o in grids.items()
         }
         repo = repo_copy(Path(tmp) / "repo")
         ceiling = ceiling_of(repo)
@@ -199,7 +212,7 @@ def main() -> None:
         each = ", ".join(f"{a:.1f} s / {b:.1f} s = {a / b:.2f}x" for a, b in pairs)
         return f"speed-up {statistics.median(ratios):.2f}x (goal >= 1.6x); pairs: {each}"
 
-    for name, pairs in grids.items():
+    for name, pairs in timings.items():
         rows += [
             (
                 f"4-trial grid ({name} trials): basic launcher (serial) vs joblib, 2 jobs",
@@ -210,7 +223,7 @@ def main() -> None:
         ]
     rows += [
         (
-            "DVC queue, 4 experiments: -j 1 vs -j 2",
+            f"DVC queue, {len(queue_lrs())} experiments: -j 1 vs -j 2",
             f"{statistics.median(a for a, _ in queues):.1f} s vs "
             f"{statistics.median(b for _, b in queues):.1f} s",
             speedup(queues),
@@ -222,11 +235,11 @@ def main() -> None:
         ),
     ]
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
-    grids_text = "; ".join(f"{k}: `{' '.join(v)}`" for k, v in GRIDS.items())
+    grids_text = "; ".join(f"{k}: `{' '.join(v)}`" for k, v in grids.items())
     text = (
         f"{stamp()} Grids: {grids_text}; short is the default config, up to 30 epochs with "
         f"early stopping; queue: `dvc exp run --queue -S '{queue_values(0)}'` (new values each "
-        "run) then `dvc queue start -j N`, timed until the 4th experiment's ref appears; "
+        "run) then `dvc queue start -j N`, timed until the last experiment's ref appears; "
         "ceiling: `bench/ceiling.py`, process start-up left out; spin: a pure-Python loop, "
         f"train: 25 epochs of bench/throughput.py's plain loop; {args.pairs} interleaved pairs "
         "of each.\n\n"
@@ -234,7 +247,6 @@ def main() -> None:
         f"{table}\n"
     )
     write_section("sweeps", "Sweeps: parallel launchers, the DVC queue, per-trial start-up", text)
-    print(text)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ repository. Writes its section of docs/performance.md.
 
     .venv/bin/python bench/tables.py [--rows 1000000 10000000] [--epochs 1]
 
-(`make bench` runs it at smaller sizes unless told TABLE_ROWS="1000000 10000000".)
+(`make bench` runs it at smaller sizes unless told TABLE_ROWS="1000000 10000000"; --smoke: one
+size of 2,000 rows.)
 
 Per size: each stage's wall time and peak memory (max RSS of its process, from os.wait4, as
 bench/pipeline.py measures them), DVC's own peak memory, the whole `dvc repro`'s time, and the
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import smoke
 import yaml
 from pipeline import DVC, copy_repo, git_commit_all, make_env, run
 from quiet import BUSY_CORES, cpu_snapshot, others_cores, wait_for_idle
@@ -331,7 +333,9 @@ def main() -> None:
         "--wait", type=float, default=120, help="seconds to wait for an idle CPU before a run"
     )
     parser.add_argument("--json", type=Path, help="write the measurements here too")
-    args = parser.parse_args()
+    args = smoke.parse_args(parser)
+    if args.smoke:
+        args.rows, args.epochs = [2_000], 1
     sizes = []
     for rows in sorted(args.rows):
         # one copy at a time: a large copy holds the table several times over (workspace, cache)
@@ -345,8 +349,7 @@ def main() -> None:
         )
     text = report(sizes, args.epochs)
     title = f"Large tables: memory, time and disk from {short(sizes[0].rows)} to "
-    doc = write_section("tables", title + f"{short(sizes[-1].rows)} rows", text)
-    print("\n" + text + f"\nwritten to {doc.relative_to(ROOT)}")
+    write_section("tables", title + f"{short(sizes[-1].rows)} rows", text)
     if args.json:
         from dataclasses import asdict
 

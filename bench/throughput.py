@@ -23,6 +23,7 @@ A table: the tabular defaults (`data=tabular`, `model=mlp`, conf/data/tabular.ya
 size) on a synthetic table (bench/synthetic.py, 50 columns, 5 classes) whose features the
 ingest, prepare and features stages make in a temporary directory first; writes its section
 of docs/performance.md.
+    --smoke (either form): one round of one timed epoch; --table on 2,000 rows.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import smoke
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -212,9 +214,11 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=50, help="--table: its columns")
     parser.add_argument("--epochs", type=int, help="timed epochs per run (20; --table: 3)")
     parser.add_argument("--rounds", type=int, default=3, help="quiet rounds (one run per loop)")
-    args = parser.parse_args()
+    args = smoke.parse_args(parser)
     if (args.repo is None) == (not args.table):
         parser.error("give a REPO or --table (not both)")
+    if args.smoke:
+        args.epochs, args.rounds, args.rows = 1, 1, 2_000
     warnings.filterwarnings("ignore", message=".*treespec.*deprecated")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     if args.repo is not None:
@@ -242,7 +246,6 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     title = "Tabular training: the train stage against plain PyTorch"
     write_section("throughput-table", title, text)
-    print(text)
 
 
 if __name__ == "__main__":
