@@ -1,8 +1,9 @@
 """Every benchmark under bench/ at its smoke size (`--smoke`: the tiniest run, no wait for a quiet
 CPU, docs/performance.md left as it is), so that none rots unseen. Each runs as a real process,
 from the copy of its script inside a copy of the reproduced two-epoch repository (tiny_repo):
-the script's ROOT is then that copy, never this working tree, and TMPDIR is the test's own. Only
-the exit status and the printed section are checked: a busy test machine's figures mean nothing.
+the script's ROOT is then that copy, never this working tree, and TMPDIR is a short one of its
+own. Only the exit status and the printed section are checked: a busy test machine's figures
+mean nothing.
 
 Without a tool a benchmark needs (wrk, qemu-user, the Airflow environment) its test skips, saying
 how to install it; where MLPIPELINE_REQUIRE_BENCH_TOOLS=1 (as in .ci/run) it fails instead."""
@@ -13,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,9 +100,7 @@ def require(tool: str) -> None:
 
 
 @pytest.mark.parametrize("name", BENCHES)
-def test_benchmark_runs_at_its_smoke_size(
-    name: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
+def test_benchmark_runs_at_its_smoke_size(name: str, request: pytest.FixtureRequest) -> None:
     bench = BENCHES[name]
     for tool in bench.tools:
         require(tool)
@@ -108,10 +108,11 @@ def test_benchmark_runs_at_its_smoke_size(
     repo: Path = request.getfixturevalue("tiny_repo")
     if bench.prepare is not None:
         bench.prepare(repo)
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
     cmd = [sys.executable, str(repo / "bench" / bench.script), *bench.args, "--smoke"]
-    out = run(cmd, repo, TMPDIR=str(scratch)).stdout
+    # a short TMPDIR of its own: multiprocessing's forkserver binds a Unix socket there, whose
+    # path may not exceed 107 bytes (the test's tmp_path can)
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        out = run(cmd, repo, TMPDIR=scratch).stdout
     if bench.section is None:
         assert "rounds" in json.loads(out.splitlines()[-1]), out
     else:
