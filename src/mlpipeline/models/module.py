@@ -9,11 +9,10 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, R2Score
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-
-from mlpipeline.config import instantiate
 
 
 class EpochOutputs:
@@ -170,10 +169,10 @@ class Classifier(L.LightningModule):
         self.log("val_f1", self.val_f1)
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.optimizer_spec, "optimizer", params=self.parameters())
+        optimizer = instantiate(self.optimizer_spec, params=self.parameters())
         if self.scheduler_spec is None:
             return optimizer
-        scheduler = instantiate(self.scheduler_spec, "scheduler", optimizer=optimizer)
+        scheduler = instantiate(self.scheduler_spec, optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},

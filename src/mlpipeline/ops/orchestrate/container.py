@@ -12,8 +12,8 @@ from airflow.providers.docker.exceptions import DockerContainerFailedException
 from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk.exceptions import AirflowException
 
-from mlpipeline.ops.orchestrate.dag import error_line, received, remote_env, run_arguments
 from mlpipeline.ops.orchestrate.handoff import Handoff
+from mlpipeline.ops.orchestrate.tasks import error_line, received, remote_env, run_arguments
 
 # where the image keeps the repository (docker/train.Dockerfile's WORKDIR)
 WORKSPACE = "/workspace"
