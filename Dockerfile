@@ -44,7 +44,7 @@ CMD ["python", "-m", "mlpipeline.serving"]
 COPY --from=builder /opt/venv /opt/venv
 # the service package alone: it imports nothing else of mlpipeline, which is a namespace
 # package here (tests/serving/test_isolation.py checks both)
-COPY src/mlpipeline/serving /app/mlpipeline/serving/
+COPY kit/mlpipeline/serving /app/mlpipeline/serving/
 # the drift profile too: the service's drift metrics (on by default) need it to start
 COPY models/model.onnx models/model_card.json models/profile.json /app/models/
 ARG SOURCE_URL=unknown GIT_COMMIT=unknown MODEL_MD5=unknown

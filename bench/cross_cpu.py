@@ -88,7 +88,8 @@ def emulated(repo: Path, work: Path, cpu: str) -> tuple[dict[str, str], float]:
         shutil.copytree(repo / name, work / name)
     shutil.copy2(repo / "params.yaml", work / "params.yaml")
     site = next((BIN.parent / "lib").glob("python3*/site-packages"))
-    env = {**os.environ, "PYTHONPATH": f"{site}:{ROOT / 'src'}", "PATH": os.environ["PATH"]}
+    code = f"{ROOT / 'src'}:{ROOT / 'kit'}"
+    env = {**os.environ, "PYTHONPATH": f"{site}:{code}", "PATH": os.environ["PATH"]}
     env.pop("MLFLOW_TRACKING_URI", None)
     python = os.path.realpath(sys.executable)  # the interpreter itself; the venv via PYTHONPATH
     start = time.perf_counter()

@@ -44,14 +44,14 @@ GOALS = {"cold_s": 60.0, "noop_ratio": 1.5}
 # What is left (e.g. Hydra's plugin scan) counts as work.
 LAZY_IMPORTS = {
     # check_targets imports every `_target_`, Lightning's Trainer included
-    "compose": "hydra omegaconf torch.optim lightning.pytorch mlpipeline.models.nets",
+    "compose": "hydra omegaconf torch.optim lightning.pytorch myproject.models.nets",
     # the digits file is read without importing scikit-learn
     "ingest": "gzip importlib.util pyarrow.parquet",
     "prepare": "pyarrow.parquet sklearn.model_selection",
     "features": "",  # images are copied as prepared
     "crossval": "",  # off by default (cv.folds: 0)
     "train": "lightning torch torchmetrics hydra.utils mlpipeline.data.datamodule "
-    "mlpipeline.models.module mlpipeline.models.modelfile mlpipeline.models.training",
+    "myproject.models.module mlpipeline.models.modelfile mlpipeline.models.training",
     "evaluate": "torch torchmetrics.functional.classification mlpipeline.models.modelfile "
     "mlpipeline.determinism",
     "export": "torch torch.onnx onnxruntime mlpipeline.models.modelfile mlpipeline.determinism",
@@ -135,7 +135,8 @@ def make_env(tmp: Path, repo: Path) -> dict[str, str]:
     shim.chmod(0o755)
     return os.environ | {
         "PATH": os.pathsep.join([str(shim_dir), str(Path(PYTHON).parent), os.environ["PATH"]]),
-        "PYTHONPATH": str(repo / "src"),  # the copy's code, not the editable install's
+        # the copy's code, not the editable install's
+        "PYTHONPATH": f"{repo / 'src'}:{repo / 'kit'}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
         "DVC_SITE_CACHE_DIR": str(tmp / "dvc-site-cache"),
         "BENCH_STAGE_LOG": str(tmp / "stages.jsonl"),

@@ -52,9 +52,9 @@ from mlpipeline.config import Config, load_config
 from mlpipeline.data.datamodule import ArrayDataModule
 from mlpipeline.determinism import use_portable_kernels
 from mlpipeline.models.modelfile import build_network
-from mlpipeline.models.module import Classifier
 from mlpipeline.models.training import MODULE_TRAINER_ARGS
 from mlpipeline.stages.train import train
+from myproject.models.module import Classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -55,7 +55,7 @@ CMD ["python", "-m", "mlpipeline.ops.orchestrate", "--help"]
 # change with each commit: the venv's layer stays cached from one revision to the next.
 ARG GIT_COMMIT=unknown SOURCE_URL=unknown
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/workspace/src \
+    PYTHONPATH=/workspace/src:/workspace/kit \
     PYTHONUNBUFFERED=1 \
     MLPIPELINE_REVISION=${GIT_COMMIT}
 LABEL org.opencontainers.image.title="mlpipeline training" \

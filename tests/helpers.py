@@ -207,8 +207,8 @@ def s3_client(endpoint: str) -> Any:
 def copy_serving(root: Path) -> None:
     """The serving package into a build context at `root`, as the Dockerfile copies it."""
     shutil.copytree(
-        ROOT / "src/mlpipeline/serving",
-        root / "src/mlpipeline/serving",
+        ROOT / "kit/mlpipeline/serving",
+        root / "kit/mlpipeline/serving",
         ignore=shutil.ignore_patterns("__pycache__"),
         dirs_exist_ok=True,
     )
@@ -235,7 +235,7 @@ def export_tiny_model(directory: Path, n_test: int = 50) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     spec = {
-        "net": {"_target_": "mlpipeline.models.nets.CNN", "channels": [4, 8], "hidden": 16},
+        "net": {"_target_": "myproject.models.nets.CNN", "channels": [4, 8], "hidden": 16},
         "in_shape": ROW,
         "num_classes": 10,
         "normalization": {"mean": [[[4.9]]], "std": [[[6.0]]]},

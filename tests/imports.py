@@ -1,4 +1,5 @@
-"""The import graph of src/mlpipeline, read statically (imports inside functions included)."""
+"""The import graph of the kit (kit/mlpipeline) and the project (src/myproject), read statically
+(imports inside functions included)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,25 @@ from pathlib import Path
 
 from helpers import ROOT
 
-SRC = ROOT / "src"
+KIT = ROOT / "kit"  # the kit's package, mlpipeline
+SRC = ROOT / "src"  # the project's own package
+ROOTS = (KIT, SRC)
 
 
 def module_file(name: str) -> Path | None:
-    """The file of module `name` under src/, or None (a name from another package)."""
-    path = SRC.joinpath(*name.split("."))
-    if (path / "__init__.py").is_file():
-        return path / "__init__.py"
-    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
+    """The file of module `name` under kit/ or src/, or None (a name from another package)."""
+    for root in ROOTS:
+        path = root.joinpath(*name.split("."))
+        if (path / "__init__.py").is_file():
+            return path / "__init__.py"
+        if path.with_suffix(".py").is_file():
+            return path.with_suffix(".py")
+    return None
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(SRC).with_suffix("").parts
+    root = next(r for r in ROOTS if path.is_relative_to(r))
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 

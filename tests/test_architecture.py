@@ -4,9 +4,9 @@ tooling apart; the shared core below everything."""
 from __future__ import annotations
 
 from helpers import ROOT
-from imports import SRC, imports, module_name
+from imports import KIT, SRC, imports, module_name
 
-PACKAGE = SRC / "mlpipeline"
+PACKAGE = KIT / "mlpipeline"
 STAGES = sorted(p for p in (PACKAGE / "stages").glob("*.py") if p.name != "__init__.py")
 
 
@@ -67,3 +67,39 @@ def test_the_core_imports_no_layer_above_it() -> None:
 def test_data_does_not_import_models_and_models_do_not_import_the_sweep() -> None:
     assert not [n for n in importers_of("mlpipeline.models") if n.startswith("mlpipeline.data")]
     assert importers_of("mlpipeline.sweep") == []
+
+
+# The project's own code: what a user of the template reads and edits (README, "Where to
+# change what"). It stays small; the machinery belongs in the kit.
+PROJECT = SRC / "myproject"
+PROJECT_LINES = 1500
+
+
+def test_the_projects_own_code_is_small() -> None:
+    files = sorted(PROJECT.rglob("*.py"))
+    lines = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in files}
+    print("\n".join(f"{n:5d}  {name}" for name, n in lines.items()))
+    assert {"src/myproject/models/nets.py", "src/myproject/models/module.py"} <= lines.keys()
+    assert sum(lines.values()) <= PROJECT_LINES, lines
+
+
+def test_the_project_imports_only_the_kits_public_api() -> None:
+    import mlpipeline
+
+    public = {"mlpipeline", *(f"mlpipeline.{name}" for name in mlpipeline.__all__)}
+    found = [
+        f"{module_name(path)} imports {name}"
+        for path in PROJECT.rglob("*.py")
+        for name in imports(path)
+        if name.split(".")[0] == "mlpipeline" and name not in public
+    ]
+    assert not found, f"import these from `mlpipeline` (its __all__) instead: {found}"
+
+
+def test_every_row_of_where_to_change_what_points_outside_the_kit() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Where to change what\n", 1)[1].split("\n## ", 1)[0]
+    rows = [r for r in table.splitlines() if r.startswith("| ")][2:]
+    assert len(rows) >= 8
+    into_kit = [r.split(" | ")[0] for r in rows if "kit/" in r.split(" | ")[1]]
+    assert not into_kit

@@ -133,6 +133,7 @@ def test_retrain_triggers_and_fork_safety() -> None:
         "dvc.yaml",
         "dvc.lock",
         "src/**",
+        "kit/**",
         "**/*.dvc",
         "uv.lock",
         "pyproject.toml",

@@ -29,7 +29,7 @@ def test_committed_params_yaml_is_the_composition_of_conf() -> None:
 def test_compose_stage_writes_params_and_stamp(tmp_path: Path) -> None:
     out, stamp = tmp_path / "params.yaml", tmp_path / "stamp"
     cfg = compose_stage(ROOT / "conf", out, stamp, ["model=mlp"])
-    assert cfg.model.target == "mlpipeline.models.nets.MLP"
+    assert cfg.model.target == "myproject.models.nets.MLP"
     assert load_config(out) == cfg
     assert stamp.read_text() == STAMP_TEXT
 
@@ -138,7 +138,7 @@ def test_a_passing_check_is_stamped_and_skipped_until_a_target_argument_or_sourc
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
     (tmp_path / "src/mynets").mkdir(parents=True)
     net = tmp_path / "src/mynets/__init__.py"
-    net.write_text("from mlpipeline.models.nets import MLP as Net\n")
+    net.write_text("from myproject.models.nets import MLP as Net\n")
     raw = make_cfg("model=mlp").dump()
     raw["model"]["_target_"] = "mynets.Net"
     raw["allowed_targets"].append("mynets")  # as a user adds their package in conf/config.yaml
@@ -148,7 +148,7 @@ def test_a_passing_check_is_stamped_and_skipped_until_a_target_argument_or_sourc
     count = len(checked)
     check_targets_once(own, stamps)
     assert len(checked) == count
-    net.write_text("from mlpipeline.models.nets import MLP as Net  # edited\n")
+    net.write_text("from myproject.models.nets import MLP as Net  # edited\n")
     check_targets_once(own, stamps)
     assert checked[-1] == ["model"]
     # an edit of the checks themselves checks every section again

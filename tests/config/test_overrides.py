@@ -17,7 +17,7 @@ from mlpipeline.config import check_targets, compose_config, instantiate, valida
 from mlpipeline.errors import PipelineError
 from mlpipeline.stages.compose import compose_stage
 
-ALLOWED = "allowed_targets: mlpipeline, torch, lightning, torchmetrics, timm"
+ALLOWED = "allowed_targets: myproject, mlpipeline, torch, lightning, torchmetrics, timm"
 COMPOSE = [sys.executable, "-m", "mlpipeline.stages.compose"]
 
 

@@ -32,7 +32,7 @@ def test_dvc_repro_trains_exports_registers_and_the_app_answers(
     assert set(stages_run(log)) == set(STAGES) - {"features"}, log
     assert "up to date" in run(["dvc", "status"], tiny_repo).stdout
     params = (tiny_repo / "params.yaml").read_text()
-    assert "max_epochs: 2" in params and "_target_: mlpipeline.models.nets.CNN" in params
+    assert "max_epochs: 2" in params and "_target_: myproject.models.nets.CNN" in params
     history = (tiny_repo / "reports/train/history.csv").read_text().splitlines()
     assert len(history) == 1 + 2  # a header, then one line per epoch
     assert json.loads((tiny_repo / "reports/metrics.json").read_text())["accuracy"] > 0.5
@@ -70,7 +70,7 @@ def test_make_pipeline_reproduces_the_committed_lock_bit_for_bit(repo_copy: Path
     again = run(["dvc", "repro"], repo_copy)
     assert stages_run(again.stdout) == []
     # Python's bytecode caches beside the sources the stages depend on change no stage's hash
-    cache = repo_copy / "src/mlpipeline/config/__pycache__"
+    cache = repo_copy / "kit/mlpipeline/config/__pycache__"
     cache.mkdir(exist_ok=True)
     (cache / "schema.cpython-311.pyc").write_bytes(b"\x00" * 16)
     assert "up to date" in run(["dvc", "status"], repo_copy).stdout

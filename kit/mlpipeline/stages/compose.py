@@ -23,7 +23,7 @@ from mlpipeline.artifacts import atomic_path
 from mlpipeline.config import Config, check_targets_once, compose_config, load_config
 from mlpipeline.config.guard import allowed_prefixes, check_config
 from mlpipeline.config.schema import flatten
-from mlpipeline.errors import exit_on_error
+from mlpipeline.errors import PipelineError, exit_on_error
 
 STAMP_TEXT = "params.yaml is composed from conf/ by the `compose` stage of dvc.yaml\n"
 
@@ -42,10 +42,17 @@ def compose_stage(
     else:
         text, config = compose_config(conf_dir, overrides)
         check_targets_once(config)
-        for line in changes(output, text):
+        lines = changes(output, text)
+        for line in lines:
             print(f"compose: {line}")
         with atomic_path(output) as tmp:
             tmp.write_text(text, encoding="utf-8")
+        if moved := [line.split(":")[0] for line in lines if line.startswith("paths.")]:
+            # dvc.yaml's ${paths.*} were read from the old params.yaml when this run started
+            raise PipelineError(
+                f"{', '.join(moved)} changed in conf/paths/: {output} holds the new paths now; "
+                "run `dvc repro` again, so that dvc.yaml reads them"
+            )
     with atomic_path(stamp) as tmp:
         tmp.write_text(STAMP_TEXT, encoding="utf-8")
     return config

@@ -12,9 +12,27 @@ from torch import nn
 from mlpipeline.artifacts import atomic_path
 from mlpipeline.config import locate
 from mlpipeline.errors import PipelineError
-from mlpipeline.models.nets import Normalize, Rescale
 
 MODEL_FORMAT = 1
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std with constants fitted on the training split, kept in the model."""
+
+    def __init__(self, mean: Any, std: Any) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Rescale(Normalize):
+    """x * std + mean: a regression network's standardised output in the target's units."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
 
 
 def build_network(spec: dict[str, Any]) -> nn.Sequential:

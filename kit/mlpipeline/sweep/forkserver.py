@@ -13,7 +13,7 @@ import gc
 import importlib
 
 TRIAL_MODULES = [
-    "mlpipeline.models.module",
+    "myproject.models.module",
     "mlpipeline.data.datamodule",
     "mlpipeline.models.training",
     "mlpipeline.tracking",

@@ -1,4 +1,4 @@
-"""LightningModules around a network from `mlpipeline.models.nets`: a cross-entropy
+"""LightningModules around a network from `myproject.models.nets`: a cross-entropy
 classifier, and a regressor (mean squared error or Huber loss on a single output)."""
 
 from __future__ import annotations

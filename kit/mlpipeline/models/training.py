@@ -61,7 +61,7 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
     from mlpipeline.data.datamodule import ArrayDataModule
     from mlpipeline.determinism import use_portable_kernels
     from mlpipeline.models.modelfile import build_network
-    from mlpipeline.models.module import Classifier, Regressor
+    from myproject.models.module import Classifier, Regressor
 
     check_targets(cfg)
     use_portable_kernels(cfg.cpu_threads)
@@ -86,7 +86,7 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
     options = {
         "optimizer": cfg.optimizer.spec(),
         "scheduler": cfg.scheduler.spec() if cfg.scheduler else None,
-        # the module optimizes manually, so it clips and accumulates (mlpipeline.models.module)
+        # the module optimizes manually, so it clips and accumulates (myproject.models.module)
         **{k: trainer_args.pop(k) for k in MODULE_TRAINER_ARGS if k in trainer_args},
         "report_epoch": None if terminal else _print_epoch(trainer_args["max_epochs"]),
     }

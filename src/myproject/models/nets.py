@@ -1,17 +1,17 @@
-"""Networks, plain torch modules built from conf/model/. A new network is a module here (or
+"""Networks, plain torch modules built from conf/model/. A new network is a class here (or
 anywhere importable) taking `in_shape` and `num_classes`, plus a file in conf/model/ naming it
 with `_target_`; the annotations of its other arguments are what the config is checked against."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from mlpipeline.errors import PipelineError
+from mlpipeline import PipelineError
 
 Width = Annotated[int, Field(ge=1)]
 Dropout = Annotated[float, Field(ge=0, lt=1)]
@@ -76,22 +76,3 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-class Normalize(nn.Module):
-    """(x - mean) / std with constants fitted on the training split, kept in the model."""
-
-    def __init__(self, mean: Any, std: Any) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-class Rescale(Normalize):
-    """x * std + mean: a regression network's standardised output in the target's units."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std + self.mean
