@@ -1,10 +1,11 @@
 # Two commands set everything up on a fresh machine with Python and git:
-#   make pipeline   create .venv, install the lock, run `dvc repro`
-#   make test       create .venv, install the lock, run the fast tier of the tests (minutes)
+#   make pipeline   create .venv, install the pipeline's part of the lock, run `dvc repro`
+#   make test       create .venv, install all of the lock, run the fast tier of the tests (minutes)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 # Stage commands run `python` and `dvc` from the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 # uv installs into the venv, with the interpreter PYTHON made it from, never a downloaded one
@@ -13,36 +14,49 @@ export UV_PYTHON_DOWNLOADS := never
 # uv from PATH, else the venv's own (make bootstraps it there with pip, at the lock's version)
 UV := $(or $(shell command -v uv 2>/dev/null),$(BIN)/uv)
 locked = $(shell sed -n '/^name = "$(1)"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' uv.lock)
-# TORCH_INDEX: install torch alone from this index URL or wheel folder instead of PyPI, e.g.
-# https://download.pytorch.org/whl/cpu for the CPU build (no CUDA libraries) at the locked
-# version; every other package comes from the lock, hash-checked.
+# TORCH_INDEX: install torch alone from this index URL or wheel folder instead of PyPI, at the
+# locked version; every other package comes from the lock, hash-checked. On Linux without an
+# NVIDIA driver (no nvidia-smi) it is PyTorch's CPU index: PyPI's Linux torch carries CUDA's
+# libraries, several GB. `TORCH_INDEX=` (empty) installs PyPI's torch.
+ifeq ($(shell uname -s)$(shell command -v nvidia-smi 2>/dev/null),Linux)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+endif
 TORCH_INDEX ?=
 CUDA_PACKAGES = $(sort $(shell sed -n 's/^name = "\(nvidia-[^"]*\|cuda-[^"]*\|triton\)"$$/\1/p' uv.lock))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock pipeline test test-all test-slow lint audit bench clean
+.PHONY: help install install-dev lock pipeline test test-all test-slow lint audit bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # Set-up and the pipeline
 
-install: $(STAMP) ## create .venv and install the locked dependencies (uv.lock)
+install: $(STAMP) ## create .venv with the pipeline's and the service's locked packages (uv.lock)
 
-$(STAMP): uv.lock pyproject.toml
+install-dev: $(DEV_STAMP) ## add the tests', linters' and benchmarks' locked packages to .venv
+
+# the pipeline's environment (with DVC's S3 remotes) holds no test or lint tool; the dev set is
+# all of the lock
+$(STAMP): SELECTION = --no-default-groups --group serve --extra s3
+$(STAMP): SYNC = --inexact
+$(DEV_STAMP): SELECTION = --all-extras --all-groups
+$(STAMP) $(DEV_STAMP): uv.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed: run make PYTHON=python3.11 ...")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x "$(UV)" || $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(call locked,uv)"
+	@echo "installing uv.lock into $(VENV) ($(if $(SYNC),the pipeline and the service,everything: tests, linters, benchmarks too); torch from $(or $(TORCH_INDEX),PyPI))"
 ifeq ($(TORCH_INDEX),)
-	$(UV) sync --locked --all-extras --python $(BIN)/python
+	@$(UV) sync --quiet --locked $(SYNC) $(SELECTION) --python $(BIN)/python
 else
-	$(UV) export --locked --all-extras --no-emit-project --no-emit-package torch \
+	@$(UV) export --locked $(SELECTION) --no-emit-project --no-emit-package torch \
 		$(CUDA_PACKAGES:%=--prune %) --quiet --output-file $(VENV)/requirements.txt
-	$(UV) pip sync --python $(BIN)/python --require-hashes $(VENV)/requirements.txt
-	$(UV) pip install --python $(BIN)/python --no-deps \
+	@$(UV) pip $(if $(SYNC),install --no-deps -r,sync) $(VENV)/requirements.txt --quiet \
+		--python $(BIN)/python --require-hashes
+	@$(UV) pip install --quiet --python $(BIN)/python --no-deps \
 		$(if $(wildcard $(TORCH_INDEX)),--no-index --find-links,--index-url) $(TORCH_INDEX) \
 		"torch==$(call locked,torch)"
-	$(UV) pip install --python $(BIN)/python --no-deps --editable .
+	@$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable .
 endif
 	@touch $@
 
@@ -62,29 +76,29 @@ PYTEST_ARGS ?=
 # each tier ends with its ten slowest tests, so that every log says where the time goes
 PYTEST = $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=10 $(PYTEST_ARGS)
 
-test: install ## the fast tier (minutes): unit tests, refusals, the app in-process, one tiny real `dvc repro`
+test: install-dev ## the fast tier (minutes): unit tests, refusals, the app in-process, one tiny real `dvc repro`
 	$(PYTEST) -m "not slow"
 
 test-all: test test-slow ## everything: the fast tier, then the tests marked slow
 
-test-slow: install airflow-install ## the second tier alone: Docker images, Airflow, Prometheus, every pipeline, the benchmarks
+test-slow: install-dev airflow-install ## the second tier alone: Docker images, Airflow, Prometheus, every pipeline, the benchmarks
 	$(PYTEST) -m slow
 
-lint: install audit ## ruff; the locks against their pyproject.toml; actionlint and zizmor over .github/
+lint: install-dev audit ## ruff; the locks against their pyproject.toml; actionlint and zizmor over .github/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(UV) lock --check
 	$(UV) lock --check --project $(AIRFLOW_PROJECT)
 	scripts/lint-workflows.sh
 
-audit: install ## known vulnerabilities in the locked set (pip-audit; exceptions in audit-ignore.txt)
+audit: install-dev ## known vulnerabilities in the locked set (pip-audit; exceptions in audit-ignore.txt)
 	scripts/audit.sh
 
 # bench/tables.py's sizes for `make bench`, smaller than the issue's 1M and 10M rows, which
 # take long on a small machine: make bench TABLE_ROWS="1000000 10000000" runs those
 TABLE_ROWS ?= 100000 1000000
 
-bench: install airflow-install ## run the benchmarks under bench/; they rewrite docs/performance.md
+bench: install-dev airflow-install ## run the benchmarks under bench/; they rewrite docs/performance.md
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/sweeps.py
 	$(BIN)/python bench/kernels.py

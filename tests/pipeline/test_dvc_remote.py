@@ -4,7 +4,7 @@ clone then has every output with the hashes of dvc.lock, and `dvc repro` runs no
 The local-directory remote is configured as the template's default would be: a path outside
 the repository, committed in .dvc/config (relative to .dvc/, so every clone beside it shares
 it). The S3 variant runs the same round trip against moto's S3-compatible server on loopback;
-`moto[server]` and `dvc-s3` are pinned in uv.lock, so it runs wherever `make install`
+`moto[server]` and `dvc-s3` are pinned in uv.lock, so it runs wherever `make install-dev`
 did (a missing package is an error, not a skip)."""
 
 from __future__ import annotations
