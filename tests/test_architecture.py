@@ -67,3 +67,36 @@ def test_the_core_imports_no_layer_above_it() -> None:
 def test_data_does_not_import_models_and_models_do_not_import_the_sweep() -> None:
     assert not [n for n in importers_of("mlpipeline.models") if n.startswith("mlpipeline.data")]
     assert importers_of("mlpipeline.sweep") == []
+
+
+# what a stage would test to branch on the data's kind or the task: those differences live in
+# the data source object (mlpipeline.data.sources.Source) and the task object
+# (mlpipeline.config.tasks.Task), so a new kind or task is one class, not a branch per stage
+KIND_OR_TASK_BRANCHES = (
+    '"regression"',
+    '"classification"',
+    '"table"',
+    '"tensor"',
+    '"records"',
+    '"numeric"',
+    '"categorical"',
+    '"digits"',
+    ".kind ==",
+    ".kind !=",
+    '["kind"]',
+    'get("kind")',
+    "task ==",
+    "task !=",
+    "isinstance(data, Table)",
+    "Regressor",
+)
+
+
+def test_no_stage_branches_on_the_data_kind_or_the_task() -> None:
+    found = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in STAGES
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if any(branch in line for branch in KIND_OR_TASK_BRANCHES)
+    ]
+    assert not found, "move these into the Source or Task classes:\n" + "\n".join(found)
