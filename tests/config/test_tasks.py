@@ -49,3 +49,10 @@ def test_the_export_check_counts_class_disagreements_only_for_classes() -> None:
     b = np.array([[0.4, 0.6], [0.4, 0.6]], np.float32)
     assert Classification().compare(a, b, 1.0, 0.0)[2] == 1
     assert Regression().compare(a[:, 0], b[:, 0], 1.0, 0.0) == (pytest.approx(0.2), 0, 0)
+
+
+def test_the_tasks_plot_files_are_those_evaluate_writes() -> None:
+    from mlpipeline.plots import EVAL_PLOTS
+
+    named = [p for t in TASKS.values() for p in t.plots]
+    assert sorted(named) == sorted(EVAL_PLOTS), "each plot file is one task's"

@@ -307,7 +307,7 @@ class Config(Section):
                 f"sweep.metric {self.sweep.metric} is not one of task {self.task}'s: "
                 f"{', '.join(task.sweep_metrics)}"
             )
-        if self.evaluate.positive_class is not None and task.name != "classification":
+        if self.evaluate.positive_class is not None and not task.has_classes:
             raise ValueError("evaluate.positive_class is for task classification; set it null")
         return self
 

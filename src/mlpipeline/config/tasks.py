@@ -27,6 +27,7 @@ class Task:
     losses: ClassVar[tuple[str, ...]]  # the losses that fit it; the first is the default
     sweep_metrics: ClassVar[tuple[str, ...]]  # the validation metrics a sweep may optimise
     plots: ClassVar[tuple[str, ...]]  # the evaluate plot files (mlpipeline.plots) it fills
+    has_classes: ClassVar[bool]  # whether the label's values are classes
 
     def output_size(self, classes: list[str] | None) -> int:
         """How many values the network outputs per row."""
@@ -99,6 +100,7 @@ class Classification(Task):
     losses = ("cross_entropy",)
     sweep_metrics = ("val_loss", "val_acc", "val_f1")
     plots = ("confusion", "roc", "pr", "per_class")
+    has_classes = True
 
     def output_size(self, classes: list[str] | None) -> int:
         return len(classes or [])
@@ -220,6 +222,7 @@ class Regression(Task):
     losses = ("mse", "huber")
     sweep_metrics = ("val_loss", "val_mae", "val_rmse", "val_r2")
     plots = ("predictions",)
+    has_classes = False
 
     def output_size(self, classes: list[str] | None) -> int:
         return 1
@@ -301,7 +304,7 @@ class Regression(Task):
         return profile.score_prediction(outputs, bins)
 
 
-TASKS: dict[str, type[Task]] = {"classification": Classification, "regression": Regression}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (Classification, Regression)}
 
 
 def task_for(name: str) -> Task:
