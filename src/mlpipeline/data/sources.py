@@ -305,7 +305,11 @@ def _unreadable(path: Path, kind: str, err: Exception) -> PipelineError:
 
 def load_source(source: Any, raw_dir: Path) -> Dataset | Table:
     """Load the configured source (`data.source`, the config section or a `Source`)."""
-    data = (source if isinstance(source, Source) else build_source(source)).load(raw_dir)
+    return nonempty((source if isinstance(source, Source) else build_source(source)).load(raw_dir))
+
+
+def nonempty(data: Any) -> Any:
+    """`data` (a Dataset or Table), refused when it has no rows."""
     rows = data.num_rows if isinstance(data, Table) else len(data.y)
     if rows == 0:
         raise PipelineError("the source has no rows; point data.source at a non-empty file")
@@ -426,9 +430,8 @@ class Digits(Source):
         return load_digits(self, raw_dir)
 
     def ingest(self, raw_dir: Path, directory: Path) -> tuple[Dataset | Table, str]:
-        data = load_source(self, raw_dir)
+        data = nonempty(self.load(raw_dir))
         write_ingested(data, directory, self.kind)
-        assert isinstance(data, Dataset)
         return data, (
             f"{len(data.y)} samples of shape {tuple(data.x.shape[1:])}, "
             f"{len(data.classes)} classes from {self.kind}"
@@ -439,7 +442,6 @@ class Digits(Source):
         from mlpipeline.data.splits import prepare_arrays, write_prepared
 
         data, meta = read_ingested(cfg.paths.ingested)
-        assert isinstance(data, Dataset)
         result = prepare_arrays(data.x, data.y, meta, cfg.data.split, cfg.seed, task)
         write_prepared(result, cfg.paths.prepared)
         return result, f"{len(meta['classes'])} classes"
@@ -532,9 +534,8 @@ class TableFile(Source):
         return load_table(self, raw_dir)
 
     def ingest(self, raw_dir: Path, directory: Path) -> tuple[Dataset | Table, str]:
-        data = load_source(self, raw_dir)
+        data = nonempty(self.load(raw_dir))
         write_ingested(data, directory, self.kind)
-        assert isinstance(data, Table)
         return data, (
             f"{data.num_rows} rows, {len(data.features)} feature columns and label "
             f"'{data.label}' from {self.kind}"
