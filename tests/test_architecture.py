@@ -103,3 +103,36 @@ def test_every_row_of_where_to_change_what_points_outside_the_kit() -> None:
     assert len(rows) >= 8
     into_kit = [r.split(" | ")[0] for r in rows if "kit/" in r.split(" | ")[1]]
     assert not into_kit
+
+
+# what a stage would test to branch on the data's kind or the task: those differences live in
+# the data source object (mlpipeline.data.sources.Source) and the task object
+# (mlpipeline.config.tasks.Task), so a new kind or task is one class, not a branch per stage
+KIND_OR_TASK_BRANCHES = (
+    '"regression"',
+    '"classification"',
+    '"table"',
+    '"tensor"',
+    '"records"',
+    '"numeric"',
+    '"categorical"',
+    '"digits"',
+    ".kind ==",
+    ".kind !=",
+    '["kind"]',
+    'get("kind")',
+    "task ==",
+    "task !=",
+    "isinstance(data, Table)",
+    "Regressor",
+)
+
+
+def test_no_stage_branches_on_the_data_kind_or_the_task() -> None:
+    found = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in STAGES
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if any(branch in line for branch in KIND_OR_TASK_BRANCHES)
+    ]
+    assert not found, "move these into the Source or Task classes:\n" + "\n".join(found)

@@ -53,6 +53,16 @@ def compose_error(tmp_path: Path, *overrides: str) -> str:
         (["data.split.val=0.3"], "must sum to 1"),
         (["data.batch_size=many"], "data.batch_size: Input should be a valid integer"),
         (["data.source.kind=xlsx"], "'digits', 'csv', 'parquet'"),
+        # data.source names a Source class, which says the tasks it feeds and takes its keys
+        (["task=regression"], "Digits feeds task classification, not regression"),
+        (
+            ["data.source._target_=myproject.models.nets.MLP", "~data.source.kind"],
+            "is not a mlpipeline.data.sources.Source class",
+        ),
+        (["data.source.kind=csv"], "data.source.path: required key is missing"),
+        (["data=tabular", "data.source.label="], "data.source.label: String should have at least"),
+        (["data=tabular", "+data.source.sheet=1"], "TableFile takes no argument 'sheet'"),
+        (["data.source._target_=os.system"], "is not in a package a _target_ may name"),
         (["model=transformer"], "available options in 'model': cnn, mlp"),
         (
             ["+trainer.max_epoch=3"],

@@ -171,3 +171,53 @@ def test_a_delimiter_of_more_than_one_character_is_refused(make_cfg, tmp_path: P
     cfg = make_cfg("data=tabular", f"data.source.path={path}", "data.source.delimiter=';;'")
     with pytest.raises(PipelineError, match=r"^data.source.delimiter ';;' is not a field sep"):
         ingest(cfg)
+
+
+USER_SOURCE = '''
+from pathlib import Path
+
+from mlpipeline.data.sources import Dataset, Digits
+
+
+class EvenDigits(Digits):
+    """The digits 0, 2, 4, 6 and 8 alone: a user's own source, outside the kit."""
+
+    def __init__(self, kind: str = "even digits", every: int = 2) -> None:
+        self.kind, self.every = kind, every
+
+    def load(self, raw_dir: Path) -> Dataset:
+        data = super().load(raw_dir)
+        keep = data.y % self.every == 0
+        return Dataset(data.x[keep], data.y[keep] // self.every, data.classes[:: self.every], None)
+'''
+
+
+def test_a_users_own_source_kind_is_one_class_and_one_conf_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from helpers import ROOT, tiny
+
+    from mlpipeline.config import check_targets, compose_config
+    from mlpipeline.stages.prepare import prepare
+
+    (tmp_path / "usersource.py").write_text(USER_SOURCE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    conf = Path(shutil.copytree(ROOT / "conf", tmp_path / "conf"))
+    config = conf / "config.yaml"
+    config.write_text(config.read_text().replace("allowed_targets: [", "allowed_targets: [usersource, "))
+    (conf / "data/even.yaml").write_text(
+        "defaults:\n  - digits\n  - _self_\nsource:\n  _target_: usersource.EvenDigits\n"
+        "  every: 2\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "raw").mkdir()
+    cfg = tiny(compose_config(conf, ["data=even"])[1], tmp_path)
+    check_targets(cfg, {"data.source"})
+    assert ingest(cfg).classes == ["0", "2", "4", "6", "8"]
+    assert len(prepare(cfg).meta["classes"]) == 5
+
+    bad = tiny(compose_config(conf, ["data=even", "data.source.every=two"])[1], tmp_path)
+    with pytest.raises(PipelineError, match=r"data\.source\.every: Input should be a valid int"):
+        check_targets(bad, {"data.source"})

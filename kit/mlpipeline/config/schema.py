@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlpipeline.config.guard import DOTTED
+from mlpipeline.config.tasks import TASKS
 from mlpipeline.errors import PipelineError
 
 
@@ -61,21 +62,39 @@ class Paths(Section):
         )
 
 
-class DigitsSource(Section):
-    kind: Literal["digits"]
+# the kit's data sources by their former `data.source.kind`: a section that names its kind and
+# no other class (or one of these) is the kit's class for that kind
+SOURCE_KINDS = {
+    "digits": "mlpipeline.data.sources.Digits",
+    "csv": "mlpipeline.data.sources.TableFile",
+    "parquet": "mlpipeline.data.sources.TableFile",
+}
 
 
-class TableSource(Section):
-    kind: Literal["csv", "parquet"]
-    path: Path
-    label: str = Field(min_length=1)
-    features: list[str] | None = None  # the columns to use; None: every other one
-    drop_missing_label: bool = False  # drop rows without a label instead of refusing them
-    # CSV: the one character between fields; `\t`, as a command line spells it, is a tab
-    delimiter: str = Field(",", min_length=1)
+class Source(Target):
+    """`data.source`: the data source class (a mlpipeline.data.sources.Source) and its
+    arguments, checked against its signature like every `_target_` section."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_names_the_class(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or "kind" not in value:
+            return value
+        target, kind = value.get("_target_"), value["kind"]
+        if target is not None and target not in SOURCE_KINDS.values():
+            return value  # the user's own class takes its own `kind`, if any
+        if kind not in SOURCE_KINDS:
+            known = ", ".join(repr(k) for k in SOURCE_KINDS)
+            raise ValueError(
+                f"data.source.kind: {kind!r} is not one of {known}; or name your own source "
+                "class in data.source._target_"
+            )
+        return {**value, "_target_": SOURCE_KINDS[kind]}
 
-SOURCE_KINDS = {"digits": DigitsSource, "csv": TableSource, "parquet": TableSource}
+    @property
+    def name(self) -> str:
+        """How the stages' lines name the source: its kind, else its class."""
+        return str(self.kwargs().get("kind") or self.target.rsplit(".", 1)[-1])
 
 
 class Split(Section):
@@ -136,7 +155,7 @@ class CrossValidation(Section):
 
 
 class Data(Section):
-    source: Annotated[DigitsSource | TableSource, Field(discriminator="kind")]
+    source: Source
     split: Split
     batch_size: int = Field(ge=1)
     num_workers: int = Field(ge=0)
@@ -241,12 +260,11 @@ class Tracking(Section):
     registered_model: str = Field(min_length=1)
 
 
-CLASSIFICATION_METRICS = ("val_loss", "val_acc", "val_f1")
-REGRESSION_METRICS = ("val_loss", "val_mae", "val_rmse", "val_r2")
+SWEEP_METRICS = tuple(dict.fromkeys(m for t in TASKS.values() for m in t.sweep_metrics))
 
 
 class Sweep(Section):
-    metric: Literal["val_loss", "val_acc", "val_f1", "val_mae", "val_rmse", "val_r2"]
+    metric: Literal[SWEEP_METRICS]  # type: ignore[valid-type]
     direction: Literal["minimize", "maximize"]
 
 
@@ -254,7 +272,7 @@ class Config(Section):
     """The whole resolved configuration, as in params.yaml."""
 
     project: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    task: Literal["classification", "regression"]
+    task: Literal[tuple(TASKS)]  # type: ignore[valid-type]
     # None: cross-entropy for classification, mean squared error for regression
     loss: Literal["cross_entropy", "mse", "huber"] | None = None
     seed: int = Field(ge=0)
@@ -278,34 +296,34 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _fits_the_task(self) -> Config:
-        regression = self.task == "regression"
-        if regression and isinstance(self.data.source, DigitsSource):
+        task = TASKS[self.task]
+        if self.loss is not None and self.loss not in task.losses:
+            other = next(t.name for t in TASKS.values() if self.loss in t.losses)
             raise ValueError(
-                "task regression needs a table with a numeric label: set data=tabular and "
-                "data.source.label"
+                f"loss {self.loss} is for task {other}; use {' or '.join(task.losses)}"
             )
-        if self.loss == "cross_entropy" and regression:
-            raise ValueError("loss cross_entropy is for task classification; use mse or huber")
-        if self.loss in ("mse", "huber") and not regression:
-            raise ValueError(f"loss {self.loss} is for task regression; use cross_entropy")
-        valid = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
-        if self.sweep.metric not in valid:
+        if self.sweep.metric not in task.sweep_metrics:
             raise ValueError(
                 f"sweep.metric {self.sweep.metric} is not one of task {self.task}'s: "
-                f"{', '.join(valid)}"
+                f"{', '.join(task.sweep_metrics)}"
             )
-        if regression and self.evaluate.positive_class is not None:
+        if self.evaluate.positive_class is not None and not task.has_classes:
             raise ValueError("evaluate.positive_class is for task classification; set it null")
         return self
 
     @property
     def objective(self) -> str:
-        """The loss the network is trained with."""
-        return self.loss or ("mse" if self.task == "regression" else "cross_entropy")
+        """The loss the network is trained with: the configured one, or the task's first."""
+        return self.loss or TASKS[self.task].losses[0]
 
     def targets(self) -> dict[str, Target]:
         """Every `_target_` section by its dotted key, e.g. `callbacks.early_stopping`."""
-        found = {"model": self.model, "optimizer": self.optimizer, "trainer": self.trainer}
+        found = {
+            "data.source": self.data.source,
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "trainer": self.trainer,
+        }
         if self.scheduler is not None:
             found["scheduler"] = self.scheduler
         named = {
@@ -379,8 +397,6 @@ def suggest(name: str, valid: list[str] | set[str]) -> str:
 def _describe(error: dict[str, Any]) -> str:
     """One readable clause for one pydantic error: key, problem, bad value, valid choices."""
     loc = [str(part) for part in error["loc"] if not str(part).startswith("function-after")]
-    # drop the discriminator tags pydantic inserts into the location (data.source.csv.path)
-    loc = [p for p in loc if p not in SOURCE_KINDS]
     key = ".".join(loc)
     kind = error["type"]
     if not key:  # a check across sections: its message names the keys
@@ -405,9 +421,6 @@ def _describe(error: dict[str, Any]) -> str:
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     model: Any = Config
     for part in loc:
-        if part in SOURCE_KINDS:
-            model = SOURCE_KINDS[part]
-            continue
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return []

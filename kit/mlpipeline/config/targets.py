@@ -36,12 +36,16 @@ SUPPLIED_BY_CODE = {
 # allowed package would run with the section's arguments (torch.save writes any file,
 # torch.hub.load fetches and runs code).
 SECTION_KINDS = {
+    "data": "mlpipeline.data.sources.Source",
     "model": "torch.nn.Module",
     "optimizer": "torch.optim.Optimizer",
     "scheduler": "torch.optim.lr_scheduler.LRScheduler",
     "trainer": "lightning.pytorch.Trainer",
     "callbacks": "lightning.pytorch.Callback",
 }
+
+# Sections whose every argument comes from the config: one it lacks is named before any work.
+REQUIRED_CHECKED = {"data.source"}
 
 
 def locate(dotted: str) -> Any:
@@ -107,11 +111,25 @@ def check_targets(cfg: Config, keys: Collection[str] | None = None) -> None:
                 f"{key}._target_: {section.target!r} is not a {kind} class, which {key} must name"
             )
             continue
+        if (tasks := getattr(target, "tasks", None)) is not None and cfg.task not in tasks:
+            # a data source says which tasks it feeds (mlpipeline.data.sources.Source.tasks)
+            problems.append(
+                f"{key}._target_: {section.target} feeds task {' or '.join(tasks)}, not "
+                f"{cfg.task}: for a numeric label set data=tabular and data.source.label"
+            )
+            continue
         valid = arguments(target, key)
         if valid is None:
             continue
         hints = _type_hints(target)
-        for name, value in section.kwargs().items():
+        given = section.kwargs()
+        if key in REQUIRED_CHECKED:
+            problems += [
+                f"{key}.{name}: required key is missing; {section.target} takes {name}"
+                for name, p in valid.items()
+                if p.default is p.empty and p.kind is not p.VAR_POSITIONAL and name not in given
+            ]
+        for name, value in given.items():
             if name not in valid:
                 problems.append(
                     f"{key}.{name}: {section.target} takes no argument '{name}'; "
@@ -145,7 +163,7 @@ def check_targets_once(cfg: Config, stamps: Path | None = None) -> None:
     unchecked = {
         key: stamp
         for key, section in sections.items()
-        if not (stamp := stamps / _fingerprint(key, section, environment)).is_file()
+        if not (stamp := stamps / _fingerprint(key, section, environment, cfg.task)).is_file()
     }
     if not unchecked:
         return
@@ -194,11 +212,13 @@ def _checker_sources() -> list[str]:
     ]
 
 
-def _fingerprint(key: str, section: Target, environment: dict[str, str]) -> str:
-    """A hash of one section (its key, target and arguments) and the environment of the
-    target's package (`_environment`)."""
+def _fingerprint(key: str, section: Target, environment: dict[str, str], task: str) -> str:
+    """A hash of one section (its key, target and arguments), the task (a data source feeds
+    some tasks only) and the environment of the target's package (`_environment`)."""
     digest = hashlib.sha256(
-        json.dumps([key, section.target, section.kwargs()], sort_keys=True, default=repr).encode()
+        json.dumps(
+            [key, section.target, section.kwargs(), task], sort_keys=True, default=repr
+        ).encode()
     )
     digest.update(environment[section.target.split(".")[0]].encode())
     return digest.hexdigest()

@@ -522,20 +522,19 @@ def probe_rows(table: Any, columns: list[Column], rows: int = 4) -> list[dict[st
 
 
 def write_features(cfg: Config) -> tuple[dict[str, Any], str]:
-    """Write `paths.features` from `paths.prepared`: the features stage's (and a sweep
-    trial's) work. Returns the meta.json written and a one-line summary."""
+    """Write `paths.features` from `paths.prepared` as the configured data source's kind
+    does: the features stage's (and a sweep trial's) work. Returns the meta.json written and
+    a one-line summary."""
+    from mlpipeline.data.sources import source_for
+
+    return source_for(cfg).write_features(cfg)
+
+
+def write_table_features(cfg: Config) -> tuple[dict[str, Any], str]:
+    """A table's features: the column kinds, the preprocessing fitted on the training split
+    (also as preprocess.onnx), the feature rows of every split, the probes and schema.json."""
     source = cfg.paths.prepared
     meta = read_meta(source)
-    if meta.get("kind") != "table":
-        with atomic_path(cfg.paths.features, is_dir=True) as out:
-            for split in SPLITS:
-                shutil.copytree(source / split, out / split)
-            write_json(out / "meta.json", meta)
-        return meta, f"images as prepared -> {cfg.paths.features}"
-    return _table(cfg, source, meta)
-
-
-def _table(cfg: Config, source: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
     train = split_table(source, "train")
     columns = infer_columns(train, cfg.features)
     preprocessor = fit(train, columns, cfg.features, cfg.seed)
@@ -573,3 +572,18 @@ def _table(cfg: Config, source: Path, meta: dict[str, Any]) -> tuple[dict[str, A
         f"{len(names)} inputs, fitted on {min(train_rows, cfg.features.fit_rows)} training "
         f"rows -> {cfg.paths.features}"
     )
+
+
+def with_preprocessing(preprocess: Path, network: Path, out: Path) -> None:
+    """One ONNX model: the fitted preprocessing (raw columns in, features out) feeding the
+    network (onnx.compose); its inputs are the raw columns, its output the network's."""
+    import onnx
+    from onnx import compose
+
+    prep, net = onnx.load(str(preprocess)), onnx.load(str(network))
+    net = compose.add_prefix(net, "network/", rename_inputs=False, rename_outputs=False)
+    version = max(prep.ir_version, net.ir_version)
+    prep.ir_version = net.ir_version = version
+    merged = compose.merge_models(prep, net, io_map=[(OUTPUT, OUTPUT)])
+    onnx.checker.check_model(merged)
+    onnx.save(merged, str(out))

@@ -1,15 +1,22 @@
-"""Where the data comes from: one registry of source kinds, each a function from its config
-section to the data in memory: image arrays (`Dataset`) or a table's columns (`Table`). A new
-kind is a loader here, a schema class in `mlpipeline.config.schema` and a file in conf/data/."""
+"""Where the data comes from, and the data kind as one object: `data.source._target_` names a
+`Source` class (checked against its signature before any work, as every `_target_` is), and
+that object holds everything that differs by kind of data: how ingest reads and writes, how
+prepare splits, how the features are built, the exported model's input and its checks, what
+the profile bins, and the registered model's signature. The stages call its methods and never
+test which kind they run (tests/test_architecture.py). The kit's kinds: image arrays
+(`Digits`, scikit-learn's bundled digits) and tables (`TableFile`, a CSV or Parquet file). A
+new kind is one `Source` subclass (in any package of `allowed_targets`) and one conf/data/ file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from mlpipeline.artifacts import (
     atomic_path,
@@ -20,7 +27,7 @@ from mlpipeline.artifacts import (
     save_arrays,
     write_json,
 )
-from mlpipeline.config import DigitsSource, TableSource
+from mlpipeline.config import Config, locate
 from mlpipeline.config.schema import suggest
 from mlpipeline.errors import PipelineError
 
@@ -114,7 +121,7 @@ class Dataset:
         }
 
 
-def load_digits(_source: DigitsSource, _raw_dir: Path) -> Dataset:
+def load_digits(_source: Any, _raw_dir: Path) -> Dataset:
     """scikit-learn's 8x8 digits as (N, 1, 8, 8) images with pixel values 0..16.
 
     Read from the file that scikit-learn ships, as its `load_digits` reads it, without
@@ -134,7 +141,7 @@ def load_digits(_source: DigitsSource, _raw_dir: Path) -> Dataset:
     return Dataset(x, table[:, -1].astype(np.int64), [str(c) for c in range(10)], None)
 
 
-def load_table(source: TableSource, raw_dir: Path) -> Table:
+def load_table(source: TableFile, raw_dir: Path) -> Table:
     """A CSV or Parquet file: the label column and the feature columns, read column by column
     into Arrow (no row objects, no pandas copy); Parquet is read in batches of rows as it is
     used, never whole. Rows without a label are refused, or dropped with
@@ -186,7 +193,7 @@ def load_table(source: TableSource, raw_dir: Path) -> Table:
     return Table(table, path, source.label, list(features), rows - unlabelled, unlabelled > 0)
 
 
-def csv_delimiter(source: TableSource) -> str:
+def csv_delimiter(source: TableFile) -> str:
     """data.source.delimiter as the character it names: `\\t` spelled out is a tab."""
     delimiter = "\t" if source.delimiter == "\\t" else source.delimiter
     if len(delimiter) != 1 or delimiter in '"\r\n':
@@ -296,17 +303,13 @@ def _unreadable(path: Path, kind: str, err: Exception) -> PipelineError:
     return PipelineError(f"cannot read {path} as {kind}: {text[:200]}")
 
 
-# kind (data.source.kind) -> loader; each takes its config section and the raw-data folder
-SOURCES: dict[str, Callable[[Any, Path], Dataset | Table]] = {
-    "digits": load_digits,
-    "csv": load_table,
-    "parquet": load_table,
-}
+def load_source(source: Any, raw_dir: Path) -> Dataset | Table:
+    """Load the configured source (`data.source`, the config section or a `Source`)."""
+    return nonempty((source if isinstance(source, Source) else build_source(source)).load(raw_dir))
 
 
-def load_source(source: DigitsSource | TableSource, raw_dir: Path) -> Dataset | Table:
-    """Load the configured source."""
-    data = SOURCES[source.kind](source, raw_dir)
+def nonempty(data: Any) -> Any:
+    """`data` (a Dataset or Table), refused when it has no rows."""
     rows = data.num_rows if isinstance(data, Table) else len(data.y)
     if rows == 0:
         raise PipelineError("the source has no rows; point data.source at a non-empty file")
@@ -339,3 +342,353 @@ def read_ingested(directory: Path) -> tuple[Dataset | Table, dict[str, Any]]:
         return Table(table, path, meta["label"], meta["feature_names"], rows), meta
     x, y = load_array(directory / "x.npy"), load_array(directory / "y.npy")
     return Dataset(x, y, meta["classes"], None), meta
+
+
+class Source:
+    """A kind of data source: a `data.source._target_` class, built with the section's other
+    keys. Subclasses load the data and say how each stage treats it."""
+
+    kind: str  # how ingest's meta.json and the stages' lines name it: digits, csv, parquet
+    input_kind: ClassVar[str]  # what the exported model takes: tensor or records
+    network_input: ClassVar[str]  # the network's input inside the exported model
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")  # what it can feed
+
+    def load(self, raw_dir: Path) -> Dataset | Table:
+        """The data in memory (or opened to be read in batches)."""
+        raise NotImplementedError
+
+    def ingest(self, raw_dir: Path, directory: Path) -> tuple[Dataset | Table, str]:
+        """Load and write the ingested format to `directory`; the data and a summary."""
+        raise NotImplementedError
+
+    def prepare(self, cfg: Config, task: Any) -> tuple[Any, str]:
+        """Split `paths.ingested` into `paths.prepared`; the result and what it holds."""
+        raise NotImplementedError
+
+    def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
+        """Write `paths.features` from `paths.prepared`; its meta.json and a summary."""
+        raise NotImplementedError
+
+    def model_input(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """The model card's `input`: what a client sends."""
+        raise NotImplementedError
+
+    def preprocessing(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """The model card's `preprocessing`."""
+        raise NotImplementedError
+
+    def finish_onnx(self, network: Path, out: Path, features_dir: Path) -> None:
+        """The exported model at `out` from the network's ONNX file (which it may consume)."""
+        network.replace(out)
+
+    def export_checks(
+        self, cfg: Config, meta: dict[str, Any], x: np.ndarray, rows: int
+    ) -> list[tuple[str, np.ndarray, Iterator[dict[str, np.ndarray]]]]:
+        """The export check's cases: (name, the network's input, the exported model's inputs
+        for the same rows in batches of at most `rows`); the first is the test split."""
+        return [
+            ("test", x, ({self.network_input: x[i : i + rows]} for i in range(0, len(x), rows)))
+        ]
+
+    def profile_columns(
+        self,
+        profile: Any,
+        cfg: Config,
+        meta: dict[str, Any],
+        rows: np.ndarray,
+        sample: np.ndarray,
+    ) -> list[Any]:
+        """The profile's input bins of the sampled training rows (`rows`, whose network
+        inputs are `sample`), built with `profile`, the service's profile module (passed in,
+        so that the data stages do not depend on the service's code)."""
+        raise NotImplementedError
+
+    def profile_summary(self, columns: list[Any]) -> str:
+        """What the profile's input bins are, for the stage's line."""
+        raise NotImplementedError
+
+    def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+        """The exported model's inputs for the prepared test split, in batches."""
+        raise NotImplementedError
+
+    def signature(self, cfg: Config, card: dict[str, Any]) -> tuple[Any, Any]:
+        """The registered model's input example and MLflow input schema."""
+        raise NotImplementedError
+
+
+class Digits(Source):
+    """scikit-learn's bundled 8x8 digit images, as image tensors (a classification)."""
+
+    input_kind = "tensor"
+    network_input = "input"
+    tasks = ("classification",)
+
+    def __init__(self, kind: Literal["digits"] = "digits") -> None:
+        self.kind = kind
+
+    def load(self, raw_dir: Path) -> Dataset:
+        return load_digits(self, raw_dir)
+
+    def ingest(self, raw_dir: Path, directory: Path) -> tuple[Dataset | Table, str]:
+        data = nonempty(self.load(raw_dir))
+        write_ingested(data, directory, self.kind)
+        return data, (
+            f"{len(data.y)} samples of shape {tuple(data.x.shape[1:])}, "
+            f"{len(data.classes)} classes from {self.kind}"
+        )
+
+    def prepare(self, cfg: Config, task: Any) -> tuple[Any, str]:
+        """Check and split the arrays; fit the normalisation constants on train."""
+        from mlpipeline.data.splits import prepare_arrays, write_prepared
+
+        data, meta = read_ingested(cfg.paths.ingested)
+        result = prepare_arrays(data.x, data.y, meta, cfg.data.split, cfg.seed, task)
+        write_prepared(result, cfg.paths.prepared)
+        return result, f"{len(meta['classes'])} classes"
+
+    def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
+        """The prepared arrays as they are: the network normalises its own input."""
+        import shutil
+
+        from mlpipeline.data.splits import SPLITS, read_meta
+
+        source = cfg.paths.prepared
+        meta = read_meta(source)
+        with atomic_path(cfg.paths.features, is_dir=True) as out:
+            for split in SPLITS:
+                shutil.copytree(source / split, out / split)
+            write_json(out / "meta.json", meta)
+        return meta, f"images as prepared -> {cfg.paths.features}"
+
+    def model_input(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "kind": self.input_kind,
+            "name": self.network_input,
+            "dtype": "float32",
+            "shape": [None, *meta["input_shape"]],
+        }
+
+    def preprocessing(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "applied_inside_model": True,
+            "note": "send raw pixels; the model subtracts mean and divides by std itself",
+            "normalization": meta["normalization"],
+        }
+
+    def profile_columns(
+        self,
+        profile: Any,
+        cfg: Config,
+        meta: dict[str, Any],
+        rows: np.ndarray,
+        sample: np.ndarray,
+    ) -> list[Any]:
+        """Per channel, the binned mean and standard deviation of each image."""
+        return list(profile.image_columns(sample, cfg.monitoring.profile.bins))
+
+    def profile_summary(self, columns: list[Any]) -> str:
+        return f"{len(columns)} image statistics"
+
+    def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+        from mlpipeline.data.splits import read_split
+
+        x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
+        yield {card["input"]["name"]: np.asarray(x)}
+
+    def signature(self, cfg: Config, card: dict[str, Any]) -> tuple[Any, Any]:
+        from mlflow.types import Schema, TensorSpec
+
+        from mlpipeline.data.splits import read_split
+
+        x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
+        example = np.asarray(x[:2])
+        name = card["input"]["name"]
+        return example, Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]), name)])
+
+
+class TableFile(Source):
+    """A CSV or Parquet table under `paths.raw`: a label column and feature columns of
+    numbers, text and booleans, with missing values. The exported model takes named records
+    and runs the preprocessing fitted on the training split itself."""
+
+    input_kind = "records"
+    network_input = "features"  # mlpipeline.data.features.OUTPUT
+
+    def __init__(
+        self,
+        path: Path,
+        label: Annotated[str, Field(min_length=1)],
+        kind: Literal["csv", "parquet"] = "csv",
+        features: list[str] | None = None,
+        drop_missing_label: bool = False,
+        delimiter: Annotated[str, Field(min_length=1)] = ",",
+    ) -> None:
+        self.path, self.label, self.kind = Path(path), label, kind
+        self.features = None if features is None else list(features)
+        # rows without a label are dropped instead of refused
+        self.drop_missing_label = drop_missing_label
+        # CSV: the one character between fields; `\t`, as a command line spells it, is a tab
+        self.delimiter = delimiter
+
+    def load(self, raw_dir: Path) -> Table:
+        return load_table(self, raw_dir)
+
+    def ingest(self, raw_dir: Path, directory: Path) -> tuple[Dataset | Table, str]:
+        data = nonempty(self.load(raw_dir))
+        write_ingested(data, directory, self.kind)
+        return data, (
+            f"{data.num_rows} rows, {len(data.features)} feature columns and label "
+            f"'{data.label}' from {self.kind}"
+        )
+
+    def prepare(self, cfg: Config, task: Any) -> tuple[Any, str]:
+        """Encode the label as the task says and split the rows; the columns stay as read."""
+        from mlpipeline.data.splits import prepare_table, write_prepared_table
+
+        data, _ = read_ingested(cfg.paths.ingested)
+        result = prepare_table(data, task, cfg.data.split, cfg.seed)
+        write_prepared_table(result, cfg.paths.prepared)
+        classes = result.meta["classes"]
+        return result, f"{len(classes)} classes" if classes else "a target"
+
+    def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
+        """Column kinds, the preprocessing fitted on train (also as ONNX), the feature rows."""
+        from mlpipeline.data.features import write_table_features
+
+        return write_table_features(cfg)
+
+    def model_input(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "kind": self.input_kind,
+            "columns": meta["columns"],
+            "note": "send raw columns by name; missing keys and nulls are missing values",
+        }
+
+    def preprocessing(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "applied_inside_model": True,
+            "note": "the fitted preprocessing (features/schema.json) runs inside the model",
+        }
+
+    def finish_onnx(self, network: Path, out: Path, features_dir: Path) -> None:
+        """The fitted preprocessing (features/preprocess.onnx) in front of the network."""
+        from mlpipeline.data.features import with_preprocessing
+
+        with_preprocessing(features_dir / "preprocess.onnx", network, out)
+        network.unlink()
+
+    def export_checks(
+        self, cfg: Config, meta: dict[str, Any], x: np.ndarray, rows: int
+    ) -> list[tuple[str, np.ndarray, Iterator[dict[str, np.ndarray]]]]:
+        """The raw test rows, then the probe rows with missing values and unseen categories
+        (features/probes.json)."""
+        from mlpipeline.data.features import onnx_feeds
+        from mlpipeline.data.splits import split_table
+
+        columns = meta["columns"]
+        parquet = split_table(cfg.paths.prepared, "test")
+        names = [c["name"] for c in columns]
+        feeds = (
+            onnx_feeds(b, columns) for b in parquet.iter_batches(batch_size=rows, columns=names)
+        )
+        probes = read_json(cfg.paths.features / "probes.json")
+        probe_x = load_array(cfg.paths.features / "probes.npy")
+        return [("test", x, feeds), ("probes", probe_x, iter([onnx_feeds(probes, columns)]))]
+
+    def profile_columns(
+        self,
+        profile: Any,
+        cfg: Config,
+        meta: dict[str, Any],
+        rows: np.ndarray,
+        sample: np.ndarray,
+    ) -> list[Any]:
+        """The raw training columns the model takes (meta.json's), binned: quantiles and a
+        missing slot for numbers, the most frequent values for categories."""
+        from mlpipeline.data.features import number_values, text_values
+        from mlpipeline.data.splits import read_rows, split_table
+
+        settings = cfg.monitoring.profile
+        names = [c["name"] for c in meta["columns"]]
+        train = read_rows(split_table(cfg.paths.prepared, "train"), rows, names)
+        columns: list[Any] = []
+        for column in meta["columns"]:
+            data = train.column(column["name"])
+            if column["kind"] == "numeric":
+                columns.append(
+                    profile.numeric_column(column["name"], number_values(data), settings.bins)
+                )
+            else:
+                columns.append(
+                    profile.categorical_column(
+                        column["name"],
+                        text_values(data),
+                        settings.top_values,
+                        settings.known_values,
+                    )
+                )
+        return columns
+
+    def profile_summary(self, columns: list[Any]) -> str:
+        kinds = {k: sum(c.kind == k for c in columns) for k in ("numeric", "categorical")}
+        return f"{kinds['numeric']} numeric and {kinds['categorical']} categorical columns"
+
+    def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+        from mlpipeline.data.features import onnx_feeds
+        from mlpipeline.data.splits import split_table
+
+        columns = card["input"]["columns"]
+        parquet = split_table(cfg.paths.prepared, "test")
+        names = [c["name"] for c in columns]
+        for batch in parquet.iter_batches(batch_size=65_536, columns=names):
+            yield onnx_feeds(batch, columns)
+
+    def signature(self, cfg: Config, card: dict[str, Any]) -> tuple[Any, Any]:
+        """Each named column optional (a missing value is an input the model takes): built
+        here, since MLflow's own inference drops a signature whose example has missing values."""
+        import pyarrow as pa
+        from mlflow.types import ColSpec, Schema
+
+        from mlpipeline.data.splits import split_table
+
+        columns = card["input"]["columns"]
+        names = [c["name"] for c in columns]
+        batches = split_table(cfg.paths.prepared, "test").iter_batches(
+            batch_size=65_536, columns=names
+        )
+        test = pa.Table.from_batches([next(batches)])
+        complete = test.drop_null()  # an example ONNX Runtime runs as MLflow feeds it
+        example = (complete if complete.num_rows else test).slice(0, 2).to_pandas()
+        inputs = Schema(
+            [
+                ColSpec("double" if c["kind"] == "numeric" else "string", c["name"], required=False)
+                for c in columns
+            ]
+        )
+        return example, inputs
+
+
+def build_source(section: Any) -> Source:
+    """The `Source` that a `data.source` config section names, built with its other keys."""
+    target = locate(section.target)
+    if not (isinstance(target, type) and issubclass(target, Source)):
+        raise PipelineError(
+            f"data.source._target_: {section.target!r} is not a "
+            "mlpipeline.data.sources.Source class, which data.source must name"
+        )
+    try:
+        return target(**section.kwargs())
+    except TypeError as err:
+        raise PipelineError(f"data.source: {section.target}: {err}") from None
+
+
+def source_for(cfg: Config) -> Source:
+    """The configured data source, once it is known to feed the configured task."""
+    source = build_source(cfg.data.source)
+    if cfg.task not in source.tasks:
+        raise PipelineError(
+            f"task {cfg.task} needs a data source that feeds it ({type(source).__name__} "
+            f"feeds {', '.join(source.tasks)}): for a numeric label set data=tabular and "
+            "data.source.label"
+        )
+    return source

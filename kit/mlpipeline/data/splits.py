@@ -22,6 +22,7 @@ from mlpipeline.artifacts import (
     write_json,
 )
 from mlpipeline.config import Split
+from mlpipeline.config.tasks import Classification, Task, task_for
 from mlpipeline.data.sources import BATCH_ROWS
 from mlpipeline.errors import PipelineError
 
@@ -34,8 +35,11 @@ class Prepared:
     meta: dict[str, Any]
 
 
-def check_quality(x: np.ndarray, y: np.ndarray, meta: dict[str, Any], split: Split) -> None:
-    """Raise PipelineError for non-finite features, too few classes or too small classes."""
+def check_quality(
+    x: np.ndarray, y: np.ndarray, meta: dict[str, Any], split: Split, task: Task | None = None
+) -> None:
+    """Raise PipelineError for non-finite features, or labels the task refuses (too few
+    classes or too small classes for a classification, the default)."""
     bad = ~np.isfinite(x.reshape(len(x), -1))
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
@@ -49,39 +53,31 @@ def check_quality(x: np.ndarray, y: np.ndarray, meta: dict[str, Any], split: Spl
             f"{n_nan} missing (NaN) and {n_inf} infinite feature values{where}, "
             f"rows {rows[:5].tolist()}{'...' if len(rows) > 5 else ''}: impute or drop them"
         )
-    classes = meta["classes"]
-    counts = np.bincount(y, minlength=len(classes))
-    if (counts > 0).sum() < 2:
-        raise PipelineError(f"only one class ({classes[int(np.argmax(counts))]}): need at least 2")
-    small = [(classes[i], int(c)) for i, c in enumerate(counts) if c < split.min_class_samples]
-    if small:
-        listed = ", ".join(f"'{name}' has {n}" for name, n in small)
-        raise PipelineError(
-            f"too few samples per class for a stratified split: {listed}; each class needs at "
-            f"least {split.min_class_samples} (data.split.min_class_samples): add samples or "
-            "drop those classes"
-        )
+    (task or Classification()).check_labels(y, meta["classes"], split)
 
 
-def split_indices(y: np.ndarray, split: Split, seed: int) -> dict[str, np.ndarray]:
-    """Stratified train/val/test indices, reproducible from the seed."""
+def split_indices(
+    y: np.ndarray, split: Split, seed: int, task: Task | None = None
+) -> dict[str, np.ndarray]:
+    """Train/val/test indices, reproducible from the seed, stratified as the task says (by
+    class for a classification, the default)."""
     from sklearn.model_selection import train_test_split
 
+    task = task or Classification()
+    strata = task.strata(y, split)
     idx = np.arange(len(y))
     try:
-        train, rest = train_test_split(idx, train_size=split.train, stratify=y, random_state=seed)
+        train, rest = train_test_split(
+            idx, train_size=split.train, stratify=strata, random_state=seed
+        )
         val, test = train_test_split(
             rest,
             test_size=split.test / (split.val + split.test),
-            stratify=y[rest],
+            stratify=None if strata is None else strata[rest],
             random_state=seed,
         )
     except ValueError as err:
-        raise PipelineError(
-            f"cannot split {len(y)} samples stratified as train/val/test = "
-            f"{split.train}/{split.val}/{split.test}: {err}; add data or enlarge data.split.val "
-            "and data.split.test"
-        ) from None
+        raise PipelineError(task.split_problem(len(y), split, err)) from None
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
@@ -95,11 +91,16 @@ def fit_normalizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def prepare_arrays(
-    x: np.ndarray, y: np.ndarray, meta: dict[str, Any], split: Split, seed: int
+    x: np.ndarray,
+    y: np.ndarray,
+    meta: dict[str, Any],
+    split: Split,
+    seed: int,
+    task: Task | None = None,
 ) -> Prepared:
-    """Validate, split and fit the normaliser on train."""
-    check_quality(x, y, meta, split)
-    parts = split_indices(y, split, seed)
+    """Validate, split and fit the normaliser on train (images: a classification)."""
+    check_quality(x, y, meta, split, task)
+    parts = split_indices(y, split, seed, task)
     splits = {name: (x[i], y[i]) for name, i in parts.items()}
     mean, std = fit_normalizer(splits["train"][0])
     out_meta = {
@@ -136,8 +137,6 @@ def read_split(directory: Path, split: str, mmap: bool = False) -> tuple[np.ndar
 # Tables: the feature columns stay as they were read (the features stage encodes them); the
 # label becomes class indices or float32 targets here.
 
-MAX_CLASSES_OF_NUMBERS = 50  # more distinct numeric labels than this look like a regression
-
 
 @dataclass(frozen=True)
 class PreparedTable:
@@ -148,95 +147,29 @@ class PreparedTable:
 
 
 def encode_labels(values: Any, label: str, task: str) -> tuple[np.ndarray, list[str] | None]:
-    """Class indices in natural order (numbers by value, text alphabetically) and the class
-    names, or float32 targets for a regression; PipelineError when the label does not fit."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    numeric = pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
-    if task == "regression":
-        if not numeric:
-            sample = values.drop_null().unique()[:3].to_pylist()
-            raise PipelineError(
-                f"label '{label}' is not numeric (values like {sample}): task regression "
-                "needs a number to predict; for classes set task=classification"
-            )
-        return values.to_numpy(zero_copy_only=False).astype(np.float32), None
-    distinct = values.unique()
-    if numeric and len(distinct) > MAX_CLASSES_OF_NUMBERS:
-        raise PipelineError(
-            f"label '{label}' has {len(distinct)} distinct numeric values, too many for classes: "
-            "for a numeric target set task=regression (or bin it into classes first)"
-        )
-    order = sorted(distinct.to_pylist(), key=lambda v: v if numeric else str(v))
-    names = [_class_name(v) for v in order]
-    codes = pc.index_in(values, value_set=pa.array(order, type=values.type))
-    return codes.to_numpy(zero_copy_only=False).astype(np.int64), names
+    """The label as the task's targets (class indices in natural order and the class names,
+    or float32 targets); PipelineError when the label does not fit."""
+    return task_for(task).encode_labels(values, label)
 
 
-def _class_name(value: Any) -> str:
-    """2.0 reads as '2', True as 'true': the names a client of the service sees."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def regression_indices(y: np.ndarray, split: Split, seed: int) -> dict[str, np.ndarray]:
-    """Train/val/test indices by seed, stratified on `split.bins` quantile bins of the target
-    when that is more than 1."""
-    from sklearn.model_selection import train_test_split
-
-    strata = None
-    if split.bins > 1:
-        edges = np.quantile(y, np.linspace(0, 1, split.bins + 1)[1:-1])
-        strata = np.digitize(y, edges)
-    idx = np.arange(len(y))
-    try:
-        train, rest = train_test_split(
-            idx, train_size=split.train, stratify=strata, random_state=seed
-        )
-        val, test = train_test_split(
-            rest,
-            test_size=split.test / (split.val + split.test),
-            stratify=None if strata is None else strata[rest],
-            random_state=seed,
-        )
-    except ValueError as err:
-        raise PipelineError(
-            f"cannot split {len(y)} rows as train/val/test = {split.train}/{split.val}/"
-            f"{split.test} with data.split.bins={split.bins}: {err}; lower data.split.bins"
-        ) from None
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
-
-
-def prepare_table(table: Any, task: str, split: Split, seed: int) -> PreparedTable:
-    """Encode the label of a table (mlpipeline.data.sources.Table), check the classes, split
-    the rows. Only the label column is read here; `write_prepared_table` streams the rest."""
+def prepare_table(table: Any, task: str | Task, split: Split, seed: int) -> PreparedTable:
+    """Encode the label of a table (mlpipeline.data.sources.Table), check it, split the rows.
+    Only the label column is read here; `write_prepared_table` streams the rest."""
+    task = task_for(task) if isinstance(task, str) else task
     label = table.label
-    y, classes = encode_labels(table.column(label), label, task)
-    if classes is not None:
-        meta = {"classes": classes, "feature_names": table.features}
-        check_quality(np.zeros((len(y), 1), np.float32), y, meta, split)
-        parts = split_indices(y, split, seed)
-    else:
-        if not np.isfinite(y).all():
-            raise PipelineError(f"label '{label}' has infinite values: fix or drop those rows")
-        parts = regression_indices(y, split, seed)
+    y, classes = task.encode_labels(table.column(label), label)
+    task.check_labels(y, classes, split, label)
+    parts = split_indices(y, split, seed, task)
     meta = {
         "kind": "table",
-        "task": task,
+        "task": task.name,
         "label": label,
         "classes": classes,
         "feature_names": table.features,
         "sizes": {name: len(i) for name, i in parts.items()},
         "seed": seed,
+        **task.target_meta(y[parts["train"]]),
     }
-    if classes is None:
-        # the network learns the standardised target and its last layer scales it back
-        train_y = y[parts["train"]].astype(np.float64)
-        meta["target"] = {"mean": float(train_y.mean()), "std": float(train_y.std() or 1.0)}
     labels = {name: y[i] for name, i in parts.items()}
     return PreparedTable(table, parts, labels, meta)
 

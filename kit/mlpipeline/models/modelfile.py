@@ -11,6 +11,7 @@ from torch import nn
 
 from mlpipeline.artifacts import atomic_path
 from mlpipeline.config import locate
+from mlpipeline.config.tasks import Classification, task_for
 from mlpipeline.errors import PipelineError
 
 MODEL_FORMAT = 1
@@ -70,19 +71,9 @@ def load_model(path: Path) -> tuple[nn.Sequential, dict[str, Any]]:
 
 def predict_proba(network: nn.Module, x: Any, batch_size: int = 1024) -> torch.Tensor:
     """Softmax probabilities for a float32 array, in batches, on the CPU."""
-    x = torch.as_tensor(x, dtype=torch.float32)
-    with torch.inference_mode():
-        parts = [
-            network(x[i : i + batch_size]).softmax(dim=1) for i in range(0, len(x), batch_size)
-        ]
-    return torch.cat(parts)
+    return Classification().predict(network, x, batch_size)
 
 
 def predict(network: nn.Module, x: Any, task: str, batch_size: int = 1024) -> torch.Tensor:
     """Class probabilities (classification) or the predicted values (regression)."""
-    if task != "regression":
-        return predict_proba(network, x, batch_size)
-    x = torch.as_tensor(x, dtype=torch.float32)
-    with torch.inference_mode():
-        parts = [network(x[i : i + batch_size]).squeeze(1) for i in range(0, len(x), batch_size)]
-    return torch.cat(parts)
+    return task_for(task).predict(network, x, batch_size)

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mlpipeline.serving.drift import DriftCounters, load_profile
 from mlpipeline.serving.metrics import Metrics, MetricsMiddleware, RequestLog
 from mlpipeline.serving.model import Model, load_model
-from mlpipeline.serving.parsing import ClientError, parse_inputs, parse_records, read_body
+from mlpipeline.serving.parsing import ClientError, read_body
 from mlpipeline.serving.settings import Settings
 
 JSON_TYPES = ("application/json",)
@@ -38,32 +38,8 @@ def _error(status: int, message: str) -> Response:
 
 
 def _request_schema(model: Model) -> dict[str, Any]:
-    """OpenAPI description of the body, which is parsed by hand (see parse_inputs)."""
-    if model.records:
-        kinds = {"number": "number", "string": "string", "boolean": "boolean", "integer": "integer"}
-        record = {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {c.name: {"type": [kinds[c.type], "null"]} for c in model.columns},
-        }
-        body: dict[str, Any] = {
-            "type": "object",
-            "required": ["records"],
-            "additionalProperties": False,
-            "properties": {"records": {"type": "array", "items": record, "minItems": 1}},
-        }
-        return {
-            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}}
-        }
-    example: Any = {"type": "number"}
-    for size in reversed(model.example_shape):
-        example = {"type": "array", "items": example, "minItems": size, "maxItems": size}
-    body = {
-        "type": "object",
-        "required": ["inputs"],
-        "additionalProperties": False,
-        "properties": {"inputs": {"type": "array", "items": example, "minItems": 1}},
-    }
+    """OpenAPI description of the body, which is parsed by hand (see the card's input kind)."""
+    body = model.card.input.body_schema()
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
 
 
@@ -73,20 +49,13 @@ def _answer(model: Model, out: Any) -> dict[str, Any]:
         return {"predictions": out, "model_version": model.version}
     classes = model.classes
     labels = [classes[i] for i in out.argmax(axis=1).tolist()]
-    if model.records:
-        return {
-            "predictions": labels,
-            "probabilities": [dict(zip(classes, row, strict=True)) for row in out.tolist()],
-            "model_version": model.version,
-        }
-    return {"classes": labels, "probabilities": out, "model_version": model.version}
+    return model.card.input.class_answer(labels, classes, out) | {"model_version": model.version}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Load the model named by `settings` (default: from the environment) and build the app."""
     settings = settings or Settings()
     model = load_model(settings)
-    input_name = getattr(model.card.input, "name", "")
     metrics = Metrics(settings.max_batch)
     drift = None
     if settings.drift_metrics:
@@ -157,10 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             body = await read_body(request, settings.max_body_bytes)
             if settings.log_payload:
                 request.state.payload = body
-            if model.records:
-                feeds = parse_records(body, model.columns, settings.max_batch)
-            else:
-                feeds = {input_name: parse_inputs(body, model.example_shape, settings.max_batch)}
+            feeds = model.card.input.parse(body, settings.max_batch)
         except ClientError as err:
             metrics.rejected.labels(err.reason).inc()
             request.state.rejected = err.reason

@@ -1,7 +1,9 @@
 """The served model: an ONNX Runtime session and the model card that describes it.
 
-Two kinds, by the card's `input.kind`: `tensor` (images: one float32 input of a fixed example
-shape) and `records` (tables: one input per raw column, the preprocessing inside the model).
+Two kinds of input, by the card's `input.kind`, each one class here that parses a request body,
+describes it and answers with the predicted classes: `tensor` (images: one float32 input of a
+fixed example shape) and `records` (tables: one input per raw column, the preprocessing inside
+the model). The app calls their methods and never tests which kind it serves.
 The output is class probabilities (`task: classification`) or one value per row (`regression`).
 """
 
@@ -15,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mlpipeline.serving.parsing import parse_inputs, parse_records
 from mlpipeline.serving.settings import Settings
 
 
@@ -23,9 +26,44 @@ class ModelError(Exception):
 
 
 class TensorInput(BaseModel):
+    """An image model's input: `{"inputs": [example, ...]}`, a float32 batch."""
+
     kind: Literal["tensor"]
     name: str
     shape: list[int | None] = Field(min_length=2)
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """The shape of one example, without the batch axis."""
+        return tuple(int(d or 0) for d in self.shape[1:])
+
+    def names(self) -> list[str]:
+        """The ONNX model's input names."""
+        return [self.name]
+
+    def parse(self, body: bytes, max_batch: int) -> dict[str, np.ndarray]:
+        """The model's inputs from a request body; ClientError when it is wrong."""
+        return {self.name: parse_inputs(body, self.example_shape, max_batch)}
+
+    def empty_feeds(self) -> dict[str, np.ndarray]:
+        """One example of zeros, for the warm-up."""
+        return {self.name: np.zeros((1, *self.example_shape), np.float32)}
+
+    def body_schema(self) -> dict[str, Any]:
+        """The JSON schema of a request body."""
+        example: Any = {"type": "number"}
+        for size in reversed(self.example_shape):
+            example = {"type": "array", "items": example, "minItems": size, "maxItems": size}
+        return {
+            "type": "object",
+            "required": ["inputs"],
+            "additionalProperties": False,
+            "properties": {"inputs": {"type": "array", "items": example, "minItems": 1}},
+        }
+
+    def class_answer(self, labels: list[str], classes: list[str], out: Any) -> dict[str, Any]:
+        """A classification's answer: the classes and the probability rows."""
+        return {"classes": labels, "probabilities": out}
 
 
 class Column(BaseModel):
@@ -35,8 +73,48 @@ class Column(BaseModel):
 
 
 class RecordsInput(BaseModel):
+    """A table model's input: `{"records": [{column: value, ...}, ...]}`, a vector per column."""
+
     kind: Literal["records"]
     columns: list[Column] = Field(min_length=1)
+
+    def names(self) -> list[str]:
+        """The ONNX model's input names: the columns'."""
+        return [c.name for c in self.columns]
+
+    def parse(self, body: bytes, max_batch: int) -> dict[str, np.ndarray]:
+        """The model's inputs from a request body; ClientError when it is wrong."""
+        return parse_records(body, self.columns, max_batch)
+
+    def empty_feeds(self) -> dict[str, np.ndarray]:
+        """One row of missing values, for the warm-up."""
+        return {
+            c.name: np.full(1, np.nan, np.float32)
+            if c.kind == "numeric"
+            else np.array([""], dtype=object)
+            for c in self.columns
+        }
+
+    def body_schema(self) -> dict[str, Any]:
+        """The JSON schema of a request body."""
+        record = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {c.name: {"type": [c.type, "null"]} for c in self.columns},
+        }
+        return {
+            "type": "object",
+            "required": ["records"],
+            "additionalProperties": False,
+            "properties": {"records": {"type": "array", "items": record, "minItems": 1}},
+        }
+
+    def class_answer(self, labels: list[str], classes: list[str], out: Any) -> dict[str, Any]:
+        """A classification's answer: the classes and the probabilities keyed by class."""
+        return {
+            "predictions": labels,
+            "probabilities": [dict(zip(classes, row, strict=True)) for row in out.tolist()],
+        }
 
 
 class Card(BaseModel):
@@ -90,7 +168,7 @@ class Model:
     def example_shape(self) -> tuple[int, ...]:
         """A tensor model's example shape, without the batch axis."""
         spec = self.card.input
-        return tuple(int(d or 0) for d in spec.shape[1:]) if isinstance(spec, TensorInput) else ()
+        return spec.example_shape if isinstance(spec, TensorInput) else ()
 
     def predict(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The model's output for a batch: probabilities (n, classes) or values (n,)."""
@@ -98,14 +176,7 @@ class Model:
 
     def empty_feeds(self) -> dict[str, np.ndarray]:
         """One row of zeros (tensor) or of missing values (records), for the warm-up."""
-        if isinstance(self.card.input, TensorInput):
-            return {self.card.input.name: np.zeros((1, *self.example_shape), np.float32)}
-        return {
-            c.name: np.full(1, np.nan, np.float32)
-            if c.kind == "numeric"
-            else np.array([""], dtype=object)
-            for c in self.columns
-        }
+        return self.card.input.empty_feeds()
 
 
 def load_model(settings: Settings) -> Model:
@@ -142,7 +213,7 @@ def load_model(settings: Settings) -> Model:
     if len(outputs) != 1:
         raise ModelError(f"{model_path} must have one output")
     model = Model(session, outputs[0].name, card, card_json)
-    expected = [c.name for c in model.columns] or [getattr(card.input, "name", "")]
+    expected = card.input.names()
     if sorted(inputs) != sorted(expected):
         raise ModelError(f"{card_path} names inputs {expected} but {model_path} has {inputs}")
     try:

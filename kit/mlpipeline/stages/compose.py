@@ -92,7 +92,7 @@ def main() -> None:
             args.conf, args.output, args.stamp, args.overrides, os.environ.get("DVC_EXP_NAME")
         )
     print(
-        f"composed {args.conf}/ -> {args.output}: data={config.data.source.kind} "
+        f"composed {args.conf}/ -> {args.output}: data={config.data.source.name} "
         f"model={config.model.target.rsplit('.', 1)[-1]} "
         f"optimizer={config.optimizer.target.rsplit('.', 1)[-1]}"
     )

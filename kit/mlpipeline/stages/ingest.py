@@ -9,24 +9,13 @@ from __future__ import annotations
 
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
-from mlpipeline.data.sources import Dataset, Table, load_source, write_ingested
+from mlpipeline.data.sources import Dataset, Table, source_for
 
 
 def ingest(cfg: Config) -> Dataset | Table:
     """Load the configured source and write it to `paths.ingested`."""
-    source = cfg.data.source
-    data = load_source(source, cfg.paths.raw)
-    write_ingested(data, cfg.paths.ingested, source.kind)
-    if isinstance(data, Table):
-        print(
-            f"ingested {data.num_rows} rows, {len(data.features)} feature columns and "
-            f"label '{data.label}' from {source.kind} -> {cfg.paths.ingested}"
-        )
-    else:
-        print(
-            f"ingested {len(data.y)} samples of shape {tuple(data.x.shape[1:])}, "
-            f"{len(data.classes)} classes from {source.kind} -> {cfg.paths.ingested}"
-        )
+    data, summary = source_for(cfg).ingest(cfg.paths.raw, cfg.paths.ingested)
+    print(f"ingested {summary} -> {cfg.paths.ingested}")
     return data
 
 

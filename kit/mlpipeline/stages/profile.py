@@ -20,7 +20,9 @@ import numpy as np
 from mlpipeline.artifacts import md5_file, write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
-from mlpipeline.data.splits import read_meta, read_rows, read_split, split_table
+from mlpipeline.config.tasks import task_for
+from mlpipeline.data.sources import source_for
+from mlpipeline.data.splits import read_meta, read_split
 from mlpipeline.errors import PipelineError
 from mlpipeline.serving import profile as bins
 
@@ -32,34 +34,14 @@ def sample_rows(total: int, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))
 
 
-def table_columns(cfg: Config, meta: dict[str, Any], rows: np.ndarray) -> list[Any]:
-    """The raw training columns the model takes (meta.json's), binned."""
-    from mlpipeline.data.features import number_values, text_values
-
-    settings = cfg.monitoring.profile
-    names = [c["name"] for c in meta["columns"]]
-    train = read_rows(split_table(cfg.paths.prepared, "train"), rows, names)
-    columns: list[Any] = []
-    for column in meta["columns"]:
-        data = train.column(column["name"])
-        if column["kind"] == "numeric":
-            columns.append(bins.numeric_column(column["name"], number_values(data), settings.bins))
-        else:
-            texts = text_values(data)
-            columns.append(
-                bins.categorical_column(
-                    column["name"], texts, settings.top_values, settings.known_values
-                )
-            )
-    return columns
-
-
 def build_profile(cfg: Config) -> bins.Profile:
-    """The profile of `paths.features`' training split and `paths.model`'s predictions."""
+    """The profile of `paths.features`' training split and `paths.model`'s predictions: the
+    inputs binned as the data source's kind says, the predictions as the task says."""
     from mlpipeline.determinism import use_portable_kernels
-    from mlpipeline.models.modelfile import load_model, predict
+    from mlpipeline.models.modelfile import load_model
 
     use_portable_kernels(cfg.cpu_threads)
+    source, task = source_for(cfg), task_for(cfg.task)
     network, _ = load_model(cfg.paths.model)
     meta = read_meta(cfg.paths.features)
     x, _ = read_split(cfg.paths.features, "train", mmap=True)
@@ -68,20 +50,13 @@ def build_profile(cfg: Config) -> bins.Profile:
     settings = cfg.monitoring.profile
     rows = sample_rows(len(x), settings.rows, cfg.seed)
     sample = np.asarray(x[rows])
-    table = meta.get("kind") == "table"
-    columns = table_columns(cfg, meta, rows) if table else bins.image_columns(sample, settings.bins)
-    outputs = predict(network, sample, cfg.task).numpy()
-    prediction = (
-        bins.score_prediction(outputs, settings.bins)
-        if cfg.task == "regression"
-        else bins.class_prediction([str(c) for c in meta["classes"]], outputs)
-    )
+    outputs = task.predict(network, sample).numpy()
     return bins.Profile(
-        input="records" if table else "tensor",
+        input=source.input_kind,
         rows=len(rows),
         model_md5=md5_file(cfg.paths.model),
-        columns=columns,
-        prediction=prediction,
+        columns=source.profile_columns(bins, cfg, meta, rows, sample),
+        prediction=task.profile_prediction(bins, outputs, meta["classes"], settings.bins),
     )
 
 
@@ -90,12 +65,7 @@ def profile(cfg: Config) -> dict[str, Any]:
     built = build_profile(cfg)
     written = built.model_dump(mode="json", exclude_none=True)
     write_json(cfg.paths.profile, written)
-    kinds = {k: sum(c.kind == k for c in built.columns) for k in ("numeric", "categorical")}
-    what = (
-        f"{kinds['numeric']} numeric and {kinds['categorical']} categorical columns"
-        if built.input == "records"
-        else f"{len(built.columns)} image statistics"
-    )
+    what = source_for(cfg).profile_summary(built.columns)
     print(
         f"profile: {what} and the predictions ({len(built.prediction.bins())} bins) of "
         f"{built.rows} training rows -> {cfg.paths.profile}"

@@ -12,7 +12,6 @@ the cache would leave the store without the run.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from mlpipeline import tracking
 from mlpipeline.artifacts import read_csv, read_json, scratch_dir, write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
-from mlpipeline.data.splits import read_split, split_table
+from mlpipeline.data.sources import source_for
 from mlpipeline.errors import PipelineError, redact
 from mlpipeline.git import state
 from mlpipeline.plots import render_plots
@@ -82,22 +81,6 @@ def register(cfg: Config) -> dict[str, Any]:
     return receipt
 
 
-def test_feeds(cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
-    """The ONNX model's inputs for the test split, in batches: the raw columns of a table
-    (`paths.prepared`), or the image tensors."""
-    if card["input"]["kind"] == "records":
-        from mlpipeline.data.features import onnx_feeds
-
-        columns = card["input"]["columns"]
-        parquet = split_table(cfg.paths.prepared, "test")
-        names = [c["name"] for c in columns]
-        for batch in parquet.iter_batches(batch_size=65_536, columns=names):
-            yield onnx_feeds(batch, columns)
-    else:
-        x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
-        yield {card["input"]["name"]: np.asarray(x)}
-
-
 def onnx_difference(cfg: Config, card: dict[str, Any]) -> float:
     """ONNX Runtime's largest difference from the reference outputs on this machine: it picks
     its kernels by CPU, so the figure goes to MLflow, never into a hashed file."""
@@ -105,42 +88,22 @@ def onnx_difference(cfg: Config, card: dict[str, Any]) -> float:
 
     session = ort.InferenceSession(str(cfg.paths.onnx), providers=["CPUExecutionProvider"])
     output = card["output"]["name"]
-    outputs = np.concatenate([session.run([output], f)[0] for f in test_feeds(cfg, card)])
+    feeds = source_for(cfg).test_feeds(cfg, card)
+    outputs = np.concatenate([session.run([output], f)[0] for f in feeds])
     return float(np.abs(outputs - np.load(cfg.paths.reference, allow_pickle=False)).max())
 
 
 def model_signature(cfg: Config, card: dict[str, Any]) -> tuple[Any, Any]:
-    """The registered model's input example and MLflow signature. A table model's inputs are
-    its named columns, each optional (a missing value is an input the model takes): built
-    here, since MLflow's own inference drops a signature whose example has missing values."""
+    """The registered model's input example and MLflow signature: the inputs as the data
+    source's kind describes them, the output as the card does."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
+    from mlflow.types import Schema, TensorSpec
 
     output = card["output"]
     outputs = Schema(
         [TensorSpec(np.dtype(np.float32), tuple(d or -1 for d in output["shape"]), output["name"])]
     )
-    spec = card["input"]
-    if spec["kind"] == "records":
-        import pyarrow as pa
-
-        names = [c["name"] for c in spec["columns"]]
-        batches = split_table(cfg.paths.prepared, "test").iter_batches(
-            batch_size=65_536, columns=names
-        )
-        test = pa.Table.from_batches([next(batches)])
-        complete = test.drop_null()  # an example ONNX Runtime runs as MLflow feeds it
-        example = (complete if complete.num_rows else test).slice(0, 2).to_pandas()
-        inputs = Schema(
-            [
-                ColSpec("double" if c["kind"] == "numeric" else "string", c["name"], required=False)
-                for c in spec["columns"]
-            ]
-        )
-        return example, ModelSignature(inputs=inputs, outputs=outputs)
-    x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
-    example = np.asarray(x[:2])
-    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]), spec["name"])])
+    example, inputs = source_for(cfg).signature(cfg, card)
     return example, ModelSignature(inputs=inputs, outputs=outputs)
 
 
