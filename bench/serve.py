@@ -23,6 +23,11 @@ section, apart from the image model's.
 
 --smoke (either form): one round of 1 s runs (wrk counts whole seconds), 200 soak requests;
 --table on 2,000 rows.
+
+--baseline REV (either form): also serve the same model with this service as of git revision
+REV (its kit/ or src/, from `git archive`, first on PYTHONPATH, in the same venv), in the same
+alternating rounds, and report before (REV) against after (the working tree) at every point:
+requests/s and p99, with their ratios (issue 31's goal: after within 5% of before).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 16, 64)
 BATCHES = (1, 64)
 GOALS = {"rps_ratio": 3.0, "p99_ratio": 1 / 3}  # --table: ours against MLflow, at every point
+BASELINE_TOLERANCE = 0.05  # --baseline: after's requests/s at most 5% below before's
 # --table: the stages after compose (run_stages composes the config itself), as dvc.yaml lists
 # them, so that a stage added there (as profile was, which register needs) runs here too
 TABLE_STAGES = tuple(
@@ -85,6 +91,38 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99)))
 end
 """
+
+
+def baseline_tree(rev: str, dest: Path) -> Path:
+    """The folder holding the mlpipeline package at git revision `rev` of this repository
+    (kit/, or src/ before the kit had its own), extracted under `dest`; returns it. Fails
+    unless a Python started with it on PYTHONPATH imports mlpipeline from there (and not the
+    venv's editable install of the working tree)."""
+    listed = subprocess.run(
+        ["git", "ls-tree", "--name-only", rev, "kit/mlpipeline"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    folder = "kit" if listed.stdout.strip() else "src"
+    proc = subprocess.run(
+        ["git", "archive", "--format=tar", rev, folder], cwd=ROOT, capture_output=True
+    )
+    if proc.returncode != 0:
+        sys.exit(f"error: --baseline {rev}: {proc.stderr.decode().strip()}")
+    dest.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=proc.stdout, check=True)
+    src = dest / folder
+    where = subprocess.run(
+        [sys.executable, "-c", "import mlpipeline.serving as m; print(m.__file__)"],
+        env={**os.environ, "PYTHONPATH": str(src)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(where).is_relative_to(src):
+        sys.exit(f"error: --baseline {rev}: mlpipeline imports from {where}, not {src}")
+    return src
 
 
 def rss_mb(pid: int) -> float:
@@ -160,6 +198,15 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     are summed."""
     out = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_us", "p99_us")}
     return {**out, "errors": sum(r["errors"] for r in runs), "rounds": runs}
+
+
+def paired_ratios(after: list[dict[str, Any]], before: list[dict[str, Any]]) -> dict[str, float]:
+    """Medians of the per-round ratios after/before of requests/s and p99: each round's two
+    runs were back to back, so a change in the machine's load between rounds cancels out."""
+    return {
+        k: statistics.median(a[k] / b[k] for a, b in zip(after, before, strict=True))
+        for k in ("rps", "p99_us")
+    }
 
 
 def soak(url: str, body: bytes, total: int, concurrency: int) -> dict[str, int]:
@@ -306,6 +353,40 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def baseline_table(results: dict[str, Any]) -> str:
+    """Markdown: this service before (the baseline revision) and after, per point."""
+    lines = [
+        "| rows/request | concurrency | before req/s | after req/s | after / before | "
+        "before p99 ms | after p99 ms | p99 after / before |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for point in results["load"]:
+        before, after, ratio = point["baseline"], point["ours"], point["after_before"]
+        lines.append(
+            f"| {point['batch']} | {point['concurrency']} | {before['rps']:,.0f} | "
+            f"{after['rps']:,.0f} | {ratio['rps']:.3f} | {before['p99_us'] / 1e3:.2f} | "
+            f"{after['p99_us'] / 1e3:.2f} | {ratio['p99_us']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def baseline_verdicts(results: dict[str, Any]) -> list[str]:
+    """--baseline: one line per point, whether after's requests/s is within
+    BASELINE_TOLERANCE of before's and at least GOALS' multiple of MLflow's."""
+    lines = []
+    for point in results["load"]:
+        after = point["ours"]["rps"]
+        change, over_mlflow = point["after_before"]["rps"] - 1, after / point["mlflow"]["rps"]
+        ok = change >= -BASELINE_TOLERANCE and over_mlflow >= GOALS["rps_ratio"]
+        lines.append(
+            f"- {point['batch']} row(s) per request, concurrency {point['concurrency']}: "
+            f"requests/s {change:+.1%} against before (goal >= {-BASELINE_TOLERANCE:.0%}), "
+            f"{over_mlflow:.1f}x MLflow's (goal >= {GOALS['rps_ratio']:g}x): "
+            + ("met" if ok else "**MISSED**")
+        )
+    return lines
+
+
 def verdicts(results: dict[str, Any]) -> list[str]:
     """--table: one line per point, saying whether both goals (GOALS) are met there."""
     lines = []
@@ -369,11 +450,20 @@ def measure(subject: Subject, args: argparse.Namespace, scratch: Path) -> dict[s
         "load": [],
     }
     mlflow_env = {"MLFLOW_TRACKING_URI": subject.tracking_uri, **extra}
-    with (
-        server(ours_cmd, ours_env, f"{ours_url}/ready") as ours_proc,
-        server(mlflow_cmd, mlflow_env, f"{mlflow_url}/ping"),
-    ):
+    with contextlib.ExitStack() as stack:
+        ours_proc = stack.enter_context(server(ours_cmd, ours_env, f"{ours_url}/ready"))
+        stack.enter_context(server(mlflow_cmd, mlflow_env, f"{mlflow_url}/ping"))
         targets = {"ours": f"{ours_url}/predict", "mlflow": f"{mlflow_url}/invocations"}
+        if args.baseline:
+            src = baseline_tree(args.baseline, scratch / "baseline")
+            port = free_port()
+            path = os.pathsep.join(filter(None, [str(src), extra.get("PYTHONPATH")]))
+            env = {**ours_env, "PORT": str(port), "PYTHONPATH": path}
+            stack.enter_context(server(ours_cmd, env, f"http://127.0.0.1:{port}/ready"))
+            targets["baseline"] = f"http://127.0.0.1:{port}/predict"
+            bodies["baseline"] = bodies["ours"]
+            results["baseline"] = args.baseline
+            targets["mlflow"] = targets.pop("mlflow")  # before and after run back to back
         # same answers first: the comparison is only fair if both compute the same thing
         headers = {"content-type": "application/json"}
         answers = {
@@ -387,15 +477,23 @@ def measure(subject: Subject, args: argparse.Namespace, scratch: Path) -> dict[s
         # MLflow flattens a table model's (rows, classes) output to one list of numbers
         b = probabilities(answers["mlflow"].json(), subject.records).reshape(a.shape)
         results["answers_max_abs_diff"] = float(np.abs(a - b).max())
+        if "baseline" in answers:
+            c = probabilities(answers["baseline"].json(), subject.records)
+            if not np.array_equal(a, c):
+                sys.exit(f"error: --baseline {args.baseline} answers differently from now")
         warm_s = min(2, args.duration)  # no longer than a measured run
         for name, url in targets.items():  # warm-up
             wrk(url, bodies[name][1], script, 16, warm_s)
             wrk(url, bodies[name][64], script, 16, warm_s)
         runs: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
-        for _ in range(args.rounds):
+        for index in range(args.rounds):
+            # alternate, so drift hits all alike; every other round in reverse order, so that
+            # a steady drift favours none of them
+            order = list(targets)[:: -1 if index % 2 else 1]
             for batch in BATCHES:
                 for concurrency in CONCURRENCY:
-                    for name, url in targets.items():  # alternate, so drift hits both alike
+                    for name in order:
+                        url = targets[name]
                         run = wrk(url, bodies[name][batch], script, concurrency, args.duration)
                         runs.setdefault((batch, concurrency, name), []).append(run)
                         print(f"{name:6} rows {batch:2} c {concurrency:2}: {run}", flush=True)
@@ -404,6 +502,10 @@ def measure(subject: Subject, args: argparse.Namespace, scratch: Path) -> dict[s
                 point: dict[str, Any] = {"batch": batch, "concurrency": concurrency}
                 for name in targets:
                     point[name] = median_run(runs[(batch, concurrency, name)])
+                if "baseline" in targets:
+                    point["after_before"] = paired_ratios(
+                        runs[(batch, concurrency, "ours")], runs[(batch, concurrency, "baseline")]
+                    )
                 results["load"].append(point)
 
         ort_times = in_process(subject, repeats=100 if args.smoke else 5000)
@@ -457,6 +559,18 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     ]
     if results["records"]:
         lines += [*verdicts(results), ""]
+    if "baseline" in results:
+        lines += [
+            f"Before and after: this service as of `{results['baseline']}` (before) and as "
+            "now (after), the same model, in the same alternating rounds as above (the two "
+            "back to back, in either order); the ratios are the medians of the per-round "
+            "ratios:",
+            "",
+            baseline_table(results),
+            "",
+            *baseline_verdicts(results),
+            "",
+        ]
     for batch, row in results["overhead"].items():
         lines.append(
             f"- {batch} row(s): in-process ORT p50 {row['in_process_ort_p50_us']:.0f} µs, "
@@ -483,6 +597,12 @@ def main() -> None:
         "--pythonpath",
         help="prepend this to both servers' PYTHONPATH (e.g. a directory holding httptools "
         "and uvloop, which uvicorn then uses for both)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also serve the model with this service as of git revision REV, alternating "
+        "with the others, and report after against before",
     )
     args = smoke.parse_args(parser)
     if args.smoke:

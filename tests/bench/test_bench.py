@@ -78,7 +78,10 @@ BENCHES = {
     "serve-table": Bench("serve.py", args=("--table",), section="serving-records", tools=("wrk",)),
     "pipeline": Bench("pipeline.py", section="pipeline"),
     "tables": Bench("tables.py", section="tables"),
-    "serve": Bench("serve.py", section="serving", tools=("wrk",), prepare=register),
+    # --baseline: the copy's own commit as "before", to keep the side-by-side path working
+    "serve": Bench(
+        "serve.py", ("--baseline", "HEAD"), section="serving", tools=("wrk",), prepare=register
+    ),
     "kernels": Bench("kernels.py", section="kernels"),
     # `make test` in a fresh clone of the copy, on one quick test file
     "suite": Bench("suite.py", section="suite"),

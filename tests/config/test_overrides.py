@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import ROOT, one_line_error, run
@@ -217,3 +220,47 @@ def test_a_target_that_cannot_be_instantiated_is_one_line(spec: dict, message: s
     with pytest.raises(PipelineError) as err:
         instantiate(spec, "k")
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+DVC_PLUGIN = ROOT / ".dvc/plugins/hydra_plugins/mlpipeline_overrides.py"
+
+
+@pytest.fixture
+def dvc_plugin(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], Any]:
+    """Load the Hydra plugin module that DVC loads before `dvc exp run -S` composes, and
+    return a composition of conf/ as DVC's (hydra.compose); Hydra's loader is restored after."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration", ConfigLoaderImpl.load_configuration)
+
+    def composed(overrides: list[str]) -> Any:
+        runpy.run_path(str(DVC_PLUGIN))
+        with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+            return compose(config_name="config", overrides=overrides)
+
+    return composed
+
+
+def test_dvcs_own_composition_refuses_a_resolver_in_an_override(dvc_plugin) -> None:
+    from dvc.exceptions import InvalidArgumentError
+
+    assert dvc_plugin(["optimizer.lr=0.02"]).optimizer.lr == 0.02
+    with pytest.raises(InvalidArgumentError) as err:
+        dvc_plugin(["tracking.experiment=${oc.env:HOME}", "+callbacks.x._target_=builtins.open"])
+    assert str(err.value).startswith("tracking.experiment=${oc.env:HOME}: calls the resolver")
+    assert "'builtins.open' is not in a package" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_dvcs_composition_is_refused_when_the_guard_cannot_be_imported(
+    dvc_plugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a dvc installed apart from the project: unchecked overrides would reach params.yaml
+    from dvc.exceptions import InvalidArgumentError
+
+    monkeypatch.setitem(sys.modules, "mlpipeline.config.guard", None)
+    with pytest.raises(
+        InvalidArgumentError, match=r"-S overrides cannot be checked .*make install"
+    ):
+        dvc_plugin(["optimizer.lr=0.02"])

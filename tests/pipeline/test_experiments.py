@@ -5,6 +5,7 @@ reproduced with a tiny config."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -150,22 +151,47 @@ def test_a_bad_value_stops_before_any_work_in_one_line(tiny_repo: Path, cmd, par
         assert (tiny_repo / "params.yaml").read_text() == before
 
 
-def test_exp_run_refuses_an_override_that_would_run_code_at_compose(repo_copy: Path) -> None:
-    # DVC composes -S itself; the compose stage refuses before any later stage runs
+def one_dvc_error(proc: subprocess.CompletedProcess, *parts: str) -> str:
+    """Assert that DVC failed with exactly one `ERROR:` line, holding every part, and no
+    traceback; return the line."""
+    assert proc.returncode != 0, proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == 1, proc.stderr
+    assert all(p in errors[0] for p in parts), errors[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "parts"),
+    [
+        (["tracking.experiment=${{oc.env:HOME}}"],
+         ["tracking.experiment=${oc.env:HOME}: calls the resolver oc.env",
+          "set such a value in conf/"]),
+        (["+callbacks.x._target_=builtins.open", "+callbacks.x.file={victim}",
+          "+callbacks.x.mode=w"],
+         ["callbacks.x._target_: 'builtins.open' is not in a package a _target_ may name"]),
+        (["allowed_targets=[builtins]"],
+         ["allowed_targets=[builtins]: allowed_targets cannot be overridden"]),
+    ],
+    ids=["environment", "target", "allow-list"],
+)  # fmt: skip
+def test_exp_run_refuses_a_forbidden_override_before_writing_params_yaml(
+    repo_copy: Path, overrides: list[str], parts: list[str]
+) -> None:
+    # DVC composes -S in its own process: the Hydra plugin module it loads from .dvc/plugins
+    # checks the overrides there, before composing, as the project's entry points do
     victim = repo_copy.parent / "victim.txt"
     victim.write_text("keep me")
-    proc = run(
-        ["dvc", "exp", "run", "-S", "+callbacks.x._target_=builtins.open",
-         "-S", f"+callbacks.x.file={victim}", "-S", "+callbacks.x.mode=w"],
-        repo_copy, check=False,
-    )  # fmt: skip
-    one_line_error(proc, "callbacks.x._target_: 'builtins.open' is not in a package")
-    assert stages_run(proc.stdout) == ["compose"]
+    params = (repo_copy / "params.yaml").read_text()
+    sets = [arg for o in overrides for arg in ("-S", o.format(victim=victim))]
+    proc = run(["dvc", "exp", "run", *sets], repo_copy, check=False)
+    one_dvc_error(proc, *parts)
+    assert stages_run(proc.stdout) == []
+    assert (repo_copy / "params.yaml").read_text() == params
     assert victim.read_text() == "keep me"
-    # nor may -S widen the allow-list
-    proc = run(["dvc", "exp", "run", "-S", "allowed_targets=[builtins]"], repo_copy, check=False)
-    one_line_error(proc, "allowed_targets: params.yaml has ['builtins']")
-    assert stages_run(proc.stdout) == ["compose"]
+    refs = run(["git", "for-each-ref", "refs/exps"], repo_copy).stdout
+    assert refs == ""  # no experiment, queued or run
 
 
 def test_a_misspelt_key_in_a_conf_file_stops_dvc_repro_in_one_line(tiny_repo: Path) -> None:

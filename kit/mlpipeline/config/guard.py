@@ -8,8 +8,9 @@ conf/ is the repository's own, so the allow-list is set there and no override ma
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ TARGET_KEY = "_target_"
 # a dotted Python name: a package (`torch`) or a callable's path (`torch.optim.AdamW`)
 DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 WHERE = f"conf/config.yaml's {ALLOWED_KEY}"
+GUARDED = "_mlpipeline_guarded"  # marks Hydra's load_configuration once guard_compositions wraps it
 
 
 def yaml_problem(err: Exception, path: Path | str | None = None) -> str:
@@ -111,6 +113,46 @@ def check_overrides(overrides: Sequence[str], prefixes: Sequence[str]) -> None:
                 problems.append(f"{override.input_line}: {ALLOWED_KEY} cannot be overridden")
     if problems:
         raise PipelineError("; ".join(dict.fromkeys(problems)))
+
+
+def guard_compositions(error: Callable[[str], Exception] = PipelineError) -> None:
+    """From now on in this process, every Hydra composition checks its overrides
+    (check_overrides, against the allow-list of the conf folder it composes) before composing,
+    and raises `error(line)` for a refused one. For the composition no entry point of this
+    project runs: `dvc exp run -S` composes in DVC's own process, which calls this from the
+    Hydra plugin module it loads from the repository (.dvc/plugins/hydra_plugins/)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    original = ConfigLoaderImpl.load_configuration
+    if getattr(original, GUARDED, False):
+        return
+
+    @functools.wraps(original)
+    def load_configuration(
+        self: Any, config_name: Any, overrides: Any, *args: Any, **kw: Any
+    ) -> Any:
+        try:
+            check_overrides(list(overrides), allowed_prefixes(_primary_conf_dir(self)))
+        except PipelineError as err:
+            raise error(str(err)) from None
+        return original(self, config_name, overrides, *args, **kw)
+
+    setattr(load_configuration, GUARDED, True)
+    ConfigLoaderImpl.load_configuration = load_configuration  # type: ignore[method-assign]
+
+
+def _primary_conf_dir(loader: Any) -> Path:
+    """The folder a Hydra config loader composes: its search path's `main` entry, a folder
+    (initialize_config_dir) or a package (pkg://, initialize_config_module)."""
+    for element in loader.config_search_path.get_path():
+        if element.provider == "main" and element.path:
+            scheme, _, where = element.path.rpartition("://")
+            if scheme == "pkg":
+                from importlib.resources import files
+
+                return Path(str(files(where.replace("/", "."))))
+            return Path(where)
+    raise PipelineError("Hydra's search path has no primary config folder to check against")
 
 
 def check_config(raw: Mapping[str, Any], prefixes: Sequence[str], source: str) -> None:
