@@ -22,7 +22,7 @@ def pin_cpu_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
 
     Left alone, each picks kernels and blocking by the CPU it finds, so the same commit trains
     different last bits on different CPUs. Takes effect only before torch first computes, so
-    `mlpipeline` calls it on import; `use_portable_kernels` does the rest. Returns the
+    `prepare_process` calls it first thing; `use_portable_kernels` does the rest. Returns the
     variables it set.
     """
     if platform.machine() != "x86_64" or not cpuinfo.is_file():
@@ -34,6 +34,15 @@ def pin_cpu_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     pinned = {k: v for k, v in CPU_KERNEL_PINS.items() if k not in os.environ}
     os.environ.update(pinned)
     return pinned
+
+
+def prepare_process() -> None:
+    """Set what a pipeline process needs before torch or ONNX Runtime first runs: the pinned CPU
+    kernels (`pin_cpu_kernels`) and ONNX Runtime's usage telemetry off (a value already set
+    wins). Every stage's CLI and the sweep call it first: importing mlpipeline changes no
+    environment variable."""
+    pin_cpu_kernels()
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def use_portable_kernels(threads: int | None) -> None:
