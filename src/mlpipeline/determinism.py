@@ -51,7 +51,7 @@ def use_portable_kernels(threads: int | None) -> None:
     convolutions in torch's own kernels (im2col and MKL) instead of oneDNN's or NNPACK's, whose
     blocking, and so the order of their sums, follows the CPU's cache sizes. Call it before the
     first computation. GPU kernels are untouched."""
-    import torch
+    import torch  # every stage's CLI imports this module, and most stages never load torch
 
     if threads is not None:
         torch.set_num_threads(threads)

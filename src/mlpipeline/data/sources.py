@@ -4,6 +4,8 @@ kind is a loader here, a schema class in `mlpipeline.config.schema` and a file i
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +48,7 @@ class Table:
 
     def batches(self, columns: list[str] | None = None, rows: int = BATCH_ROWS) -> Iterator[Any]:
         """pyarrow.RecordBatch of `columns` (the features, then the label), in file order."""
-        import pyarrow as pa
+        import pyarrow as pa  # pyarrow: a second to import, and only tables use it
         import pyarrow.compute as pc
 
         names = list(columns or [*self.features, self.label])
@@ -66,20 +68,20 @@ class Table:
 
     def column(self, name: str) -> Any:
         """One column, whole (pyarrow.ChunkedArray)."""
-        import pyarrow as pa
+        import pyarrow as pa  # pyarrow: a second to import, and only tables use it
 
         field = self.schema([name]).field(0)
         return pa.chunked_array([b.column(0) for b in self.batches([name])], type=field.type)
 
     def read(self) -> Any:
         """The whole table in memory (pyarrow.Table): the features, then the label."""
-        import pyarrow as pa
+        import pyarrow as pa  # pyarrow: a second to import, and only tables use it
 
         return pa.Table.from_batches(list(self.batches()), schema=self.schema())
 
     def schema(self, columns: list[str] | None = None) -> Any:
         """The Arrow schema of `columns` (the features, then the label)."""
-        import pyarrow as pa
+        import pyarrow as pa  # pyarrow: a second to import, and only tables use it
 
         full = self.source.schema if isinstance(self.source, pa.Table) else self.source.schema_arrow
         return pa.schema([full.field(n) for n in columns or [*self.features, self.label]])
@@ -121,8 +123,6 @@ def load_digits(_source: DigitsSource, _raw_dir: Path) -> Dataset:
     importing scikit-learn, whose import is a large part of a short stage's start-up
     (tests/data/test_sources.py checks both give the same arrays).
     """
-    import gzip
-    import importlib.util
 
     spec = importlib.util.find_spec("sklearn")  # locates the package without running it
     if spec is None or not spec.submodule_search_locations:
@@ -139,7 +139,7 @@ def load_table(source: TableSource, raw_dir: Path) -> Table:
     into Arrow (no row objects, no pandas copy); Parquet is read in batches of rows as it is
     used, never whole. Rows without a label are refused, or dropped with
     data.source.drop_missing_label."""
-    import pyarrow as pa
+    import pyarrow as pa  # pyarrow: a second to import, and only tables use it
 
     path = source.path
     if not path.resolve().is_relative_to(raw_dir.resolve()):
@@ -226,9 +226,7 @@ def _open_table(path: Path, kind: str, delimiter: str = ",") -> Any:
     name); a CSV configured as Parquet (or the reverse) says so, and so do columns without a
     name of their own. In CSV, empty fields and the usual spellings of missing (NA, NaN,
     null) are missing values."""
-    import gzip
-
-    import pyarrow as pa
+    import pyarrow as pa  # pyarrow: a second to import, and only tables use it
     import pyarrow.csv as pv
 
     with path.open("rb") as handle:
@@ -277,7 +275,7 @@ def _open_table(path: Path, kind: str, delimiter: str = ",") -> Any:
 
 def read_table(path: Path, kind: str, delimiter: str = ",") -> Any:
     """A whole CSV or Parquet file as a pyarrow.Table (a batch of new data to check)."""
-    import pyarrow as pa
+    import pyarrow as pa  # pyarrow: a second to import, and only tables use it
 
     table = _open_table(path, kind, delimiter)
     if isinstance(table, pa.Table):

@@ -65,7 +65,7 @@ def check_quality(x: np.ndarray, y: np.ndarray, meta: dict[str, Any], split: Spl
 
 def split_indices(y: np.ndarray, split: Split, seed: int) -> dict[str, np.ndarray]:
     """Stratified train/val/test indices, reproducible from the seed."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # seconds to import: only prepare splits
 
     idx = np.arange(len(y))
     try:
@@ -150,7 +150,7 @@ class PreparedTable:
 def encode_labels(values: Any, label: str, task: str) -> tuple[np.ndarray, list[str] | None]:
     """Class indices in natural order (numbers by value, text alphabetically) and the class
     names, or float32 targets for a regression; PipelineError when the label does not fit."""
-    import pyarrow as pa
+    import pyarrow as pa  # pyarrow: a second to import, and only tables use it
     import pyarrow.compute as pc
 
     numeric = pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
@@ -186,7 +186,7 @@ def _class_name(value: Any) -> str:
 def regression_indices(y: np.ndarray, split: Split, seed: int) -> dict[str, np.ndarray]:
     """Train/val/test indices by seed, stratified on `split.bins` quantile bins of the target
     when that is more than 1."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # seconds to import: only prepare splits
 
     strata = None
     if split.bins > 1:
@@ -257,7 +257,7 @@ def take_rows(batches: Iterable[Any], rows: dict[str, np.ndarray]) -> Iterator[t
 def read_rows(parquet: Any, rows: np.ndarray, columns: list[str]) -> Any:
     """`rows` (sorted row indices) of a Parquet file's (a pyarrow.parquet.ParquetFile's)
     `columns`, as a pyarrow.Table, read a batch at a time."""
-    import pyarrow as pa
+    import pyarrow as pa  # pyarrow: a second to import, and only tables use it
 
     batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns)
     taken = [batch for _, batch in take_rows(batches, {"rows": rows})]

@@ -13,7 +13,6 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from mlpipeline import tracking
 from mlpipeline.artifacts import json_text
 from mlpipeline.config import Config, validate_config
 from mlpipeline.errors import PipelineError
@@ -71,7 +70,10 @@ def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str 
         # ranks started by torchrun or SLURM (not by Lightning) run the whole trial: one logs it
         return score
 
-    import mlflow  # after training: its import would delay the first step
+    # after training: MLflow's seconds of import would delay the first step
+    import mlflow
+
+    from mlpipeline import tracking
 
     experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
     with mlflow.start_run(
