@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlpipeline.artifacts import json_text
 from mlpipeline.config import Config, validate_config
+from mlpipeline.determinism import prepare_process
 from mlpipeline.errors import PipelineError
 from mlpipeline.stages.features import features
 from mlpipeline.stages.ingest import ingest
@@ -106,6 +107,8 @@ def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str 
 
 def task(dict_cfg: DictConfig) -> float:
     """Hydra's task function: one trial from its composed config."""
+    # a launcher's job may be a fresh process that never ran the sweep's main (submitit's)
+    prepare_process()
     hydra_cfg = HydraConfig.get()
     try:
         cfg = validate_config(OmegaConf.to_container(dict_cfg, resolve=True), source="trial config")
