@@ -67,7 +67,9 @@ def main() -> None:
         f"| 4-trial grid, joblib 2 jobs: plain vs warm workers | "
         f"{statistics.median(a for a, _ in pairs):.1f} s vs "
         f"{statistics.median(b for _, b in pairs):.1f} s | plain / warm "
-        f"{statistics.median(ratios):.2f}x; pairs: {each} |\n"
+        f"{statistics.median(ratios):.2f}x; pairs: {each} |\n\n"
+        f"Verdict: the warm workers {'pay' if statistics.median(ratios) > 1 else 'do not pay'}: "
+        "they stay only while the plain workers' grid is the slower.\n"
     )
     write_section("warm-workers", "Sweeps: warm joblib workers against plain ones", text)
 
