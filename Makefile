@@ -101,6 +101,7 @@ TABLE_ROWS ?= 100000 1000000
 bench: install-dev airflow-install ## run the benchmarks under bench/; they rewrite docs/performance.md
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/sweeps.py
+	$(BIN)/python bench/warm_workers.py
 	$(BIN)/python bench/kernels.py
 	$(BIN)/python bench/throughput.py --table
 	$(BIN)/python bench/tables.py --rows $(TABLE_ROWS)

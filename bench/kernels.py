@@ -46,6 +46,7 @@ def child(threads: int, vendor_convs: bool, epochs: int) -> None:
     from mlpipeline.config import load_config
     from mlpipeline.stages.train import train
 
+    mlpipeline.determinism.prepare_process()  # as the train stage's CLI does first
     if vendor_convs:
         # training looks the function up when it starts: threads only, vendors' convolutions on
         mlpipeline.determinism.use_portable_kernels = torch.set_num_threads

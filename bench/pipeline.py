@@ -44,9 +44,9 @@ GOALS = {"cold_s": 60.0, "noop_ratio": 1.5}
 # What is left (e.g. Hydra's plugin scan) counts as work.
 LAZY_IMPORTS = {
     # check_targets imports every `_target_`, Lightning's Trainer included
-    "compose": "hydra omegaconf torch.optim lightning.pytorch myproject.models.nets",
+    "compose": "torch.optim lightning.pytorch myproject.models.nets",
     # the digits file is read without importing scikit-learn
-    "ingest": "gzip importlib.util pyarrow.parquet",
+    "ingest": "pyarrow.parquet",
     "prepare": "pyarrow.parquet sklearn.model_selection",
     "features": "",  # images are copied as prepared
     "crossval": "",  # off by default (cv.folds: 0)
@@ -56,7 +56,7 @@ LAZY_IMPORTS = {
     "mlpipeline.determinism",
     "export": "torch torch.onnx onnxruntime mlpipeline.models.modelfile mlpipeline.determinism",
     "profile": "torch mlpipeline.models.modelfile mlpipeline.determinism",
-    "register": "onnx onnxruntime mlflow mlflow.onnx mlflow.pyfunc mlflow.models "
+    "register": "onnx onnxruntime mlflow.onnx mlflow.pyfunc mlflow.models "
     "mlflow.store.tracking.sqlalchemy_store mlflow.store.model_registry.sqlalchemy_store "
     "alembic.command matplotlib.pyplot matplotlib.backends.backend_agg",
 }

@@ -50,7 +50,7 @@ from throughput_report import report
 
 from mlpipeline.config import Config, load_config
 from mlpipeline.data.datamodule import ArrayDataModule
-from mlpipeline.determinism import use_portable_kernels
+from mlpipeline.determinism import prepare_process, use_portable_kernels
 from mlpipeline.models.modelfile import build_network
 from mlpipeline.models.training import MODULE_TRAINER_ARGS
 from mlpipeline.stages.train import train
@@ -207,6 +207,7 @@ def measure(cfg: Config, epochs: int, rounds: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    prepare_process()  # the kernels the train stage's CLI pins, before torch first computes
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo", type=Path, nargs="?", help="a repository with data/features")
     parser.add_argument("--table", action="store_true", help="a synthetic table instead")

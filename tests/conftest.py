@@ -27,13 +27,16 @@ from helpers import (
 )
 
 from mlpipeline.config import Config, compose_config
+from mlpipeline.determinism import prepare_process
 
 
 def pytest_configure() -> None:
     """The suite's Python processes keep their bytecode caches even where the environment
     says not to write them (PYTHONDONTWRITEBYTECODE): it starts hundreds of them, DVC, the
-    stages and Airflow, and each would compile torch's or Airflow's sources again."""
+    stages and Airflow, and each would compile torch's or Airflow's sources again. The stages
+    the tests run in this process get the pinned kernels their CLI sets first."""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    prepare_process()
 
 
 @pytest.fixture(autouse=True)

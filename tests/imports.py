@@ -56,3 +56,69 @@ def closure(name: str) -> set[Path]:
         seen.add(path)
         todo += [n for n in imports(path) if n.split(".")[0] == "mlpipeline"]
     return seen
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the modules of `package` it imports, at top level or inside functions; a
+    module's own parent packages are left out (Python has already started them)."""
+    graph: dict[str, set[str]] = {}
+    top = module_name(package)
+    for path in sorted(package.rglob("*.py")):
+        name = module_name(path)
+        ancestors = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+        graph[name] = (
+            {
+                module_name(found)
+                for n in imports(path)
+                if n.split(".")[0] == top and (found := module_file(n)) is not None
+            }
+            - ancestors
+            - {name}
+        )
+    return graph
+
+
+def import_cycles(package: Path) -> list[list[str]]:
+    """One cycle (its modules, the first repeated at the end) per strongly connected group of
+    `package`'s import graph."""
+    graph = import_graph(package)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = set()
+            while (member := stack.pop()) != node:
+                group.add(member)
+            groups.append(group | {node})
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return [_cycle_in(graph, g) for g in groups if len(g) > 1]
+
+
+def _cycle_in(graph: dict[str, set[str]], group: set[str]) -> list[str]:
+    """A path from the group's first module back to itself, inside the group."""
+    start = min(group)
+    paths = {start: [start]}
+    todo = [start]
+    while todo:
+        node = todo.pop(0)
+        for nxt in sorted(graph[node] & group):
+            if nxt == start:
+                return [*paths[node], start]
+            if nxt not in paths:
+                paths[nxt] = [*paths[node], nxt]
+                todo.append(nxt)
+    return sorted(group)

@@ -3,8 +3,13 @@ tooling apart; the shared core below everything."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+import pytest
 from helpers import ROOT
-from imports import KIT, SRC, imports, module_name
+from imports import KIT, SRC, import_cycles, imports, module_name
 
 PACKAGE = KIT / "mlpipeline"
 STAGES = sorted(p for p in (PACKAGE / "stages").glob("*.py") if p.name != "__init__.py")
@@ -44,8 +49,16 @@ def test_no_stage_imports_another() -> None:
     assert not crossed
 
 
-def test_nothing_imports_a_stage() -> None:
-    assert importers_of("mlpipeline.stages") == []
+def test_only_the_sweep_imports_a_stage() -> None:
+    # the sweep's trial runs the stages' own functions on its paths: no second pipeline
+    assert [
+        n for n in importers_of("mlpipeline.stages") if not n.startswith("mlpipeline.sweep")
+    ] == []
+
+
+def test_no_import_cycles() -> None:
+    cycles = import_cycles(PACKAGE)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
 def test_neither_the_pipeline_nor_the_service_imports_ops() -> None:
@@ -54,7 +67,9 @@ def test_neither_the_pipeline_nor_the_service_imports_ops() -> None:
 
 def test_the_core_imports_no_layer_above_it() -> None:
     layers = ("stages", "data", "models", "serving", "sweep", "ops")
-    core = [p for p in PACKAGE.glob("*.py")] + list((PACKAGE / "config").glob("*.py"))
+    # api.py is the top: what a project imports, from any layer
+    core = [p for p in PACKAGE.glob("*.py") if p.name != "api.py"]
+    core += list((PACKAGE / "config").glob("*.py"))
     upward = [
         f"{module_name(path)} imports {name}"
         for path in core
@@ -84,16 +99,16 @@ def test_the_projects_own_code_is_small() -> None:
 
 
 def test_the_project_imports_only_the_kits_public_api() -> None:
-    import mlpipeline
+    from mlpipeline import api
 
-    public = {"mlpipeline", *(f"mlpipeline.{name}" for name in mlpipeline.__all__)}
+    public = {"mlpipeline.api", *(f"mlpipeline.api.{name}" for name in api.__all__)}
     found = [
         f"{module_name(path)} imports {name}"
         for path in PROJECT.rglob("*.py")
         for name in imports(path)
         if name.split(".")[0] == "mlpipeline" and name not in public
     ]
-    assert not found, f"import these from `mlpipeline` (its __all__) instead: {found}"
+    assert not found, f"import these from `mlpipeline.api` instead: {found}"
 
 
 def test_every_row_of_where_to_change_what_points_outside_the_kit() -> None:
@@ -136,3 +151,86 @@ def test_no_stage_branches_on_the_data_kind_or_the_task() -> None:
         if any(branch in line for branch in KIND_OR_TASK_BRANCHES)
     ]
     assert not found, "move these into the Source or Task classes:\n" + "\n".join(found)
+
+
+# what the environment tests import first: libraries that set variables of their own on import
+# (scikit-learn's KMP_*, torch's, MLflow's telemetry session), none of them mlpipeline's doing
+LIBRARIES = ["sklearn", "torch", "lightning", "mlflow", "onnxruntime"]
+PACKAGES = sorted(module_name(p) for p in PACKAGE.rglob("__init__.py"))
+# run in another environment (Airflow's) or import to preload a fork server: not imported here
+NOT_HERE = (
+    "mlpipeline.ops.orchestrate.container",
+    "mlpipeline.ops.orchestrate.dag",
+    "mlpipeline.ops.orchestrate.tasks",
+    "mlpipeline.sweep.forkserver",
+)
+
+
+def environment_change(modules: list[str], libraries: list[str]) -> dict[str, list]:
+    """The variables that importing `modules` (after `libraries`) sets, changes or removes,
+    in a fresh interpreter."""
+    code = (
+        "import importlib, json, os, sys\n"
+        "for name in sys.argv[2:]: importlib.import_module(name)\n"
+        "before = dict(os.environ)\n"
+        "for name in json.loads(sys.argv[1]): importlib.import_module(name)\n"
+        "keys = before.keys() | os.environ.keys()\n"
+        "print(json.dumps({k: [before.get(k), os.environ.get(k)] for k in sorted(keys)\n"
+        "                  if before.get(k) != os.environ.get(k)}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(modules), *libraries],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_importing_the_packages_and_entry_points_changes_no_environment_variable() -> None:
+    entry_points = [
+        "mlpipeline.cli",
+        "mlpipeline.serving.app",
+        "mlpipeline.serving.__main__",
+        "mlpipeline.sweep.__main__",
+        "mlpipeline.stages.compose",
+        "mlpipeline.stages.ingest",
+    ]
+    assert environment_change([*PACKAGES, *entry_points], ["sklearn"]) == {}
+
+
+@pytest.mark.slow
+def test_importing_any_module_changes_no_environment_variable() -> None:
+    modules = sorted(
+        module_name(p)
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "__main__.py" and module_name(p) not in NOT_HERE
+    )
+    assert environment_change(modules, LIBRARIES) == {}
+
+
+# stages that train nothing: Lightning's import alone costs seconds before any work
+NOT_TRAINING = [
+    "compose",
+    "ingest",
+    "prepare",
+    "features",
+    "evaluate",
+    "export",
+    "profile",
+    "register",
+]
+
+
+@pytest.mark.parametrize("stage", NOT_TRAINING)
+def test_a_stage_that_does_not_train_does_not_import_lightning(stage: str) -> None:
+    code = (
+        "import sys\n"
+        f"import mlpipeline.stages.{stage}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'pytorch_lightning'}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]"

@@ -48,10 +48,10 @@ def test_leaves_a_cpu_without_avx2_alone(
     reason="the pins apply to x86-64 CPUs with AVX2 only",
 )
 def test_torch_runs_the_pinned_kernels_in_a_stage_process() -> None:
-    # a fresh process, as a stage is: importing mlpipeline first is what a stage does
+    # a fresh process, as a stage is: prepare_process first is what every stage's CLI does
     code = (
-        "import os, mlpipeline, torch; from mlpipeline.determinism import use_portable_kernels; "
-        "use_portable_kernels(1); "
+        "import os; from mlpipeline.determinism import prepare_process, use_portable_kernels; "
+        "prepare_process(); import torch; use_portable_kernels(1); "
         "print(torch.backends.cpu.get_cpu_capability(), os.environ['MKL_CBWR'], "
         "torch.get_num_threads(), torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled())"
     )

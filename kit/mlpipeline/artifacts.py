@@ -4,6 +4,7 @@ outputs that a crashed run's next run deletes, and content hashes."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -19,6 +20,8 @@ import numpy as np
 from mlpipeline.errors import error_path, storage_error
 
 # what a scratch directory's name holds after `.<name>.tmp-`: its process id, a random part
+# rows of a table read and written at a time: bounds the memory a large table takes
+TABLE_BATCH_ROWS = 262_144
 SCRATCH = re.compile(r"(\d+)-[a-z0-9_]+")
 
 
@@ -117,8 +120,6 @@ def write_csv(
 ) -> None:
     """Write rows as CSV atomically; `columns` (default: the first row's keys) name the header,
     and keys outside it are left out."""
-    import csv
-
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns or list(rows[0]), extrasaction="ignore")
         writer.writeheader()
@@ -127,8 +128,6 @@ def write_csv(
 
 def read_csv(path: Path | str) -> list[dict[str, str]]:
     """CSV rows as dicts of strings."""
-    import csv
-
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
 
@@ -171,7 +170,7 @@ def parquet_reader(path: Path) -> Any:
     """A pyarrow.parquet.ParquetFile to read in batches of rows. Without pre-buffering, which
     reads column chunks far ahead of the batch asked for (about the whole file's size held
     while reading a large file batch by batch)."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # a second to import, and only tables need it
 
     return pq.ParquetFile(path, pre_buffer=False)
 
@@ -180,6 +179,7 @@ def parquet_writer(path: Path, schema: Any) -> Any:
     """A pyarrow.parquet.ParquetWriter for a table written a batch (a row group) at a time.
     Floating-point columns are not dictionary-encoded: their dictionaries overflow and are
     dropped again in every row group, which made writing several times slower."""
+    # a second to import, and only tables need them
     import pyarrow as pa
     import pyarrow.parquet as pq
 

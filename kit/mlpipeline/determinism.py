@@ -22,7 +22,7 @@ def pin_cpu_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
 
     Left alone, each picks kernels and blocking by the CPU it finds, so the same commit trains
     different last bits on different CPUs. Takes effect only before torch first computes, so
-    `mlpipeline` calls it on import; `use_portable_kernels` does the rest. Returns the
+    `prepare_process` calls it first thing; `use_portable_kernels` does the rest. Returns the
     variables it set.
     """
     if platform.machine() != "x86_64" or not cpuinfo.is_file():
@@ -36,13 +36,22 @@ def pin_cpu_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     return pinned
 
 
+def prepare_process() -> None:
+    """Set what a pipeline process needs before torch or ONNX Runtime first runs: the pinned CPU
+    kernels (`pin_cpu_kernels`) and ONNX Runtime's usage telemetry off (a value already set
+    wins). Every stage's CLI and the sweep call it first: importing mlpipeline changes no
+    environment variable."""
+    pin_cpu_kernels()
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
 def use_portable_kernels(threads: int | None) -> None:
     """Make torch's CPU arithmetic a function of the inputs alone: `threads` intra-op threads
     (None: torch's default, one per core, so the bits then follow the core count), and
     convolutions in torch's own kernels (im2col and MKL) instead of oneDNN's or NNPACK's, whose
     blocking, and so the order of their sums, follows the CPU's cache sizes. Call it before the
     first computation. GPU kernels are untouched."""
-    import torch
+    import torch  # every stage's CLI imports this module, and most stages never load torch
 
     if threads is not None:
         torch.set_num_threads(threads)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mlpipeline.artifacts import read_csv
 
 # the evaluate stage's plot files in `paths.eval`, by what they hold, and their columns
@@ -29,6 +31,7 @@ def render_plots(history: Path, eval_dir: Path, out_dir: Path) -> list[Path]:
     """The evaluation plots (a classification's confusion matrix, ROC and PR curves; a
     regression's predicted-vs-actual and residuals) and the training curves, as PNGs in
     `out_dir`. The task is the one whose evaluation files hold rows."""
+    # a second to import, and the evaluate stage imports this module for its columns alone
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,8 +86,6 @@ def _regression_figure(plt: Any, rows: list[dict[str, str]]) -> Any:
 
 
 def _confusion_figure(plt: Any, pairs: list[dict[str, str]]) -> Any:
-    import numpy as np
-
     classes = sorted({r["actual"] for r in pairs} | {r["predicted"] for r in pairs})
     index = {c: i for i, c in enumerate(classes)}
     matrix = np.zeros((len(classes), len(classes)), dtype=int)

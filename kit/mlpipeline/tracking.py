@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import mlflow
+from filelock import FileLock
+from mlflow.entities import Metric
+from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
+
+from mlpipeline.config.schema import flatten
 from mlpipeline.errors import PipelineError, redact
 
 
@@ -41,12 +49,6 @@ def setup(uri_cfg: str | None, experiment: str) -> str:
     MLflow prints a link to each run it ends, made of the tracking URI as given: for a URI
     that holds credentials those links are turned off for this process, as they would show
     the password (the stages name the store with `redact`)."""
-    import contextlib
-
-    import mlflow
-    from filelock import FileLock
-    from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
-
     uri = tracking_uri(uri_cfg)
     if redact(uri) != uri:
         os.environ[MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name] = "true"
@@ -74,10 +76,6 @@ def setup(uri_cfg: str | None, experiment: str) -> str:
 
 def log_params(params: dict[str, Any]) -> None:
     """The whole config as flat MLflow params (`optimizer.lr`), each cut to MLflow's limit."""
-    import mlflow
-
-    from mlpipeline.config.schema import flatten
-
     mlflow.log_params({k: str(v)[:6000] for k, v in flatten(params).items()})
 
 
@@ -85,11 +83,6 @@ def log_history(history: Iterable[dict[str, Any]]) -> None:
     """The active run's per-epoch metrics in one batch: one store transaction, not one per
     epoch (concurrent sweep trials share one SQLite file). Empty values (the other task's
     columns of the history file) are left out."""
-    import time
-
-    import mlflow
-    from mlflow.entities import Metric
-
     now = int(time.time() * 1000)
     metrics = [
         Metric(key, float(value), now, int(row["epoch"]))
@@ -120,7 +113,7 @@ def log_pipeline_run(
     as a new version of `registered_model` with its `signature` (an mlflow ModelSignature) and
     `input_example`; `model_files` (the drift profile) beside the card. Returns run id and
     model version."""
-    import mlflow
+    # only registration needs them, and the sweep's processes import this module too
     import onnx
     import onnxruntime
 

@@ -72,6 +72,7 @@ class Bench:
 BENCHES = {
     "cross-cpu": Bench("cross_cpu.py", section="cross-cpu", tools=("qemu-x86_64",)),
     "sweeps": Bench("sweeps.py", section="sweeps"),
+    "warm-workers": Bench("warm_workers.py", section="warm-workers"),
     "orchestration": Bench(
         "orchestration.py", section="orchestration", tools=("airflow",), prepare=link_airflow
     ),

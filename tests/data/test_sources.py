@@ -176,7 +176,7 @@ def test_a_delimiter_of_more_than_one_character_is_refused(make_cfg, tmp_path: P
 USER_SOURCE = '''
 from pathlib import Path
 
-from mlpipeline.data.sources import Dataset, Digits
+from mlpipeline.api import Dataset, Digits
 
 
 class EvenDigits(Digits):
@@ -206,7 +206,9 @@ def test_a_users_own_source_kind_is_one_class_and_one_conf_file(
     monkeypatch.syspath_prepend(str(tmp_path))
     conf = Path(shutil.copytree(ROOT / "conf", tmp_path / "conf"))
     config = conf / "config.yaml"
-    config.write_text(config.read_text().replace("allowed_targets: [", "allowed_targets: [usersource, "))
+    config.write_text(
+        config.read_text().replace("allowed_targets: [", "allowed_targets: [usersource, ")
+    )
     (conf / "data/even.yaml").write_text(
         "defaults:\n  - digits\n  - _self_\nsource:\n  _target_: usersource.EvenDigits\n"
         "  every: 2\n",

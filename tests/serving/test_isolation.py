@@ -56,6 +56,8 @@ def test_the_folder_alone_serves_without_torch(tmp_path: Path) -> None:
         "sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f)]\n"
         "import numpy as np\n"
         "from fastapi.testclient import TestClient\n"
+        "from mlpipeline.serving.settings import quiet_onnxruntime\n"
+        "quiet_onnxruntime()  # as __main__ does first\n"
         "from mlpipeline.serving.app import create_app\n"
         "import mlpipeline\n"
         "assert mlpipeline.__file__ is None, mlpipeline.__file__  # the namespace package\n"

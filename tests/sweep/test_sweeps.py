@@ -34,7 +34,9 @@ def test_grid_sweep_nests_one_run_per_trial(tmp_path: Path, launcher: list[str])
     assert "best:" in out
     trials = sorted((tmp_path / "sweep").glob("*/result.json"))
     assert len(trials) == 4
-    # each trial wrote its own model in its own directory: nothing was overwritten
+    # each trial ran the pipeline's own stages in its own directory: nothing was overwritten
+    for data in ("ingested", "prepared", "features"):
+        assert all((p.parent / "data" / data / "meta.json").is_file() for p in trials), data
     assert len({md5_file(p.parent / "models/model.pt") for p in trials}) == 4
     best = yaml.safe_load((tmp_path / "sweep/best.yaml").read_text())
     # the default sweep.metric, val_loss, is minimised

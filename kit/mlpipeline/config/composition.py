@@ -8,6 +8,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from mlpipeline.config.guard import (
     allowed_prefixes,
     check_config,
@@ -16,6 +22,7 @@ from mlpipeline.config.guard import (
     yaml_problem,
 )
 from mlpipeline.config.schema import Config, suggest, validate_config
+from mlpipeline.config.targets import arguments, locate
 from mlpipeline.errors import PipelineError
 
 NOT_IN_STRUCT = re.compile(r"Could not override '([^']+)'")
@@ -28,8 +35,6 @@ def compose_config(conf_dir: Path, overrides: list[str] | None = None) -> tuple[
     The YAML is written exactly as `dvc exp run` writes it (OmegaConf.to_yaml), so the two
     producers of params.yaml never disagree on formatting.
     """
-    from omegaconf import OmegaConf
-
     conf_dir = Path(conf_dir).resolve()
     overrides = list(overrides or [])
     # before Hydra resolves anything: an override's resolver would run during composition
@@ -42,12 +47,6 @@ def compose_config(conf_dir: Path, overrides: list[str] | None = None) -> tuple[
 
 
 def _compose(conf_dir: Path, overrides: list[str]) -> Any:
-    import yaml
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
     if not (conf_dir / "config.yaml").is_file():
         raise PipelineError(f"{conf_dir}/config.yaml not found: run from the repository root")
     try:
@@ -67,10 +66,6 @@ def _compose(conf_dir: Path, overrides: list[str]) -> Any:
 def _unknown_key(conf_dir: Path, overrides: list[str], key: str) -> str:
     """For an override of a key that conf/ does not have: the closest valid key and the valid
     ones, from conf/ and, in a `_target_` section, from the class's arguments."""
-    from omegaconf import OmegaConf
-
-    from mlpipeline.config.targets import arguments, locate
-
     parent, _, name = key.rpartition(".")
     rest = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(key)]
     node = _compose(conf_dir, rest)

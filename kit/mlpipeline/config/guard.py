@@ -14,6 +14,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+from antlr4.tree.Tree import TerminalNode
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, Glob, QuotedString
+from omegaconf import grammar_parser
+from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser as Grammar
+
 from mlpipeline.errors import PipelineError
 
 ALLOWED_KEY = "allowed_targets"
@@ -27,8 +34,6 @@ GUARDED = "_mlpipeline_guarded"  # marks Hydra's load_configuration once guard_c
 def yaml_problem(err: Exception, path: Path | str | None = None) -> str:
     """A YAML error as one line: `file:line:column: invalid YAML: problem (context)`; the
     file is `path`, else the one the parser names."""
-    import yaml
-
     mark = getattr(err, "problem_mark", None)
     if not isinstance(err, yaml.MarkedYAMLError) or mark is None:
         return f"{path or 'config'}: invalid YAML: {' '.join(str(err).split())}"
@@ -46,8 +51,6 @@ def yaml_problem(err: Exception, path: Path | str | None = None) -> str:
 def allowed_prefixes(conf_dir: Path) -> tuple[str, ...]:
     """The packages `_target_`s may name: `allowed_targets` of conf_dir/config.yaml, read from
     that file alone, so that neither an override nor another conf file widens it."""
-    import yaml
-
     path = Path(conf_dir) / "config.yaml"
     if not path.is_file():
         raise PipelineError(f"{path} not found: run from the repository root")
@@ -88,8 +91,6 @@ def check_overrides(overrides: Sequence[str], prefixes: Sequence[str]) -> None:
     """Refuse, before Hydra composes anything, an override that names a `_target_` outside
     `prefixes` (also inside a dict or a sweep's choices), changes `allowed_targets`, or calls
     a resolver: `${path.to.key}` references stay allowed."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except Exception as err:  # Hydra's grammar errors span lines
@@ -185,8 +186,6 @@ def _is_target_key(key: str) -> bool:
 def _override_values(override: Any) -> Any:
     """What an override sets: its value, or the values a sweep over it takes (choices, glob
     patterns; a range or interval is numbers)."""
-    from hydra.core.override_parser.types import ChoiceSweep, Glob
-
     if not override.is_sweep_override():
         return override.value()
     value = override.value()
@@ -200,8 +199,6 @@ def _override_values(override: Any) -> Any:
 def _leaves(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
     """(dotted key, value) of every leaf; a sweep's or list's items keep their parent's key,
     and a dict key may itself be dotted (the Optuna sweeper's `params`)."""
-    from hydra.core.override_parser.types import QuotedString
-
     if isinstance(value, Mapping):
         for name, item in value.items():
             yield from _leaves(item, f"{key}.{name}" if key else str(name))
@@ -219,10 +216,6 @@ def _interpolation_problem(text: str) -> str | None:
     the config) or escapes an interpolation (which a later resolution would run)."""
     if "${" not in text:
         return None
-    from antlr4.tree.Tree import TerminalNode
-    from omegaconf import grammar_parser
-    from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser as Grammar
-
     advice = (
         "an override may refer to another key (${path.to.key}) but call no resolver "
         "(oc.env would copy the environment into params.yaml); set such a value in conf/"

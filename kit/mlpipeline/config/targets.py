@@ -19,6 +19,11 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
+from platformdirs import user_cache_path
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
 from mlpipeline.config.guard import check_config
 from mlpipeline.config.schema import Config, Target, suggest
 from mlpipeline.errors import PipelineError
@@ -68,9 +73,6 @@ def instantiate(spec: dict[str, Any], key: str, **kwargs: Any) -> Any:
     """Hydra's `instantiate` of the section `key`, with its errors (a target Hydra blocks, a
     constructor that refuses its arguments) as one PipelineError line instead of Hydra's
     multi-line message and traceback."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate as hydra_instantiate
-
     try:
         return hydra_instantiate(spec, **kwargs)
     except InstantiationException as err:
@@ -155,8 +157,6 @@ def check_targets_once(cfg: Config, stamps: Path | None = None) -> None:
     # a stamp of a check passed under a wider allow-list must not let a target through
     check_config(cfg.dump(), cfg.allowed_targets, source="the config")
     if stamps is None:
-        from platformdirs import user_cache_path
-
         stamps = user_cache_path("mlpipeline") / "checked-targets"
     sections = cfg.targets()
     environment = _environment({s.target.split(".")[0] for s in sections.values()})
@@ -241,8 +241,6 @@ def _type_hints(target: Any) -> dict[str, Any]:
 def _misfit(annotation: Any, value: Any) -> str | None:
     """Why `value` does not fit `annotation` (': <reason>' with the element's position), or
     None when it fits or the type cannot be checked."""
-    from pydantic import ConfigDict, TypeAdapter, ValidationError
-
     try:
         adapter = TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
     except Exception:  # types pydantic cannot build a validator for: leave them to the class

@@ -521,15 +521,6 @@ def probe_rows(table: Any, columns: list[Column], rows: int = 4) -> list[dict[st
     return [{k: v for k, v in p.items() if k in names} for p in probes]
 
 
-def write_features(cfg: Config) -> tuple[dict[str, Any], str]:
-    """Write `paths.features` from `paths.prepared` as the configured data source's kind
-    does: the features stage's (and a sweep trial's) work. Returns the meta.json written and
-    a one-line summary."""
-    from mlpipeline.data.sources import source_for
-
-    return source_for(cfg).write_features(cfg)
-
-
 def write_table_features(cfg: Config) -> tuple[dict[str, Any], str]:
     """A table's features: the column kinds, the preprocessing fitted on the training split
     (also as preprocess.onnx), the feature rows of every split, the probes and schema.json."""

@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from mlpipeline.artifacts import (
+    TABLE_BATCH_ROWS,
     atomic_path,
     load_array,
     parquet_reader,
@@ -29,6 +30,24 @@ from mlpipeline.artifacts import (
 )
 from mlpipeline.config import Config, locate
 from mlpipeline.config.schema import suggest
+from mlpipeline.data.features import (
+    number_values,
+    onnx_feeds,
+    text_values,
+    with_preprocessing,
+    write_table_features,
+)
+from mlpipeline.data.splits import (
+    SPLITS,
+    prepare_arrays,
+    prepare_table,
+    read_meta,
+    read_rows,
+    read_split,
+    split_table,
+    write_prepared,
+    write_prepared_table,
+)
 from mlpipeline.errors import PipelineError
 
 PARQUET_MAGIC = b"PAR1"
@@ -36,7 +55,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 # the usual field separators, as data.source.delimiter spells them: a header read with another
 # delimiter is one column whose name holds them
 DELIMITERS = {";": "';'", "\t": "'\\t'", "|": "'|'", ",": "','"}
-BATCH_ROWS = 262_144  # rows read and written at a time: bounds the memory a large table takes
 
 
 @dataclass(frozen=True)
@@ -51,7 +69,9 @@ class Table:
     num_rows: int  # those with a label, when `drop_unlabelled`
     drop_unlabelled: bool = False  # rows without a label are skipped as they are read
 
-    def batches(self, columns: list[str] | None = None, rows: int = BATCH_ROWS) -> Iterator[Any]:
+    def batches(
+        self, columns: list[str] | None = None, rows: int = TABLE_BATCH_ROWS
+    ) -> Iterator[Any]:
         """pyarrow.RecordBatch of `columns` (the features, then the label), in file order."""
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -439,7 +459,6 @@ class Digits(Source):
 
     def prepare(self, cfg: Config, task: Any) -> tuple[Any, str]:
         """Check and split the arrays; fit the normalisation constants on train."""
-        from mlpipeline.data.splits import prepare_arrays, write_prepared
 
         data, meta = read_ingested(cfg.paths.ingested)
         result = prepare_arrays(data.x, data.y, meta, cfg.data.split, cfg.seed, task)
@@ -449,8 +468,6 @@ class Digits(Source):
     def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
         """The prepared arrays as they are: the network normalises its own input."""
         import shutil
-
-        from mlpipeline.data.splits import SPLITS, read_meta
 
         source = cfg.paths.prepared
         meta = read_meta(source)
@@ -490,15 +507,12 @@ class Digits(Source):
         return f"{len(columns)} image statistics"
 
     def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
-        from mlpipeline.data.splits import read_split
 
         x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
         yield {card["input"]["name"]: np.asarray(x)}
 
     def signature(self, cfg: Config, card: dict[str, Any]) -> tuple[Any, Any]:
         from mlflow.types import Schema, TensorSpec
-
-        from mlpipeline.data.splits import read_split
 
         x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
         example = np.asarray(x[:2])
@@ -543,7 +557,6 @@ class TableFile(Source):
 
     def prepare(self, cfg: Config, task: Any) -> tuple[Any, str]:
         """Encode the label as the task says and split the rows; the columns stay as read."""
-        from mlpipeline.data.splits import prepare_table, write_prepared_table
 
         data, _ = read_ingested(cfg.paths.ingested)
         result = prepare_table(data, task, cfg.data.split, cfg.seed)
@@ -553,7 +566,6 @@ class TableFile(Source):
 
     def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
         """Column kinds, the preprocessing fitted on train (also as ONNX), the feature rows."""
-        from mlpipeline.data.features import write_table_features
 
         return write_table_features(cfg)
 
@@ -572,7 +584,6 @@ class TableFile(Source):
 
     def finish_onnx(self, network: Path, out: Path, features_dir: Path) -> None:
         """The fitted preprocessing (features/preprocess.onnx) in front of the network."""
-        from mlpipeline.data.features import with_preprocessing
 
         with_preprocessing(features_dir / "preprocess.onnx", network, out)
         network.unlink()
@@ -582,8 +593,6 @@ class TableFile(Source):
     ) -> list[tuple[str, np.ndarray, Iterator[dict[str, np.ndarray]]]]:
         """The raw test rows, then the probe rows with missing values and unseen categories
         (features/probes.json)."""
-        from mlpipeline.data.features import onnx_feeds
-        from mlpipeline.data.splits import split_table
 
         columns = meta["columns"]
         parquet = split_table(cfg.paths.prepared, "test")
@@ -605,8 +614,6 @@ class TableFile(Source):
     ) -> list[Any]:
         """The raw training columns the model takes (meta.json's), binned: quantiles and a
         missing slot for numbers, the most frequent values for categories."""
-        from mlpipeline.data.features import number_values, text_values
-        from mlpipeline.data.splits import read_rows, split_table
 
         settings = cfg.monitoring.profile
         names = [c["name"] for c in meta["columns"]]
@@ -634,8 +641,6 @@ class TableFile(Source):
         return f"{kinds['numeric']} numeric and {kinds['categorical']} categorical columns"
 
     def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
-        from mlpipeline.data.features import onnx_feeds
-        from mlpipeline.data.splits import split_table
 
         columns = card["input"]["columns"]
         parquet = split_table(cfg.paths.prepared, "test")
@@ -648,8 +653,6 @@ class TableFile(Source):
         here, since MLflow's own inference drops a signature whose example has missing values."""
         import pyarrow as pa
         from mlflow.types import ColSpec, Schema
-
-        from mlpipeline.data.splits import split_table
 
         columns = card["input"]["columns"]
         names = [c["name"] for c in columns]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mlpipeline.artifacts import (
+    TABLE_BATCH_ROWS,
     atomic_path,
     load_array,
     parquet_reader,
@@ -23,7 +24,6 @@ from mlpipeline.artifacts import (
 )
 from mlpipeline.config import Split
 from mlpipeline.config.tasks import Classification, Task, task_for
-from mlpipeline.data.sources import BATCH_ROWS
 from mlpipeline.errors import PipelineError
 
 SPLITS = ("train", "val", "test")
@@ -61,7 +61,7 @@ def split_indices(
 ) -> dict[str, np.ndarray]:
     """Train/val/test indices, reproducible from the seed, stratified as the task says (by
     class for a classification, the default)."""
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import train_test_split  # seconds to import: only prepare splits
 
     task = task or Classification()
     strata = task.strata(y, split)
@@ -190,9 +190,9 @@ def take_rows(batches: Iterable[Any], rows: dict[str, np.ndarray]) -> Iterator[t
 def read_rows(parquet: Any, rows: np.ndarray, columns: list[str]) -> Any:
     """`rows` (sorted row indices) of a Parquet file's (a pyarrow.parquet.ParquetFile's)
     `columns`, as a pyarrow.Table, read a batch at a time."""
-    import pyarrow as pa
+    import pyarrow as pa  # pyarrow: a second to import, and only tables use it
 
-    batches = parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+    batches = parquet.iter_batches(batch_size=TABLE_BATCH_ROWS, columns=columns)
     taken = [batch for _, batch in take_rows(batches, {"rows": rows})]
     schema = pa.schema([parquet.schema_arrow.field(c) for c in columns])
     return pa.Table.from_batches(taken, schema=schema)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import docker
+import yaml
 from docker.errors import APIError, DockerException, ImageNotFound
 from docker.models.containers import Container
 from docker.models.images import Image
@@ -44,8 +45,6 @@ class DockerSettings(BaseSettings):
 
 def serve_image_tag(settings: DockerSettings, params: Path = Path("params.yaml")) -> str:
     """The serving image's tag: IMAGE_TAG, else `<project>-serve:latest` from params.yaml."""
-    import yaml
-
     if settings.image_tag:
         return settings.image_tag
     if not params.is_file():

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from mlpipeline.config import load_config
+from mlpipeline.data.sources import read_table
 from mlpipeline.errors import PipelineError, exit_on_error
 from mlpipeline.serving import profile as bins
 
@@ -48,8 +50,6 @@ def read_batch(path: Path) -> Any:
             return np.load(path, allow_pickle=False)
         except (ValueError, OSError) as err:
             raise PipelineError(f"cannot read {path} as a numpy array: {err}") from None
-    from mlpipeline.data.sources import read_table
-
     return read_table(path, "parquet" if path.suffix == ".parquet" else "csv")
 
 
@@ -71,6 +71,7 @@ def column_counts(profile: bins.Profile, batch: Any, source: Path) -> dict[str, 
         return counts
     if isinstance(batch, np.ndarray):
         raise PipelineError(f"{source}: the model takes records: give a CSV or Parquet file")
+    # it imports scikit-learn, seconds of start-up that a check of images never needs
     from mlpipeline.data.features import number_values, text_values
 
     names = [c.name for c in profile.columns]
@@ -118,8 +119,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", type=Path, help="default: the config's paths.profile")
     args = parser.parse_args(argv)
     with exit_on_error():
-        from mlpipeline.config import load_config
-
         cfg = load_config(args.params)
         path = args.profile or cfg.paths.profile
         try:

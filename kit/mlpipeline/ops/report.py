@@ -26,6 +26,7 @@ from mlpipeline.artifacts import atomic_path, read_json
 from mlpipeline.config import Paths, load_config
 from mlpipeline.errors import PipelineError, exit_on_error
 from mlpipeline.git import git
+from mlpipeline.plots import render_plots
 
 REPORT_NAME = "report.md"
 # alt text for the pictures mlpipeline.plots.render_plots writes; unknown names use their stem
@@ -213,8 +214,6 @@ def build_report(repo: Path, base: str, out_dir: Path) -> Path:
 
     with atomic_path(out_dir, is_dir=True) as tmp:
         try:
-            from mlpipeline.plots import render_plots
-
             images = render_plots(paths.history, paths.eval, tmp)
         except FileNotFoundError as err:
             raise PipelineError(

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from mlpipeline.artifacts import atomic_path
+from mlpipeline.config import load_config
 from mlpipeline.config.schema import Monitoring
 from mlpipeline.errors import PipelineError, exit_on_error
 
@@ -201,8 +202,6 @@ def main() -> None:
     parser.add_argument("--interval", default="15s", help="rule evaluation interval")
     args = parser.parse_args()
     with exit_on_error():
-        from mlpipeline.config import load_config
-
         if not args.params.is_file():
             raise PipelineError(f"{args.params} not found: run from the repository root")
         write_rules(load_config(args.params).monitoring, args.out, args.interval)

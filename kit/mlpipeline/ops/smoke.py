@@ -93,7 +93,7 @@ def load_check_inputs(test: Path, reference: Path) -> tuple[Any, np.ndarray]:
         if not path.is_file():
             raise PipelineError(f"{path} not found: run `dvc repro` first")
     if rows_path == table:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # a second to import, and only a table model needs it
 
         records = [
             {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()}

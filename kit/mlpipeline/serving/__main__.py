@@ -8,12 +8,11 @@ import sys
 import tempfile
 from typing import Any
 
+import uvicorn
 from pydantic import ValidationError
 
-from mlpipeline.serving.app import create_app
-from mlpipeline.serving.model import ModelError
 from mlpipeline.serving.protocol import BoundedHttpToolsProtocol
-from mlpipeline.serving.settings import Settings
+from mlpipeline.serving.settings import Settings, quiet_onnxruntime
 
 
 def _settings_error(err: ValidationError) -> str:
@@ -24,7 +23,10 @@ def _settings_error(err: ValidationError) -> str:
 
 def main() -> None:
     """Validate settings and model (one-line errors, exit 1), then run uvicorn."""
-    import uvicorn
+    quiet_onnxruntime()
+    # after quiet_onnxruntime: the app imports onnxruntime, which reads its telemetry setting
+    from mlpipeline.serving.app import create_app
+    from mlpipeline.serving.model import ModelError
 
     try:
         settings = Settings()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -87,3 +88,9 @@ class Settings(BaseSettings):
     def profile_file(self) -> Path:
         """The drift profile: PROFILE_PATH, else profile.json beside the model."""
         return self.profile_path or self.model_path.with_name("profile.json")
+
+
+def quiet_onnxruntime() -> None:
+    """Turn ONNX Runtime's usage telemetry off, a value already set winning: a served model has
+    no business phoning home. Call it before onnxruntime is imported, which reads it."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

@@ -23,6 +23,7 @@ from mlpipeline.artifacts import atomic_path
 from mlpipeline.config import Config, check_targets_once, compose_config, load_config
 from mlpipeline.config.guard import allowed_prefixes, check_config
 from mlpipeline.config.schema import flatten
+from mlpipeline.determinism import prepare_process
 from mlpipeline.errors import PipelineError, exit_on_error
 
 STAMP_TEXT = "params.yaml is composed from conf/ by the `compose` stage of dvc.yaml\n"
@@ -75,6 +76,7 @@ def changes(old_path: Path, new_text: str) -> list[str]:
 
 
 def main() -> None:
+    prepare_process()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "overrides",

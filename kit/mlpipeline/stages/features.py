@@ -1,5 +1,6 @@
 """Stage `features`: the network's inputs per split, and for tables the preprocessing that makes
-them (`mlpipeline.data.features`), fitted on the training split only.
+them (`mlpipeline.data.features`), fitted on the training split only: as the data source's
+kind does it (`mlpipeline.data.sources`).
 
 Tables: per split x.npy (float32, written in batches, never held whole) and y.npy; the fitted
 preprocessing as preprocess.onnx (which the export stage puts in front of the network);
@@ -14,12 +15,12 @@ from typing import Any
 
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
-from mlpipeline.data.features import write_features
+from mlpipeline.data.sources import source_for
 
 
 def features(cfg: Config) -> dict[str, Any]:
     """Write `paths.features` from `paths.prepared`; return its meta.json."""
-    meta, summary = write_features(cfg)
+    meta, summary = source_for(cfg).write_features(cfg)
     print(f"features: {summary}")
     return meta
 

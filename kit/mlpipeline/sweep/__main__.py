@@ -7,19 +7,23 @@ import os
 import sys
 from pathlib import Path
 
+import hydra
+
+from mlpipeline.config import validate_config
+from mlpipeline.determinism import prepare_process
 from mlpipeline.errors import exit_on_error
+from mlpipeline.sweep.files import TRIAL_ENV
+from mlpipeline.sweep.grid import prevalidate
+from mlpipeline.sweep.trial import task
+from mlpipeline.sweep.workers import warm_joblib_workers
 
 
 def main() -> None:
-    """Validate the grid, then hand over to Hydra (which parses sys.argv)."""
-    import hydra
-
-    from mlpipeline.sweep.grid import prevalidate
-    from mlpipeline.sweep.trial import TRIAL_ENV, task
-    from mlpipeline.sweep.workers import warm_joblib_workers
-
+    """Prepare the process, validate the grid, then hand over to Hydra (which parses
+    sys.argv)."""
+    prepare_process()
     if (trial := os.environ.get(TRIAL_ENV)) and int(os.environ.get("LOCAL_RANK", "0")) > 0:
-        from mlpipeline.config import validate_config
+        # Lightning only where it trains: this rank joins its trial's training, nothing else
         from mlpipeline.models.training import fit
 
         fit(validate_config(json.loads(trial), source="DDP trial config"))

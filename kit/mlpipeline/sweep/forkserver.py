@@ -20,6 +20,8 @@ TRIAL_MODULES = [
     "mlpipeline.data.sources",
     "mlpipeline.data.splits",
     "mlpipeline.sweep.trial",
+    "mlpipeline.stages.train",
+    "mlpipeline.stages.crossval",
     "sklearn.model_selection",  # the stratified split
     "mlflow",
     "mlflow.store.tracking.sqlalchemy_store",  # what opening the SQLite store imports

@@ -5,9 +5,12 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
 from mlpipeline.config import check_targets, compose_config
 from mlpipeline.config.guard import allowed_prefixes, check_overrides
 from mlpipeline.errors import PipelineError
+from mlpipeline.sweep.workers import check_in_server
 
 
 def prevalidate(conf_dir: Path, argv: list[str], in_server: bool = False) -> int:
@@ -15,8 +18,6 @@ def prevalidate(conf_dir: Path, argv: list[str], in_server: bool = False) -> int
     runs; return how many were checked. Search-space overrides (interval) are left to the
     sweeper, which validates each trial again. `in_server`: check the `_target_`s in a process
     forked from the joblib workers' warm server (`mlpipeline.sweep.workers.check_in_server`)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     tokens = [a for a in argv if "=" in a and not a.startswith("-")]
     # Hydra's own overrides too: it instantiates its callbacks, launcher and sweeper itself
     check_overrides(tokens, allowed_prefixes(conf_dir))
@@ -35,8 +36,6 @@ def prevalidate(conf_dir: Path, argv: list[str], in_server: bool = False) -> int
             axes.append([f"{prefix}={v}" for v in o.sweep_string_iterator()])
     configs = [compose_config(conf_dir, [*fixed, *combo])[1] for combo in itertools.product(*axes)]
     if in_server:
-        from mlpipeline.sweep.workers import check_in_server
-
         check_in_server(configs)
     else:
         for cfg in configs:

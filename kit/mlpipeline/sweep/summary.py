@@ -7,20 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from mlpipeline import tracking
 from mlpipeline.artifacts import atomic_path
-from mlpipeline.sweep.trial import RESULT_FILE
-
-# the sweep's MLflow run id, in the sweep directory, where every launcher's trials find it (the
-# joblib launcher's workers fork from a server started before the run exists: no environment)
-PARENT_RUN_FILE = ".mlflow_parent_run"
-
-
-def parent_run(sweep_dir: Path) -> str | None:
-    """The sweep's MLflow run id, once `SweepSummary` has opened it."""
-    path = sweep_dir / PARENT_RUN_FILE
-    return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+from mlpipeline.sweep.files import PARENT_RUN_FILE, RESULT_FILE, parent_run
+from mlpipeline.sweep.workers import warm_joblib_workers
 
 
 class SweepSummary(Callback):
@@ -28,11 +21,6 @@ class SweepSummary(Callback):
     trials' result files, prints them and writes and logs the best one."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from mlflow import MlflowClient
-
-        from mlpipeline import tracking
-        from mlpipeline.sweep.workers import warm_joblib_workers
-
         if "joblib" in str(config.hydra.launcher.get("_target_", "")):
             warm_joblib_workers()  # a no-op when main() saw the launcher on the command line
 
@@ -47,10 +35,6 @@ class SweepSummary(Callback):
         (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id, encoding="utf-8")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from mlflow import MlflowClient
-
-        from mlpipeline import tracking
-
         sweep_dir = Path(config.hydra.sweep.dir)
         trials = [
             {**json.loads(p.read_text()), "dir": str(p.parent)}

@@ -1,70 +1,80 @@
-"""One sweep trial: prepare the data and train in the trial's directory, log the trial to
-MLflow under the sweep's run, and return its score."""
+"""One sweep trial: the pipeline's own stages (ingest, prepare, features, then train, or
+crossval with `cv.folds`) on paths inside the trial's directory, the trial logged to MLflow
+under the sweep's run, and its score returned."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mlpipeline.artifacts import json_text
 from mlpipeline.config import Config, validate_config
+from mlpipeline.determinism import prepare_process
 from mlpipeline.errors import PipelineError
+from mlpipeline.stages.features import features
+from mlpipeline.stages.ingest import ingest
+from mlpipeline.stages.prepare import prepare
+from mlpipeline.sweep.files import RESULT_FILE, TRIAL_ENV, parent_run
 
-# Lightning's DDP launcher re-runs this command (multirun flags included) for ranks 1..N-1;
-# rank 0 passes them its resolved trial config here so they join its training and do nothing else
-TRIAL_ENV = "MLPIPELINE_DDP_TRIAL"
-RESULT_FILE = "result.json"
+# what Lightning's DDP launcher sets in its own process for the ranks it starts; left behind,
+# the next trial's ranks would look for this trial's address and port
+DDP_LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextlib.contextmanager
+def trial_environment(cfg: Config) -> Iterator[None]:
+    """Hand `cfg` to the DDP ranks Lightning may start (`TRIAL_ENV`); afterwards give that
+    variable and the launcher's (`DDP_LAUNCH_VARIABLES`) back their values from before, so a
+    launcher that set them (torchrun, SLURM) keeps them and nothing else is touched."""
+    before = {key: os.environ.get(key) for key in (TRIAL_ENV, *DDP_LAUNCH_VARIABLES)}
+    os.environ[TRIAL_ENV] = json.dumps(cfg.dump())
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str | None) -> float:
-    """Source -> prepared splits -> features -> training inside `out_dir`; log the trial;
-    return its score: the best epoch's `sweep.metric`, or with `cv.folds` the mean over the
-    folds of the training split."""
-    from mlpipeline import tracking
-    from mlpipeline.data.features import write_features
-    from mlpipeline.data.sources import Table, load_source
-    from mlpipeline.data.splits import (
-        prepare_arrays,
-        prepare_table,
-        write_prepared,
-        write_prepared_table,
-    )
-    from mlpipeline.models.training import best_value, cross_validate, fit, save
+    """The stages ingest -> prepare -> features -> train (or crossval) inside `out_dir`; log
+    the trial; return its score: the best epoch's `sweep.metric`, or with `cv.folds` the mean
+    over the folds of the training split."""
+    # the training stages import Lightning: under the joblib launcher the sweep's own process,
+    # which imports this module for Hydra, never trains and should not wait for it
+    from mlpipeline.models.training import best_value
+    from mlpipeline.stages.crossval import crossval
+    from mlpipeline.stages.train import train
 
     cfg = cfg.model_copy(update={"paths": cfg.paths.rebased(out_dir)})
-    data = load_source(cfg.data.source, cfg.paths.raw)
-    if isinstance(data, Table):
-        prepared = prepare_table(data, cfg.task, cfg.data.split, cfg.seed)
-        write_prepared_table(prepared, cfg.paths.prepared)
-    else:
-        meta = data.meta(cfg.data.source.kind)
-        prepared = prepare_arrays(data.x, data.y, meta, cfg.data.split, cfg.seed)
-        write_prepared(prepared, cfg.paths.prepared)
-    write_features(cfg)
-    env_before = dict(os.environ)
-    os.environ[TRIAL_ENV] = json.dumps(cfg.dump())
-    try:
+    ingest(cfg)
+    prepare(cfg)
+    features(cfg)
+    with trial_environment(cfg):
         if cfg.cv.folds:
-            folds = cross_validate(cfg)
+            folds = crossval(cfg)
             score, history, epochs, global_zero = folds["mean"], [], 0, True
         else:
-            result = fit(cfg)
-            save(result, cfg.paths.model, cfg.paths.history)
+            result = train(cfg)
             score = best_value(result.history, cfg.sweep.metric, cfg.sweep.direction)
             history, epochs, global_zero = result.history, result.epochs, result.global_zero
             folds = None
-    finally:
-        # DDP leaves rank and port variables behind; the next trial's workers must not see them
-        os.environ.clear()
-        os.environ.update(env_before)
     if not global_zero:
         # ranks started by torchrun or SLURM (not by Lightning) run the whole trial: one logs it
         return score
 
-    import mlflow  # after training: its import would delay the first step
+    # after training: MLflow's seconds of import would delay the first step
+    import mlflow
+
+    from mlpipeline import tracking
 
     experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
     with mlflow.start_run(
@@ -97,10 +107,8 @@ def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str 
 
 def task(dict_cfg: DictConfig) -> float:
     """Hydra's task function: one trial from its composed config."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from mlpipeline.sweep.summary import parent_run
-
+    # a launcher's job may be a fresh process that never ran the sweep's main (submitit's)
+    prepare_process()
     hydra_cfg = HydraConfig.get()
     try:
         cfg = validate_config(OmegaConf.to_container(dict_cfg, resolve=True), source="trial config")

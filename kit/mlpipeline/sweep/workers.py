@@ -3,6 +3,12 @@ needs, instead of fresh interpreters that each import torch, Lightning and MLflo
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.forkserver
+from concurrent.futures import ProcessPoolExecutor
+
+from joblib.externals.loky.backend import context
+
 from mlpipeline.config import Config, check_targets
 
 
@@ -12,11 +18,6 @@ def warm_joblib_workers() -> None:
     overlap the parent's validation of the grid. Loky, the backend Hydra's joblib launcher
     always uses, otherwise starts every worker as a fresh interpreter. The server forks before
     any computation, so its children start clean."""
-    import multiprocessing
-    import multiprocessing.forkserver
-
-    from joblib.externals.loky.backend import context
-
     if context.get_start_method() == "forkserver":
         return
     # "__main__": the stdlib's convention for the script itself, when started by its path
@@ -30,9 +31,7 @@ def check_in_server(configs: list[Config]) -> None:
     Lightning for the workers anyway: under the joblib launcher the sweep's own process never
     trains, and importing them there too would hold up the first trial. Meanwhile the sweep's
     process imports what it does need next, MLflow for the sweep's parent run."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
+    # here, not at the top: this is the moment to load it, while the server checks the configs
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:

@@ -11,7 +11,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mlpipeline import PipelineError
+from mlpipeline.api import PipelineError
 
 Width = Annotated[int, Field(ge=1)]
 Dropout = Annotated[float, Field(ge=0, lt=1)]

@@ -17,6 +17,9 @@ from pathlib import Path
 
 from mlpipeline.artifacts import atomic_path
 from mlpipeline.errors import PipelineError, exit_on_error
+from mlpipeline.ops.orchestrate.graph import read_graph, to_json
+from mlpipeline.ops.orchestrate.handoff import Handoff
+from mlpipeline.ops.orchestrate.runner import dvc_hash, run_stage
 
 UPSTREAM_ENV = "MLPIPELINE_UPSTREAM"
 
@@ -59,8 +62,6 @@ def main(argv: list[str] | None = None) -> None:
 
     with exit_on_error("interrupted"):
         if args.command == "graph":
-            from mlpipeline.ops.orchestrate.graph import read_graph, to_json
-
             text = to_json(read_graph(args.repo))
             if args.output:
                 with atomic_path(args.output) as tmp:
@@ -68,14 +69,9 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 sys.stdout.write(text)
         elif args.command == "hash":
-            from mlpipeline.ops.orchestrate.runner import dvc_hash
-
             for path in args.paths:
                 print(f"{dvc_hash(args.repo, path)}  {path}")
         else:
-            from mlpipeline.ops.orchestrate.handoff import Handoff
-            from mlpipeline.ops.orchestrate.runner import run_stage
-
             upstream = [Handoff.decode(line) for line in upstream_lines(args.upstream)]
             handoff = run_stage(
                 args.repo,

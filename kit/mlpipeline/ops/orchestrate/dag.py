@@ -112,6 +112,7 @@ def stage_task(settings: Settings, stage: Stage, tasks: dict[str, str]) -> BaseO
         common["queue"] = settings.queues[stage.name]
     upstream = [tasks[name] for name in stage.upstream]
     if settings.mode == "docker":
+        # the Docker provider need be installed only where tasks run in containers
         from mlpipeline.ops.orchestrate.container import StageContainerOperator
 
         return StageContainerOperator(

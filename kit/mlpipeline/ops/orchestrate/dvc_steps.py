@@ -13,12 +13,12 @@ import sys
 import time
 from collections.abc import Sequence
 
+from dvc.cli import main as dvc
+
 
 def run_steps(steps: Sequence[Sequence[str]]) -> int:
     """Run each DVC command line through DVC's own entry point; the first failing one's exit
     status, else 0."""
-    from dvc.cli import main as dvc
-
     for args in steps:
         print(f"$ dvc {' '.join(args)}", flush=True)
         started = time.perf_counter()

@@ -40,6 +40,7 @@ def address(stage: Any, root: str) -> str:
 
 def open_repo(root: Path) -> Any:
     """DVC's Repo at `root`; PipelineError in one line if there is none."""
+    # DVC here, not at the top: the DAG file imports this module in Airflow's environment
     from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
@@ -52,6 +53,7 @@ def open_repo(root: Path) -> Any:
 def pipeline_stages(repo: Any) -> list[Any]:
     """The index's pipeline stages (those with a command; `.dvc` files are data, not tasks)
     in an order where every stage comes after the stages it depends on."""
+    # as open_repo: Airflow's environment, which imports this module, has no DVC
     import networkx as nx
     from dvc.stage import PipelineStage
 
@@ -62,7 +64,7 @@ def pipeline_stages(repo: Any) -> list[Any]:
 
 def read_graph(root: Path) -> list[Stage]:
     """The stage graph of the DVC repository at `root`, dependencies first."""
-    from dvc.exceptions import DvcException
+    from dvc.exceptions import DvcException  # as open_repo: not in Airflow's environment
 
     repo = open_repo(root)
     try:

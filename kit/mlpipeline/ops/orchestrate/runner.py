@@ -16,8 +16,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
+
+from dvc.dependency.param import ParamsDependency
+from dvc.utils.hydra import compose_and_dump
+from dvc.utils.serialize import load_yaml, modify_yaml
+from filelock import FileLock, Timeout
+from scmrepo.git import Git
 
 from mlpipeline.artifacts import atomic_path
 from mlpipeline.config.guard import allowed_prefixes, check_overrides
@@ -46,7 +53,6 @@ def workspace_revision(root: Path) -> str:
     """The source revision the workspace holds: MLPIPELINE_REVISION, else git's HEAD."""
     if revision := os.environ.get(REVISION_ENV):
         return revision
-    from scmrepo.git import Git
 
     with Git(str(root)) as scm:
         return scm.get_rev()
@@ -56,8 +62,6 @@ def changed_files(root: Path) -> dict[str, bytes | None]:
     """Every file that differs from the workspace's git revision and that git does not
     ignore (what a user would commit after `dvc repro`), dvc.lock aside: its content, None
     where it was deleted."""
-    from scmrepo.git import Git
-
     with Git(str(root)) as scm:
         staged, unstaged, untracked = scm.status(untracked_files="all")
     paths = {p for group in staged.values() for p in group} | set(unstaged) | set(untracked)
@@ -72,8 +76,6 @@ def restore(root: Path, paths: list[str]) -> None:
     """Put these files back as the git revision has them (a file it lacks is removed)."""
     if not paths:
         return
-    from scmrepo.git import Git
-
     with Git(str(root)) as scm:
         committed = scm.get_fs("HEAD")
         for path in paths:
@@ -122,8 +124,6 @@ def handed_on(
 def write_lock_entries(lockfile: Path, entries: dict[str, Any]) -> None:
     """Set these stages' entries in dvc.lock with DVC's own YAML writer (the file's other
     entries and its layout stay as DVC keeps them)."""
-    from dvc.utils.serialize import modify_yaml
-
     with atomic_path(lockfile) as tmp:
         if lockfile.is_file():
             tmp.write_bytes(lockfile.read_bytes())
@@ -136,8 +136,6 @@ def write_lock_entries(lockfile: Path, entries: dict[str, Any]) -> None:
 
 def lock_entry(root: Path, stage: str) -> dict[str, Any]:
     """The stage's entry in dvc.lock, read as DVC reads it (YAML 1.2: `1e-05` is a number)."""
-    from dvc.utils.serialize import load_yaml
-
     lockfile = root / LOCKFILE
     data = load_yaml(str(lockfile)) if lockfile.is_file() else {}
     entry = (data or {}).get("stages", {}).get(stage)
@@ -150,8 +148,6 @@ def plan(root: Path, stage: str) -> tuple[list[str], set[str]]:
     """What to pull before the stage (the cached outputs of other stages that its deps name,
     or that lie inside or around them), and the files the pipeline writes outside DVC's
     cache (uncached outputs, parameter files)."""
-    from dvc.dependency.param import ParamsDependency
-
     repo = open_repo(root)
     try:
         stages = pipeline_stages(repo)
@@ -186,8 +182,6 @@ def plan(root: Path, stage: str) -> tuple[list[str], set[str]]:
 def apply_overrides(root: Path, overrides: Sequence[str]) -> None:
     """Compose params.yaml from conf/ with Hydra overrides, as `dvc exp run -S` does (DVC's
     own composition, with the repository's `hydra` settings)."""
-    from dvc.utils.hydra import compose_and_dump
-
     repo = open_repo(root)
     try:
         hydra = repo.config.get("hydra", {})
@@ -219,8 +213,6 @@ def _conf_dir(config_dir: str | None, config_module: str | None) -> Path:
     """The folder DVC composes: `hydra.config_dir`, or the package `hydra.config_module`."""
     if config_dir is not None:
         return Path(config_dir)
-    from importlib.resources import files
-
     try:
         return Path(str(files(str(config_module))))
     except (ImportError, TypeError) as err:
@@ -257,8 +249,6 @@ def failure(stage: str, step: str, lines: list[str]) -> str:
 def workspace_lock(root: Path, echo: Callable[[str], None]):
     """Hold the workspace for one task; a second task here waits (DVC's own lock would fail
     it instead)."""
-    from filelock import FileLock, Timeout
-
     path = root / ".dvc" / "tmp" / "orchestrate.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path))
