@@ -265,6 +265,7 @@ class Config(Section):
     data: Data
     features: Features
     model: Target
+    module: Target  # the LightningModule
     optimizer: Optimizer
     scheduler: Target | None
     trainer: Trainer
@@ -305,7 +306,12 @@ class Config(Section):
 
     def targets(self) -> dict[str, Target]:
         """Every `_target_` section by its dotted key, e.g. `callbacks.early_stopping`."""
-        found = {"model": self.model, "optimizer": self.optimizer, "trainer": self.trainer}
+        found = {
+            "model": self.model,
+            "module": self.module,
+            "optimizer": self.optimizer,
+            "trainer": self.trainer,
+        }
         if self.scheduler is not None:
             found["scheduler"] = self.scheduler
         named = {

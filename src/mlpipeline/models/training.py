@@ -19,8 +19,6 @@ from typing import Any
 from mlpipeline.artifacts import scratch_dir
 from mlpipeline.config import Config
 
-# Trainer settings that the module applies itself, as it optimizes manually
-MODULE_TRAINER_ARGS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
 # both tasks' columns, so that every plot dvc.yaml defines finds its fields (the other task's
 # stay empty)
 HISTORY_COLUMNS = (
@@ -58,10 +56,11 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
     import torch
 
     from mlpipeline.config import check_targets, instantiate
+    from mlpipeline.config.targets import MODULE_INPUTS
     from mlpipeline.data.datamodule import ArrayDataModule
     from mlpipeline.determinism import use_portable_kernels
+    from mlpipeline.models.history import EpochHistory
     from mlpipeline.models.modelfile import build_network
-    from mlpipeline.models.module import Classifier, Regressor
 
     check_targets(cfg)
     use_portable_kernels(cfg.cpu_threads)
@@ -80,20 +79,26 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
         **({"target": data.meta["target"]} if regression else {}),
     }
     network = build_network(spec)
+    inputs = {
+        "network": network,
+        "num_classes": spec["num_classes"],
+        "optimizer": cfg.optimizer.spec(),
+        "scheduler": cfg.scheduler.spec() if cfg.scheduler else None,
+        "loss": cfg.objective,
+        "target": spec.get("target"),
+    }
+    module = instantiate(
+        cfg.module.spec(),
+        "module",
+        # the optimizer and scheduler specs arrive as plain dicts, not yet built
+        _recursive_=False,
+        _convert_="all",
+        **{name: inputs[name] for name in MODULE_INPUTS[cfg.task]},
+    )
     trainer_args = cfg.trainer.spec()
     # progress bars on a terminal; in a file or a CI log one line per epoch instead
     terminal = sys.stderr.isatty()
-    options = {
-        "optimizer": cfg.optimizer.spec(),
-        "scheduler": cfg.scheduler.spec() if cfg.scheduler else None,
-        # the module optimizes manually, so it clips and accumulates (mlpipeline.models.module)
-        **{k: trainer_args.pop(k) for k in MODULE_TRAINER_ARGS if k in trainer_args},
-        "report_epoch": None if terminal else _print_epoch(trainer_args["max_epochs"]),
-    }
-    if regression:
-        module = Regressor(network, cfg.objective, spec["target"], **options)
-    else:
-        module = Classifier(network, spec["num_classes"], **options)
+    history = EpochHistory(HISTORY_COLUMNS, trainer_args["max_epochs"], echo=not terminal)
     # beside the model, not in the system's temporary directory: a killed run's checkpoints
     # are then the next run's to delete (mlpipeline.artifacts.scratch_dir)
     checkpoints = cfg.paths.model.with_name(f"{cfg.paths.model.name}.checkpoints")
@@ -112,9 +117,9 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
         trainer = instantiate(
             trainer_args,
             "trainer",
-            profiler=trainer_args.pop("profiler", None) or null_profiler(),
             callbacks=[
                 checkpoint,
+                history,
                 *(
                     instantiate(section.spec(), f"callbacks.{name}")
                     for name, section in configured.items()
@@ -140,9 +145,8 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
         # Lightning leaves the DDP process group up; the next fit in this process (the next
         # sweep trial) would reuse it with peers that have exited
         torch.distributed.destroy_process_group()
-    history = [{k: row[k] for k in HISTORY_COLUMNS if k in row} for row in module.history]
     return TrainResult(
-        module.network, spec, history, checkpoint.monitor, best_score, trainer.is_global_zero
+        module.network, spec, history.rows, checkpoint.monitor, best_score, trainer.is_global_zero
     )
 
 
@@ -227,32 +231,6 @@ def quiet_lightning() -> None:
         if not any(isinstance(f, _DropAdverts) for f in logger.filters):
             logger.addFilter(_DropAdverts())
     warnings.filterwarnings("ignore", message=".*treespec.*deprecated")
-
-
-def null_profiler() -> Any:
-    """Lightning's default profiler, which records nothing, without its cost: it wraps each of
-    the hook calls of a training step in a fresh generator-based context manager; this one
-    hands out a single null context. `trainer.profiler` (e.g. `debug=profiler`) replaces it."""
-    import contextlib
-
-    from lightning.pytorch.profilers import PassThroughProfiler
-
-    null = contextlib.nullcontext()
-
-    class NullProfiler(PassThroughProfiler):
-        def profile(self, action_name: str) -> contextlib.AbstractContextManager:
-            return null
-
-    return NullProfiler()
-
-
-def _print_epoch(max_epochs: int) -> Any:
-    def report(row: dict[str, float]) -> None:
-        shown = [k for k in HISTORY_COLUMNS if k in row and k not in ("epoch", "lr")]
-        scores = "  ".join(f"{k} {row[k]:.4g}" for k in shown)
-        print(f"epoch {int(row['epoch']) + 1}/{max_epochs}: {scores}", flush=True)
-
-    return report
 
 
 def _fmt(value: float) -> str | int:
