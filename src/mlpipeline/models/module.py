@@ -49,7 +49,9 @@ class Classifier(L.LightningModule):
         self.save_hyperparameters(ignore=["network"])
         self.network = network
         self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # the labels are the prepare stage's, already checked: torchmetrics' input checks
+        # would cost every training step time
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes, average="macro")
 

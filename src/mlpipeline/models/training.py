@@ -145,8 +145,9 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
         # Lightning leaves the DDP process group up; the next fit in this process (the next
         # sweep trial) would reuse it with peers that have exited
         torch.distributed.destroy_process_group()
+    # the module trained the network it was given, whatever it calls it
     return TrainResult(
-        module.network, spec, history.rows, checkpoint.monitor, best_score, trainer.is_global_zero
+        network, spec, history.rows, checkpoint.monitor, best_score, trainer.is_global_zero
     )
 
 
