@@ -3,7 +3,8 @@
 1. Cold `dvc repro --force` in a temporary copy of the repository, split per stage into
    start-up (imports) and work, with each stage's peak memory (max RSS).
 2. No-op `dvc repro` of that copy against a one-stage pipeline.
-3. Training throughput: Lightning against a plain PyTorch loop (bench/throughput.py).
+3. Training throughput: Lightning against a plain PyTorch loop on the digits CNN
+   (bench/throughput.py), reported without a goal (the goal is the tabular one).
 
 Everything runs in temporary directories: the working tree, its DVC cache and its MLflow store
 are never touched. The machines are shared, so each measurement waits for, or is repeated
@@ -51,7 +52,8 @@ LAZY_IMPORTS = {
     "features": "",  # images are copied as prepared
     "crossval": "",  # off by default (cv.folds: 0)
     "train": "lightning torch torchmetrics hydra.utils mlpipeline.data.datamodule "
-    "myproject.models.module mlpipeline.models.modelfile mlpipeline.models.training",
+    "myproject.models.module mlpipeline.models.history mlpipeline.models.modelfile "
+    "mlpipeline.models.training",
     "evaluate": "torch torchmetrics.functional.classification mlpipeline.models.modelfile "
     "mlpipeline.determinism",
     "export": "torch torch.onnx onnxruntime mlpipeline.models.modelfile mlpipeline.determinism",

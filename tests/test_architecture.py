@@ -234,3 +234,13 @@ def test_a_stage_that_does_not_train_does_not_import_lightning(stage: str) -> No
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "[]"
+
+
+def test_the_kit_never_imports_the_project() -> None:
+    found = [
+        f"{module_name(path)} imports {name}"
+        for path in PACKAGE.rglob("*.py")
+        for name in imports(path)
+        if name.split(".")[0] == "myproject"
+    ]
+    assert not found

@@ -31,7 +31,7 @@ def use_table(repo: Path, file: str, label: str, task: str) -> None:
     text = config.read_text()
     text = text.replace("  - data: digits\n", "  - data: tabular\n")
     text = text.replace("  - model: cnn\n", "  - model: mlp\n")
-    text = text.replace("task: classification\n", f"task: {task}\n")
+    text = text.replace("  - task: classification\n", f"  - task: {task}\n")
     config.write_text(text)
     tabular = repo / "conf/data/tabular.yaml"
     text = tabular.read_text().replace("data/raw/data.csv", f"data/raw/{file}")

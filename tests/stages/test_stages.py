@@ -191,23 +191,23 @@ def test_a_table_model_registers_with_its_columns_as_optional_inputs(
 
 
 def test_trainer_clipping_and_accumulation_settings_apply(make_cfg) -> None:
-    # the module optimizes manually, where Lightning refuses these two trainer settings: the
-    # train stage hands them to the module, which applies them
+    # Lightning's own Trainer settings: the gradients after each optimizer step are clipped
     import lightning as L
     import torch
 
     class Watch(L.Callback):
         def __init__(self) -> None:
             self.norms: list[float] = []
+            self.steps = 0
 
-        def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
+        def on_train_batch_end(self, trainer, module, *_) -> None:
+            if trainer.global_step == self.steps:
+                return  # an accumulating batch: no step yet
+            self.steps = trainer.global_step
             grads = [p.grad for p in module.parameters() if p.grad is not None]
             self.norms.append(
                 float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
             )
-
-        def on_train_end(self, trainer, module) -> None:
-            self.steps = trainer.global_step
 
     cfg = make_cfg(
         "+trainer.gradient_clip_val=0.001",

@@ -283,6 +283,7 @@ class Config(Section):
     data: Data
     features: Features
     model: Target
+    module: Target  # the LightningModule
     optimizer: Optimizer
     scheduler: Target | None
     trainer: Trainer
@@ -321,6 +322,7 @@ class Config(Section):
         found = {
             "data.source": self.data.source,
             "model": self.model,
+            "module": self.module,
             "optimizer": self.optimizer,
             "trainer": self.trainer,
         }

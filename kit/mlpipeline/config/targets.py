@@ -31,10 +31,18 @@ from mlpipeline.errors import PipelineError
 # Arguments the code passes itself, so the config must not set them.
 SUPPLIED_BY_CODE = {
     "model": {"in_shape", "num_classes"},
+    "module": {"network", "num_classes", "optimizer", "scheduler", "loss", "target"},
     "optimizer": {"params"},
     "scheduler": {"optimizer"},
     "trainer": {"callbacks", "logger", "default_root_dir", "enable_checkpointing"},
     "callbacks.model_checkpoint": {"dirpath", "filename"},
+}
+
+# What training passes the LightningModule (`module`), by task: a module of one's own must take
+# these (as the modules conf/module/ names by default do)
+MODULE_INPUTS = {
+    "classification": ("network", "num_classes", "optimizer", "scheduler"),
+    "regression": ("network", "optimizer", "scheduler", "loss", "target"),
 }
 
 # What each section builds: its target must be a class of this kind, since a function of an
@@ -43,6 +51,7 @@ SUPPLIED_BY_CODE = {
 SECTION_KINDS = {
     "data": "mlpipeline.data.sources.Source",
     "model": "torch.nn.Module",
+    "module": "lightning.pytorch.LightningModule",
     "optimizer": "torch.optim.Optimizer",
     "scheduler": "torch.optim.lr_scheduler.LRScheduler",
     "trainer": "lightning.pytorch.Trainer",
@@ -120,6 +129,12 @@ def check_targets(cfg: Config, keys: Collection[str] | None = None) -> None:
                 f"{cfg.task}: for a numeric label set data=tabular and data.source.label"
             )
             continue
+        if key == "module" and (missing := _not_taken(target, MODULE_INPUTS[cfg.task])):
+            problems.append(
+                f"module._target_: {section.target} takes no {', '.join(missing)}, which "
+                f"training passes a {cfg.task} module, as the default in conf/module/ does"
+            )
+            continue
         valid = arguments(target, key)
         if valid is None:
             continue
@@ -144,6 +159,17 @@ def check_targets(cfg: Config, keys: Collection[str] | None = None) -> None:
                 )
     if problems:
         raise PipelineError("; ".join(problems))
+
+
+def _not_taken(target: Any, names: Collection[str]) -> list[str]:
+    """Those of `names` that `target`'s constructor does not take as keyword arguments."""
+    try:
+        params = inspect.signature(target).parameters
+    except ValueError:
+        return []
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return []
+    return [name for name in names if name not in params]
 
 
 def check_targets_once(cfg: Config, stamps: Path | None = None) -> None:
@@ -213,13 +239,10 @@ def _checker_sources() -> list[str]:
 
 
 def _fingerprint(key: str, section: Target, environment: dict[str, str], task: str) -> str:
-    """A hash of one section (its key, target and arguments), the task (a data source feeds
-    some tasks only) and the environment of the target's package (`_environment`)."""
-    digest = hashlib.sha256(
-        json.dumps(
-            [key, section.target, section.kwargs(), task], sort_keys=True, default=repr
-        ).encode()
-    )
+    """A hash of one section (its key, target and arguments), the task (what training passes
+    the module follows it) and the environment of the target's package (`_environment`)."""
+    fields = [key, section.target, section.kwargs(), task]
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=repr).encode())
     digest.update(environment[section.target.split(".")[0]].encode())
     return digest.hexdigest()
 

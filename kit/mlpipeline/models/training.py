@@ -16,11 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlpipeline.artifacts import scratch_dir
-from mlpipeline.config import Config
+import lightning as L
+import numpy as np
+import torch
 
-# Trainer settings that the module applies itself, as it optimizes manually
-MODULE_TRAINER_ARGS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+from mlpipeline.artifacts import scratch_dir, write_csv
+from mlpipeline.config import Config, check_targets, instantiate
+from mlpipeline.config.targets import MODULE_INPUTS
+from mlpipeline.config.tasks import task_for
+from mlpipeline.data.datamodule import ArrayDataModule
+from mlpipeline.data.splits import read_split
+from mlpipeline.determinism import use_portable_kernels
+from mlpipeline.errors import PipelineError
+from mlpipeline.models.history import EpochHistory
+from mlpipeline.models.modelfile import build_network, save_model
+
 # both tasks' columns, so that every plot dvc.yaml defines finds its fields (the other task's
 # stay empty)
 HISTORY_COLUMNS = (
@@ -54,14 +64,6 @@ class TrainResult:
 def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> TrainResult:
     """Train the configured network on `cfg.paths.features` (or on `splits`, arrays by split
     name); `callbacks` are added to the configured ones (benchmarks pass their timers here)."""
-    import lightning as L
-    import torch
-
-    from mlpipeline.config import check_targets, instantiate
-    from mlpipeline.data.datamodule import ArrayDataModule
-    from mlpipeline.determinism import use_portable_kernels
-    from mlpipeline.models.modelfile import build_network
-    from myproject.models.module import Classifier, Regressor
 
     check_targets(cfg)
     use_portable_kernels(cfg.cpu_threads)
@@ -70,30 +72,36 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
     data = ArrayDataModule(
         cfg.paths.features, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed, splits=splits
     )
-    regression = cfg.task == "regression"
     spec = {
         "net": cfg.model.spec(),
         "in_shape": data.meta["input_shape"],
         # the network's outputs: a score per class, or the one predicted value
-        "num_classes": 1 if regression else len(data.meta["classes"]),
+        "num_classes": task_for(cfg.task).output_size(data.meta.get("classes")),
         "normalization": data.meta["normalization"],
-        **({"target": data.meta["target"]} if regression else {}),
+        # a regression's target scaling, which the model's last layer undoes
+        **({"target": data.meta["target"]} if data.meta.get("target") else {}),
     }
     network = build_network(spec)
+    inputs = {
+        "network": network,
+        "num_classes": spec["num_classes"],
+        "optimizer": cfg.optimizer.spec(),
+        "scheduler": cfg.scheduler.spec() if cfg.scheduler else None,
+        "loss": cfg.objective,
+        "target": spec.get("target"),
+    }
+    module = instantiate(
+        cfg.module.spec(),
+        "module",
+        # the optimizer and scheduler specs arrive as plain dicts, not yet built
+        _recursive_=False,
+        _convert_="all",
+        **{name: inputs[name] for name in MODULE_INPUTS[cfg.task]},
+    )
     trainer_args = cfg.trainer.spec()
     # progress bars on a terminal; in a file or a CI log one line per epoch instead
     terminal = sys.stderr.isatty()
-    options = {
-        "optimizer": cfg.optimizer.spec(),
-        "scheduler": cfg.scheduler.spec() if cfg.scheduler else None,
-        # the module optimizes manually, so it clips and accumulates (myproject.models.module)
-        **{k: trainer_args.pop(k) for k in MODULE_TRAINER_ARGS if k in trainer_args},
-        "report_epoch": None if terminal else _print_epoch(trainer_args["max_epochs"]),
-    }
-    if regression:
-        module = Regressor(network, cfg.objective, spec["target"], **options)
-    else:
-        module = Classifier(network, spec["num_classes"], **options)
+    history = EpochHistory(HISTORY_COLUMNS, trainer_args["max_epochs"], echo=not terminal)
     # beside the model, not in the system's temporary directory: a killed run's checkpoints
     # are then the next run's to delete (mlpipeline.artifacts.scratch_dir)
     checkpoints = cfg.paths.model.with_name(f"{cfg.paths.model.name}.checkpoints")
@@ -112,9 +120,9 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
         trainer = instantiate(
             trainer_args,
             "trainer",
-            profiler=trainer_args.pop("profiler", None) or null_profiler(),
             callbacks=[
                 checkpoint,
+                history,
                 *(
                     instantiate(section.spec(), f"callbacks.{name}")
                     for name, section in configured.items()
@@ -140,15 +148,14 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
         # Lightning leaves the DDP process group up; the next fit in this process (the next
         # sweep trial) would reuse it with peers that have exited
         torch.distributed.destroy_process_group()
-    history = [{k: row[k] for k in HISTORY_COLUMNS if k in row} for row in module.history]
+    # the module trained the network it was given, whatever it calls it
     return TrainResult(
-        module.network, spec, history, checkpoint.monitor, best_score, trainer.is_global_zero
+        network, spec, history.rows, checkpoint.monitor, best_score, trainer.is_global_zero
     )
 
 
 def best_value(history: list[dict[str, float]], metric: str, direction: str) -> float:
     """The best epoch's value of `metric` in a training history."""
-    from mlpipeline.errors import PipelineError
 
     values = [row[metric] for row in history if metric in row]
     if not values:
@@ -160,13 +167,12 @@ def fold_indices(y: Any, folds: int, task: str, seed: int) -> list[tuple[Any, An
     """(train, validation) row indices of each of `folds` folds: stratified by class for a
     classification, shuffled by seed either way. The validation parts are disjoint and
     together cover every row."""
-    import numpy as np
+    # scikit-learn's import takes seconds, and only cross-validation needs it
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    from mlpipeline.errors import PipelineError
-
-    kind = KFold if task == "regression" else StratifiedKFold
-    if task != "regression" and len(y) and (fewest := int(np.bincount(y).min())) < folds:
+    stratified = task_for(task).has_classes
+    kind = StratifiedKFold if stratified else KFold
+    if stratified and len(y) and (fewest := int(np.bincount(y).min())) < folds:
         raise PipelineError(
             f"cannot make {folds} folds of the training split: a class has only {fewest} rows "
             "there, and stratified folds need one per fold; lower cv.folds"
@@ -183,9 +189,6 @@ def fold_indices(y: Any, folds: int, task: str, seed: int) -> list[tuple[Any, An
 def cross_validate(cfg: Config) -> dict[str, Any]:
     """Train on each K-1 folds of the training split, score on the fold left out: the mean
     and standard deviation of the best `sweep.metric` (the val split plays no part)."""
-    import numpy as np
-
-    from mlpipeline.data.splits import read_split
 
     x, y = read_split(cfg.paths.features, "train", mmap=True)
     scores = []
@@ -204,8 +207,6 @@ def cross_validate(cfg: Config) -> dict[str, Any]:
 
 def save(result: TrainResult, model_path: Path, history_path: Path) -> None:
     """Write the model file and the epoch history (CSV, for `dvc plots`); rank 0 only."""
-    from mlpipeline.artifacts import write_csv
-    from mlpipeline.models.modelfile import save_model
 
     if not result.global_zero:
         return
@@ -227,32 +228,6 @@ def quiet_lightning() -> None:
         if not any(isinstance(f, _DropAdverts) for f in logger.filters):
             logger.addFilter(_DropAdverts())
     warnings.filterwarnings("ignore", message=".*treespec.*deprecated")
-
-
-def null_profiler() -> Any:
-    """Lightning's default profiler, which records nothing, without its cost: it wraps each of
-    the hook calls of a training step in a fresh generator-based context manager; this one
-    hands out a single null context. `trainer.profiler` (e.g. `debug=profiler`) replaces it."""
-    import contextlib
-
-    from lightning.pytorch.profilers import PassThroughProfiler
-
-    null = contextlib.nullcontext()
-
-    class NullProfiler(PassThroughProfiler):
-        def profile(self, action_name: str) -> contextlib.AbstractContextManager:
-            return null
-
-    return NullProfiler()
-
-
-def _print_epoch(max_epochs: int) -> Any:
-    def report(row: dict[str, float]) -> None:
-        shown = [k for k in HISTORY_COLUMNS if k in row and k not in ("epoch", "lr")]
-        scores = "  ".join(f"{k} {row[k]:.4g}" for k in shown)
-        print(f"epoch {int(row['epoch']) + 1}/{max_epochs}: {scores}", flush=True)
-
-    return report
 
 
 def _fmt(value: float) -> str | int:

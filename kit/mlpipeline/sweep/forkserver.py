@@ -13,7 +13,8 @@ import gc
 import importlib
 
 TRIAL_MODULES = [
-    "myproject.models.module",
+    "lightning",
+    "torchmetrics",
     "mlpipeline.data.datamodule",
     "mlpipeline.models.training",
     "mlpipeline.tracking",
