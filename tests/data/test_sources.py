@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import ROOT
 
 from mlpipeline.data.sources import load_digits, read_ingested
 from mlpipeline.errors import PipelineError
@@ -173,23 +174,10 @@ def test_a_delimiter_of_more_than_one_character_is_refused(make_cfg, tmp_path: P
         ingest(cfg)
 
 
-USER_SOURCE = '''
-from pathlib import Path
-
-from mlpipeline.api import Dataset, Digits
-
-
-class EvenDigits(Digits):
-    """The digits 0, 2, 4, 6 and 8 alone: a user's own source, outside the kit."""
-
-    def __init__(self, kind: str = "even digits", every: int = 2) -> None:
-        self.kind, self.every = kind, every
-
-    def load(self, raw_dir: Path) -> Dataset:
-        data = super().load(raw_dir)
-        keep = data.y % self.every == 0
-        return Dataset(data.x[keep], data.y[keep] // self.every, data.classes[:: self.every], None)
-'''
+# docs/your-data.md's example of a source of one's own, as a user would copy it
+YOUR_DATA = (ROOT / "docs/your-data.md").read_text(encoding="utf-8")
+USER_SOURCE = YOUR_DATA.split("## A source of your own", 1)[1].split("```python\n", 1)[1]
+USER_SOURCE = USER_SOURCE.split("```", 1)[0]
 
 
 def test_a_users_own_source_kind_is_one_class_and_one_conf_file(
@@ -197,7 +185,7 @@ def test_a_users_own_source_kind_is_one_class_and_one_conf_file(
 ) -> None:
     import shutil
 
-    from helpers import ROOT, tiny
+    from helpers import tiny
 
     from mlpipeline.config import check_targets, compose_config
     from mlpipeline.stages.prepare import prepare
