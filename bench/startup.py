@@ -214,7 +214,7 @@ def report(results: Results, revs: dict[str, str], args: argparse.Namespace) -> 
         + ". Nothing waited for a quiet CPU: read the figures as a comparison made side by side "
         "(before and after alternate), not as absolute times.",
         "",
-        "### Start-up per stage: `python -X importtime -c \"import mlpipeline.stages.<stage>\"`",
+        '### Start-up per stage: `python -X importtime -c "import mlpipeline.stages.<stage>"`',
         "",
         f"Medians of {args.rounds} runs each after one warm-up. Import ms: the sum of the "
         "cumulative times of importtime's top-level lines (the interpreter's own start-up and "
