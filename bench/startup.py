@@ -200,10 +200,10 @@ def report(results: Results, revs: dict[str, str], args: argparse.Namespace) -> 
     lines = [
         stamp(),
         "",
-        f"Before: {before} (`{git('log', '-1', '--format=%h', before).decode().strip()}`, its "
-        f"package folder {', '.join(f'{f}/' for f in package_folders(before))}); after: {after} "
-        f"(`{git('log', '-1', '--format=%h', after).decode().strip()}`, kit/ and src/ as they are "
-        "in the working tree for the imports, as committed for the repro). Both in the same venv. "
+        f"Before: `{git('log', '-1', '--format=%h', before).decode().strip()}` (its package "
+        f"folder {', '.join(f'{f}/' for f in package_folders(before))}); after: HEAD, `{after}` "
+        "(kit/ and src/ as they are in the working tree for the imports, as committed for the "
+        "repro). Both in the same venv. "
         f"**The machine was shared** (2 cores): load average {load_end:.1f} at the end; other "
         f"processes used {results.imports_others:.2f} cores on average during the imports"
         + (
@@ -244,6 +244,10 @@ def report(results: Results, revs: dict[str, str], args: argparse.Namespace) -> 
         f"| all stages | {totals['before'][0]:.0f} | {totals['after'][0]:.0f} "
         f"| {totals['before'][1]:.2f} | {totals['after'][1]:.2f} | | | | |",
         "",
+        "These count only what importing a stage's module pulls in: what a stage imports inside "
+        "its functions (where the baseline's stages import their heavy libraries) is paid in the "
+        "cold repro below, not here.",
+        "",
     ]
     if results.repro["before"]:
         runs = {side: ", ".join(f"{s:.1f}" for s in results.repro[side]) for side in revs}
@@ -283,7 +287,9 @@ def main() -> None:
         args.repro_rounds = args.repro_rounds or 0
     elif args.repro_rounds is None:
         args.repro_rounds = 2
-    revs = {"before": args.baseline, "after": "HEAD"}
+    # resolved now: a commit made while it runs must not change what the report names
+    head = git("rev-parse", "--short", "HEAD").decode().strip()
+    revs = {"before": args.baseline, "after": head}
     git("rev-parse", "--verify", f"{args.baseline}^{{commit}}")
     results = Results()
     mine = set(stages_at(None))
