@@ -107,6 +107,7 @@ bench: install-dev airflow-install ## run the benchmarks under bench/; they rewr
 	$(BIN)/python bench/tables.py --rows $(TABLE_ROWS)
 	$(BIN)/python bench/orchestration.py
 	$(BIN)/python bench/suite.py
+	$(BIN)/python bench/startup.py
 
 clean: ## remove the venv, the MLflow store and Python caches (DVC outputs stay)
 	rm -rf $(VENV) $(AIRFLOW_VENV) mlflow.db mlruns mlartifacts mlflow-server.db mlartifacts-server outputs multirun \

@@ -20,14 +20,14 @@ DOC = ROOT / "docs" / "performance.md"
 HEADER = """# Performance
 
 Every figure here is written by a benchmark under `bench/` (`make bench` runs the pipeline,
-sweep, kernel, tabular-throughput, large-table, orchestration and test-suite benchmarks, the
-large tables at 100k and 1M rows unless told `TABLE_ROWS="1000000 10000000"`; `bench/serve.py`,
-`bench/serve.py --table`, `bench/drift.py` and `bench/cross_cpu.py` run on their own), with the
-date, the machine and the command that produced it. Each benchmark rewrites its own section and
-leaves the others. Timings that compare two things are interleaved and repeated, and the figure
-is the median of the per-pair ratios: a shared machine's load moves single timings. With
-`--smoke` a benchmark runs at its tiniest size and writes nothing here: `make test-all` runs
-each so, to keep it working.
+sweep, kernel, tabular-throughput, large-table, orchestration, test-suite and start-up
+benchmarks, the large tables at 100k and 1M rows unless told `TABLE_ROWS="1000000 10000000"`;
+`bench/serve.py`, `bench/serve.py --table`, `bench/drift.py` and `bench/cross_cpu.py` run on
+their own), with the date, the machine and the command that produced it. Each benchmark
+rewrites its own section and leaves the others. Timings that compare two things are interleaved
+and repeated, and the figure is the median of the per-pair ratios: a shared machine's load moves
+single timings. With `--smoke` a benchmark runs at its tiniest size and writes nothing here:
+`make test-all` runs each so, to keep it working.
 """
 
 

@@ -84,6 +84,8 @@ BENCHES = {
         "serve.py", ("--baseline", "HEAD"), section="serving", tools=("wrk",), prepare=register
     ),
     "kernels": Bench("kernels.py", section="kernels"),
+    # --baseline: the copy's own commit as "before" (the copy has no history), its kit/ then
+    "startup": Bench("startup.py", ("--baseline", "HEAD"), section="startup"),
     # `make test` in a fresh clone of the copy, on one quick test file
     "suite": Bench("suite.py", section="suite"),
     "drift": Bench("drift.py", section="drift", tools=("wrk",)),
