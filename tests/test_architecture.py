@@ -3,13 +3,14 @@ tooling apart; the shared core below everything."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
 
 import pytest
 from helpers import ROOT
-from imports import KIT, SRC, import_cycles, imports, module_name
+from imports import KIT, SRC, import_cycles, imports, module_file, module_name
 
 PACKAGE = KIT / "mlpipeline"
 STAGES = sorted(p for p in (PACKAGE / "stages").glob("*.py") if p.name != "__init__.py")
@@ -244,3 +245,113 @@ def test_the_kit_never_imports_the_project() -> None:
         if name.split(".")[0] == "myproject"
     ]
     assert not found
+
+
+# What a function of the kit may import inside its body, each for the reason given; everything
+# else is imported at the top of its module. A library here is imported at the top where every
+# importer of the module needs it anyway; inside a function, the import block says why.
+HEAVY = {
+    "pyarrow": "a second to import; compose, crossval, evaluate and train read no table",
+    "sklearn": "seconds to import (its estimators, model_selection)",
+    "onnx": "seconds to import; only features, export and register build or read graphs",
+    "skl2onnx": "seconds to import; only the features stage converts its preprocessing",
+    "onnxruntime": "its import reads telemetry settings and costs start-up",
+    "torch": "seconds to import; most stages never compute with it",
+    "torchmetrics": "seconds to import; only evaluate computes metrics",
+    "mlflow": "seconds to import; only register and the sweep log runs",
+    "matplotlib": "a second to import; only register renders plots",
+    "dvc": "not installed in Airflow's environment, which imports the DAG's modules",
+    "networkx": "DVC's dependency: as dvc",
+    # the kit's modules that import one of the above at their top
+    "mlpipeline.models.modelfile": "torch",
+    "mlpipeline.models.training": "Lightning",
+    "mlpipeline.stages.train": "Lightning",
+    "mlpipeline.tracking": "MLflow",
+    "mlpipeline.serving.app": "onnxruntime, after quiet_onnxruntime",
+    "mlpipeline.serving.model": "onnxruntime, after quiet_onnxruntime",
+    "mlpipeline.ops.orchestrate.container": "Airflow's Docker provider, installed only for it",
+}
+
+
+def top_level_imports(path) -> set[str]:
+    """The modules `path` imports outside its functions (`from a import b`: a, and a.b)."""
+    names: set[str] = set()
+    todo = list(ast.parse(path.read_text(encoding="utf-8")).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, (ast.If, ast.Try)):
+            todo += [*node.body, *node.orelse, *getattr(node, "finalbody", [])]
+            todo += [s for h in getattr(node, "handlers", []) for s in h.body]
+    return names
+
+
+def is_heavy(name: str) -> bool:
+    return any(name == h or name.startswith(f"{h}.") for h in HEAVY)
+
+
+def function_import_blocks(tree: ast.AST) -> list[list[ast.stmt]]:
+    """Runs of consecutive import statements inside function bodies (nested blocks too)."""
+    blocks: list[list[ast.stmt]] = []
+
+    def scan(body: list[ast.stmt], in_function: bool) -> None:
+        run: list[ast.stmt] = []
+        for stmt in [*body, None]:
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)) and in_function:
+                run.append(stmt)
+                continue
+            if run:
+                blocks.append(run)
+                run = []
+            if stmt is None:
+                continue
+            inner = in_function or isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for field in ("body", "orelse", "finalbody"):
+                if isinstance(getattr(stmt, field, None), list):
+                    scan(getattr(stmt, field), inner)
+            for handler in getattr(stmt, "handlers", []):
+                scan(handler.body, inner)
+            for case in getattr(stmt, "cases", []):
+                scan(case.body, inner)
+
+    scan(tree.body, False)  # type: ignore[attr-defined]
+    return blocks
+
+
+def test_imports_inside_functions_are_of_heavy_modules_and_say_why() -> None:
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        for block in function_import_blocks(ast.parse(text)):
+            where = f"{path.relative_to(ROOT)}:{block[0].lineno}"
+            for stmt in block:
+                names = [a.name for a in stmt.names] if isinstance(stmt, ast.Import) else []
+                if isinstance(stmt, ast.ImportFrom):  # from a import b: a, or else a.b
+                    module = (stmt.module or "") if stmt.level == 0 else "(relative import)"
+                    names = (
+                        [module] if is_heavy(module) else [f"{module}.{a.name}" for a in stmt.names]
+                    )
+                offenders += [f"{where}: {n} is not in HEAVY" for n in names if not is_heavy(n)]
+            commented = lines[block[0].lineno - 2].lstrip().startswith("#") or any(
+                "#" in line
+                for stmt in block
+                for line in lines[stmt.lineno - 1 : stmt.end_lineno]  # type: ignore[misc]
+            )
+            if not commented:
+                offenders.append(f"{where}: no comment says why it is imported here")
+    print("\n".join(offenders))
+    assert not offenders, "move these to the module's top, or say why not:\n" + "\n".join(offenders)
+
+
+def test_every_heavy_module_of_the_kit_imports_a_heavy_library() -> None:
+    libraries = {h for h in HEAVY if not h.startswith("mlpipeline")} | {"lightning", "airflow"}
+    light = []
+    for name in (h for h in HEAVY if h.startswith("mlpipeline.")):
+        tops = top_level_imports(module_file(name))
+        if not {n.split(".")[0] for n in tops} & libraries and not any(map(is_heavy, tops)):
+            light.append(name)
+    assert not light, f"these import nothing heavy at their top: drop them from HEAVY: {light}"

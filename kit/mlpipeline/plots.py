@@ -35,7 +35,7 @@ def render_plots(history: Path, eval_dir: Path, out_dir: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): pyplot picks its backend on import
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

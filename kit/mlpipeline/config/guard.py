@@ -11,11 +11,13 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
 from antlr4.tree.Tree import TerminalNode
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, Glob, QuotedString
 from omegaconf import grammar_parser
@@ -122,8 +124,6 @@ def guard_compositions(error: Callable[[str], Exception] = PipelineError) -> Non
     and raises `error(line)` for a refused one. For the composition no entry point of this
     project runs: `dvc exp run -S` composes in DVC's own process, which calls this from the
     Hydra plugin module it loads from the repository (.dvc/plugins/hydra_plugins/)."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
     original = ConfigLoaderImpl.load_configuration
     if getattr(original, GUARDED, False):
         return
@@ -149,8 +149,6 @@ def _primary_conf_dir(loader: Any) -> Path:
         if element.provider == "main" and element.path:
             scheme, _, where = element.path.rpartition("://")
             if scheme == "pkg":
-                from importlib.resources import files
-
                 return Path(str(files(where.replace("/", "."))))
             return Path(where)
     raise PipelineError("Hydra's search path has no primary config folder to check against")

@@ -107,6 +107,7 @@ class Classification(Task):
 
     def encode_labels(self, values: Any, label: str) -> tuple[np.ndarray, list[str] | None]:
         """Class indices in natural order (numbers by value, text alphabetically)."""
+        # pyarrow takes a second to import; compose and evaluate import this module without it
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -153,6 +154,7 @@ class Classification(Task):
 
     def predict(self, network: Any, x: Any, batch_size: int = 1024) -> Any:
         """Softmax probabilities."""
+        # torch takes seconds to import, and every stage imports this module, most without it
         import torch
 
         x = torch.as_tensor(x, dtype=torch.float32)
@@ -163,6 +165,7 @@ class Classification(Task):
         return torch.cat(parts)
 
     def head(self) -> Any:
+        # torch takes seconds to import, and every stage imports this module, most without it
         import torch
 
         return torch.nn.Softmax(dim=1)
@@ -229,6 +232,7 @@ class Regression(Task):
 
     def encode_labels(self, values: Any, label: str) -> tuple[np.ndarray, list[str] | None]:
         """float32 targets."""
+        # pyarrow takes a second to import; compose and evaluate import this module without it
         import pyarrow as pa
 
         if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
@@ -266,6 +270,7 @@ class Regression(Task):
 
     def predict(self, network: Any, x: Any, batch_size: int = 1024) -> Any:
         """The predicted values, one per row."""
+        # torch takes seconds to import, and every stage imports this module, most without it
         import torch
 
         x = torch.as_tensor(x, dtype=torch.float32)
@@ -276,6 +281,7 @@ class Regression(Task):
         return torch.cat(parts)
 
     def head(self) -> Any:
+        # torch takes seconds to import, and every stage imports this module, most without it
         import torch
 
         return torch.nn.Flatten(start_dim=0)
@@ -327,6 +333,7 @@ def compute_metrics(
     probs: Any, target: Any, classes: list[str], calibration_bins: int, thresholds: int
 ) -> dict[str, Any]:
     """Scalar metrics, per-class scores, confusion matrix and curves from test probabilities."""
+    # torch and torchmetrics take seconds to import, and only evaluate computes metrics
     import torch
     import torchmetrics.functional.classification as M
 
@@ -380,6 +387,7 @@ def compute_metrics(
 
 def positive_class_metrics(probs: Any, target: Any, positive: int, thresholds: int) -> dict:
     """Precision, recall, F1 and PR-AUC of one class of a binary task."""
+    # torch and torchmetrics take seconds to import, and only evaluate computes metrics
     import torch
     import torchmetrics.functional.classification as M
 
@@ -394,6 +402,7 @@ def positive_class_metrics(probs: Any, target: Any, positive: int, thresholds: i
 
 def regression_metrics(predicted: Any, target: Any) -> dict[str, float]:
     """MAE, RMSE and R^2 on the test split."""
+    # torch and torchmetrics take seconds to import, and only evaluate computes metrics
     import torch
     import torchmetrics.functional as M
 

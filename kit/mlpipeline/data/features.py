@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from mlpipeline.artifacts import atomic_path, json_text, save_arrays, write_json, write_rows
@@ -76,9 +79,6 @@ def category_text(value: Any) -> str:
 
 def text_values(column: Any) -> np.ndarray:
     """A column (text, booleans or integers) as `category_text` strings."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if pa.types.is_boolean(column.type):
         column = pc.if_else(column, "true", "false")
     elif not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
@@ -88,9 +88,6 @@ def text_values(column: Any) -> np.ndarray:
 
 def number_values(column: Any) -> np.ndarray:
     """A column as float32, missing as NaN."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     return pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False).astype(np.float32)
 
 
@@ -98,9 +95,6 @@ def infer_columns(train: Any, cfg: Features) -> list[Column]:
     """The kind of every column of the training split (a pyarrow.parquet.ParquetFile, read a
     column at a time); PipelineError for a column no setting handles, naming the setting that
     would."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     columns = []
     for name in train.schema_arrow.names:
         data = train.read(columns=[name]).column(0)
@@ -174,9 +168,6 @@ def infinite_values(name: str) -> PipelineError:
 
 def _kind(name: str, data: Any, cfg: Features, drop: str) -> str:
     """numeric or categorical by the column's type and values."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     kind_of = data.type
     if pa.types.is_temporal(kind_of):
         raise PipelineError(
@@ -259,6 +250,7 @@ class CategoryMapper(TransformerMixin, BaseEstimator):
 
 def build_preprocessor(columns: list[Column], cfg: Features) -> Any:
     """The scikit-learn ColumnTransformer for these columns (not fitted)."""
+    # a second to import, and only the features stage fits it: ingest and prepare import this
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import MissingIndicator, SimpleImputer
     from sklearn.pipeline import Pipeline
@@ -296,8 +288,6 @@ def build_preprocessor(columns: list[Column], cfg: Features) -> Any:
 
 def frame(table: Any, columns: list[Column]) -> Any:
     """The columns of a pyarrow.Table as the pandas DataFrame the preprocessor takes."""
-    import pandas as pd
-
     return pd.DataFrame(
         {
             c.name: number_values(table.column(c.name))
@@ -310,8 +300,6 @@ def frame(table: Any, columns: list[Column]) -> Any:
 
 def record_frame(records: list[dict[str, Any]], columns: list[Column]) -> Any:
     """Records (missing keys and None are missing values) as the preprocessor's DataFrame."""
-    import pandas as pd
-
     data = {}
     for c in columns:
         values = [r.get(c.name) for r in records]
@@ -383,6 +371,7 @@ def to_onnx(preprocessor: Any, columns: list[Column], opset: int) -> Any:
     batch's values (float with NaN for missing, or strings with "" for missing), one output
     `features`. Vectors rather than skl2onnx's [n, 1] columns, so that a DataFrame's columns
     (as MLflow's ONNX flavour passes them) feed it as they are."""
+    # onnx and skl2onnx take seconds to import, and only the features stage converts
     from onnx import TensorProto, compose, helper
     from skl2onnx import to_onnx as convert
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
@@ -430,9 +419,16 @@ def to_onnx(preprocessor: Any, columns: list[Column], opset: int) -> Any:
 
 def _register_converters() -> None:
     """skl2onnx converters for the two transformers it has none for."""
+    # as to_onnx: seconds to import, and only the features stage converts
     from onnx import TensorProto
     from skl2onnx import update_registered_converter
-    from skl2onnx.algebra.onnx_ops import OnnxCast, OnnxConcat, OnnxIsNaN, OnnxLabelEncoder
+    from skl2onnx.algebra.onnx_ops import (
+        OnnxCast,
+        OnnxConcat,
+        OnnxGather,
+        OnnxIsNaN,
+        OnnxLabelEncoder,
+    )
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from sklearn.impute import MissingIndicator
 
@@ -452,8 +448,6 @@ def _register_converters() -> None:
         operator.outputs[0].type = StringTensorType([n, len(operator.raw_operator.levels)])
 
     def mapper(scope: Any, operator: Any, container: Any) -> None:
-        from skl2onnx.algebra.onnx_ops import OnnxGather
-
         opv = container.target_opset
         mapped = []
         for j, levels in enumerate(operator.raw_operator.levels):
@@ -568,6 +562,7 @@ def write_table_features(cfg: Config) -> tuple[dict[str, Any], str]:
 def with_preprocessing(preprocess: Path, network: Path, out: Path) -> None:
     """One ONNX model: the fitted preprocessing (raw columns in, features out) feeding the
     network (onnx.compose); its inputs are the raw columns, its output the network's."""
+    # a second to import, and only the export stage of a table model joins the graphs
     import onnx
     from onnx import compose
 

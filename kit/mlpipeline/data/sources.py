@@ -10,12 +10,18 @@ new kind is one `Source` subclass (in any package of `allowed_targets`) and one 
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pv
 from pydantic import Field
 
 from mlpipeline.artifacts import (
@@ -73,9 +79,6 @@ class Table:
         self, columns: list[str] | None = None, rows: int = TABLE_BATCH_ROWS
     ) -> Iterator[Any]:
         """pyarrow.RecordBatch of `columns` (the features, then the label), in file order."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         names = list(columns or [*self.features, self.label])
         drop = self.drop_unlabelled and self.label not in names
         read = [*names, self.label] if drop else names
@@ -93,21 +96,15 @@ class Table:
 
     def column(self, name: str) -> Any:
         """One column, whole (pyarrow.ChunkedArray)."""
-        import pyarrow as pa
-
         field = self.schema([name]).field(0)
         return pa.chunked_array([b.column(0) for b in self.batches([name])], type=field.type)
 
     def read(self) -> Any:
         """The whole table in memory (pyarrow.Table): the features, then the label."""
-        import pyarrow as pa
-
         return pa.Table.from_batches(list(self.batches()), schema=self.schema())
 
     def schema(self, columns: list[str] | None = None) -> Any:
         """The Arrow schema of `columns` (the features, then the label)."""
-        import pyarrow as pa
-
         full = self.source.schema if isinstance(self.source, pa.Table) else self.source.schema_arrow
         return pa.schema([full.field(n) for n in columns or [*self.features, self.label]])
 
@@ -148,9 +145,6 @@ def load_digits(_source: Any, _raw_dir: Path) -> Dataset:
     importing scikit-learn, whose import is a large part of a short stage's start-up
     (tests/data/test_sources.py checks both give the same arrays).
     """
-    import gzip
-    import importlib.util
-
     spec = importlib.util.find_spec("sklearn")  # locates the package without running it
     if spec is None or not spec.submodule_search_locations:
         raise PipelineError("scikit-learn is not installed: run `make install`")
@@ -166,8 +160,6 @@ def load_table(source: TableFile, raw_dir: Path) -> Table:
     into Arrow (no row objects, no pandas copy); Parquet is read in batches of rows as it is
     used, never whole. Rows without a label are refused, or dropped with
     data.source.drop_missing_label."""
-    import pyarrow as pa
-
     path = source.path
     if not path.resolve().is_relative_to(raw_dir.resolve()):
         raise PipelineError(
@@ -253,11 +245,6 @@ def _open_table(path: Path, kind: str, delimiter: str = ",") -> Any:
     name); a CSV configured as Parquet (or the reverse) says so, and so do columns without a
     name of their own. In CSV, empty fields and the usual spellings of missing (NA, NaN,
     null) are missing values."""
-    import gzip
-
-    import pyarrow as pa
-    import pyarrow.csv as pv
-
     with path.open("rb") as handle:
         head = handle.read(4)
     compressed = head[:2] == GZIP_MAGIC
@@ -304,8 +291,6 @@ def _open_table(path: Path, kind: str, delimiter: str = ",") -> Any:
 
 def read_table(path: Path, kind: str, delimiter: str = ",") -> Any:
     """A whole CSV or Parquet file as a pyarrow.Table (a batch of new data to check)."""
-    import pyarrow as pa
-
     table = _open_table(path, kind, delimiter)
     if isinstance(table, pa.Table):
         return table
@@ -467,8 +452,6 @@ class Digits(Source):
 
     def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
         """The prepared arrays as they are: the network normalises its own input."""
-        import shutil
-
         source = cfg.paths.prepared
         meta = read_meta(source)
         with atomic_path(cfg.paths.features, is_dir=True) as out:
@@ -512,6 +495,7 @@ class Digits(Source):
         yield {card["input"]["name"]: np.asarray(x)}
 
     def signature(self, cfg: Config, card: dict[str, Any]) -> tuple[Any, Any]:
+        # MLflow takes seconds to import, and only the register stage asks for a signature
         from mlflow.types import Schema, TensorSpec
 
         x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
@@ -651,7 +635,7 @@ class TableFile(Source):
     def signature(self, cfg: Config, card: dict[str, Any]) -> tuple[Any, Any]:
         """Each named column optional (a missing value is an input the model takes): built
         here, since MLflow's own inference drops a signature whose example has missing values."""
-        import pyarrow as pa
+        # MLflow takes seconds to import, and only the register stage asks for a signature
         from mlflow.types import ColSpec, Schema
 
         columns = card["input"]["columns"]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mlpipeline.config import load_config
+from mlpipeline.data.features import number_values, text_values
 from mlpipeline.data.sources import read_table
 from mlpipeline.errors import PipelineError, exit_on_error
 from mlpipeline.serving import profile as bins
@@ -71,9 +72,6 @@ def column_counts(profile: bins.Profile, batch: Any, source: Path) -> dict[str, 
         return counts
     if isinstance(batch, np.ndarray):
         raise PipelineError(f"{source}: the model takes records: give a CSV or Parquet file")
-    # it imports scikit-learn, seconds of start-up that a check of images never needs
-    from mlpipeline.data.features import number_values, text_values
-
     names = [c.name for c in profile.columns]
     if missing := [n for n in names if n not in batch.column_names]:
         raise PipelineError(

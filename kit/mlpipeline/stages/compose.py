@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from mlpipeline.artifacts import atomic_path
 from mlpipeline.config import Config, check_targets_once, compose_config, load_config
 from mlpipeline.config.guard import allowed_prefixes, check_config
@@ -62,8 +64,6 @@ def compose_stage(
 def changes(old_path: Path, new_text: str) -> list[str]:
     """What the new composition changes in the existing params.yaml, one line per key, so
     an edit under conf/ (or the undoing of a hand edit) is visible in the log."""
-    import yaml
-
     if not old_path.is_file():
         return []
     old = flatten(yaml.safe_load(old_path.read_text(encoding="utf-8")) or {})

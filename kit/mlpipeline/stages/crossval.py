@@ -17,6 +17,7 @@ def crossval(cfg: Config) -> dict[str, Any]:
         result: dict[str, Any] = {"folds": 0}
         print(f"crossval: off (cv.folds=0) -> {cfg.paths.cv}")
     else:
+        # it imports Lightning, seconds that the stage's default (cv.folds=0) never needs
         from mlpipeline.models.training import cross_validate
 
         result = cross_validate(cfg)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from mlpipeline.artifacts import write_csv, write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
 from mlpipeline.config.tasks import task_for
 from mlpipeline.data.splits import read_meta, read_split
+from mlpipeline.determinism import use_portable_kernels
 from mlpipeline.plots import EVAL_COLUMNS, EVAL_PLOTS
 
 PLOTTED_ROWS = 10_000  # test rows in the per-sample plot files at most
@@ -24,8 +27,6 @@ PLOTTED_ROWS = 10_000  # test rows in the per-sample plot files at most
 def plotted(rows: int, limit: int, seed: int) -> Any:
     """The test rows the per-sample plots show: all of them, or a seeded sample of `limit`
     (a plot file is committed: it must stay small)."""
-    import numpy as np
-
     if rows <= limit:
         return np.arange(rows)
     return np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
@@ -35,7 +36,7 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     """Score the trained model on the test split and write metrics and plot data, as the
     task says. Every plot file dvc.yaml names is written; the other task's hold only their
     header."""
-    from mlpipeline.determinism import use_portable_kernels
+    # it imports torch, seconds that the stage's config check (and --help) should not wait for
     from mlpipeline.models.modelfile import load_model
 
     use_portable_kernels(cfg.cpu_threads)

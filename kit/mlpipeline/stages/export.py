@@ -22,6 +22,7 @@ from mlpipeline.config import Config
 from mlpipeline.config.tasks import Classification, Regression, task_for
 from mlpipeline.data.sources import Digits, TableFile, source_for
 from mlpipeline.data.splits import read_meta, read_split
+from mlpipeline.determinism import use_portable_kernels
 from mlpipeline.errors import PipelineError
 
 INPUT = Digits.network_input  # an image model's input tensor
@@ -46,6 +47,7 @@ def to_onnx(
     """Export the network with a dynamic batch axis and the task's head (softmax
     probabilities, or the value; TorchScript-based exporter: deterministic bytes and no extra
     dependencies)."""
+    # torch takes seconds to import: the stage checks its config (and answers --help) first
     import torch
 
     kind = task_for(task)
@@ -80,6 +82,7 @@ def check_onnx(
     cannot be pinned, so its last bits vary between machines). `x` is what the network takes;
     `feeds` yields the ONNX model's inputs for the same rows, in batches (default: `x` as an
     image model's input)."""
+    # ONNX Runtime's import is not free either: the config check (and --help) come first
     import onnxruntime as ort
 
     kind = task_for(task)
@@ -143,7 +146,7 @@ def export(cfg: Config) -> dict[str, Any]:
     """Write `paths.onnx`, `paths.card` and `paths.reference`; return the card. The data
     source's kind completes the model (a table's preprocessing in front) and names the rows it
     is checked on (a table's also with missing values and unseen categories)."""
-    from mlpipeline.determinism import use_portable_kernels
+    # it imports torch, seconds that the stage's config check (and --help) should not wait for
     from mlpipeline.models.modelfile import load_model
 
     use_portable_kernels(cfg.cpu_threads)

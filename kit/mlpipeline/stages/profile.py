@@ -23,6 +23,7 @@ from mlpipeline.config import Config
 from mlpipeline.config.tasks import task_for
 from mlpipeline.data.sources import source_for
 from mlpipeline.data.splits import read_meta, read_split
+from mlpipeline.determinism import use_portable_kernels
 from mlpipeline.errors import PipelineError
 from mlpipeline.serving import profile as bins
 
@@ -37,7 +38,7 @@ def sample_rows(total: int, limit: int, seed: int) -> np.ndarray:
 def build_profile(cfg: Config) -> bins.Profile:
     """The profile of `paths.features`' training split and `paths.model`'s predictions: the
     inputs binned as the data source's kind says, the predictions as the task says."""
-    from mlpipeline.determinism import use_portable_kernels
+    # it imports torch, seconds that the stage's config check (and --help) should not wait for
     from mlpipeline.models.modelfile import load_model
 
     use_portable_kernels(cfg.cpu_threads)

@@ -15,6 +15,8 @@ import os
 from typing import Any
 
 import numpy as np
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
 
 from mlpipeline import tracking
 from mlpipeline.artifacts import read_csv, read_json, scratch_dir, write_json
@@ -84,6 +86,7 @@ def register(cfg: Config) -> dict[str, Any]:
 def onnx_difference(cfg: Config, card: dict[str, Any]) -> float:
     """ONNX Runtime's largest difference from the reference outputs on this machine: it picks
     its kernels by CPU, so the figure goes to MLflow, never into a hashed file."""
+    # ONNX Runtime's import is not free: the stage checks its config (and answers --help) first
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(cfg.paths.onnx), providers=["CPUExecutionProvider"])
@@ -96,9 +99,6 @@ def onnx_difference(cfg: Config, card: dict[str, Any]) -> float:
 def model_signature(cfg: Config, card: dict[str, Any]) -> tuple[Any, Any]:
     """The registered model's input example and MLflow signature: the inputs as the data
     source's kind describes them, the output as the card does."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
     output = card["output"]
     outputs = Schema(
         [TensorSpec(np.dtype(np.float32), tuple(d or -1 for d in output["shape"]), output["name"])]

@@ -17,6 +17,7 @@ from mlpipeline.artifacts import json_text
 from mlpipeline.config import Config, validate_config
 from mlpipeline.determinism import prepare_process
 from mlpipeline.errors import PipelineError
+from mlpipeline.stages.crossval import crossval
 from mlpipeline.stages.features import features
 from mlpipeline.stages.ingest import ingest
 from mlpipeline.stages.prepare import prepare
@@ -51,7 +52,6 @@ def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str 
     # the training stages import Lightning: under the joblib launcher the sweep's own process,
     # which imports this module for Hydra, never trains and should not wait for it
     from mlpipeline.models.training import best_value
-    from mlpipeline.stages.crossval import crossval
     from mlpipeline.stages.train import train
 
     cfg = cfg.model_copy(update={"paths": cfg.paths.rebased(out_dir)})
@@ -74,7 +74,7 @@ def run_trial(cfg: Config, out_dir: Path, overrides: list[str], parent_run: str 
     # after training: MLflow's seconds of import would delay the first step
     import mlflow
 
-    from mlpipeline import tracking
+    from mlpipeline import tracking  # it imports MLflow: as mlflow above
 
     experiment_id = tracking.setup(cfg.tracking.uri, cfg.tracking.experiment)
     with mlflow.start_run(
