@@ -263,6 +263,7 @@ HEAVY = {
     "dvc": "not installed in Airflow's environment, which imports the DAG's modules",
     "networkx": "DVC's dependency: as dvc",
     # the kit's modules that import one of the above at their top
+    "mlpipeline.data.features": "scikit-learn",
     "mlpipeline.models.modelfile": "torch",
     "mlpipeline.models.training": "Lightning",
     "mlpipeline.stages.train": "Lightning",

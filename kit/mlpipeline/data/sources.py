@@ -36,13 +36,6 @@ from mlpipeline.artifacts import (
 )
 from mlpipeline.config import Config, locate
 from mlpipeline.config.schema import suggest
-from mlpipeline.data.features import (
-    number_values,
-    onnx_feeds,
-    text_values,
-    with_preprocessing,
-    write_table_features,
-)
 from mlpipeline.data.splits import (
     SPLITS,
     prepare_arrays,
@@ -550,6 +543,8 @@ class TableFile(Source):
 
     def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
         """Column kinds, the preprocessing fitted on train (also as ONNX), the feature rows."""
+        # the table features import scikit-learn (seconds); digits never need them
+        from mlpipeline.data.features import write_table_features
 
         return write_table_features(cfg)
 
@@ -568,6 +563,8 @@ class TableFile(Source):
 
     def finish_onnx(self, network: Path, out: Path, features_dir: Path) -> None:
         """The fitted preprocessing (features/preprocess.onnx) in front of the network."""
+        # the table features import scikit-learn (seconds); digits never need them
+        from mlpipeline.data.features import with_preprocessing
 
         with_preprocessing(features_dir / "preprocess.onnx", network, out)
         network.unlink()
@@ -577,6 +574,8 @@ class TableFile(Source):
     ) -> list[tuple[str, np.ndarray, Iterator[dict[str, np.ndarray]]]]:
         """The raw test rows, then the probe rows with missing values and unseen categories
         (features/probes.json)."""
+        # the table features import scikit-learn (seconds); digits never need them
+        from mlpipeline.data.features import onnx_feeds
 
         columns = meta["columns"]
         parquet = split_table(cfg.paths.prepared, "test")
@@ -598,6 +597,8 @@ class TableFile(Source):
     ) -> list[Any]:
         """The raw training columns the model takes (meta.json's), binned: quantiles and a
         missing slot for numbers, the most frequent values for categories."""
+        # the table features import scikit-learn (seconds); digits never need them
+        from mlpipeline.data.features import number_values, text_values
 
         settings = cfg.monitoring.profile
         names = [c["name"] for c in meta["columns"]]
@@ -625,6 +626,8 @@ class TableFile(Source):
         return f"{kinds['numeric']} numeric and {kinds['categorical']} categorical columns"
 
     def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+        # the table features import scikit-learn (seconds); digits never need them
+        from mlpipeline.data.features import onnx_feeds
 
         columns = card["input"]["columns"]
         parquet = split_table(cfg.paths.prepared, "test")
