@@ -34,12 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STAGES = ["train", "evaluate", "export"]
 # what the stages read that the stages before them wrote: their dvc.yaml deps under data/
+PATHS = yaml.safe_load((ROOT / "params.yaml").read_text())["paths"]
 INPUTS = sorted(
     {
-        dep
+        path
         for stage in STAGES
         for dep in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"]
-        if dep.startswith("data/")
+        # dvc.yaml names paths as ${paths.<name>}, resolved from params.yaml as DVC does
+        if (path := re.sub(r"\$\{paths\.(\w+)\}", lambda m: PATHS[m[1]], dep)).startswith("data/")
     }
 )
 OUTPUTS = [

@@ -82,7 +82,9 @@ def main() -> None:
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
         home = tmp / "airflow"
         (home / "dags").mkdir(parents=True)
-        (home / "dags" / "mlpipeline.py").write_bytes((ROOT / "dags/mlpipeline.py").read_bytes())
+        (home / "dags" / "mlpipeline_dags.py").write_bytes(
+            (ROOT / "dags/mlpipeline_dags.py").read_bytes()
+        )
         airflow_env = env | {
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),

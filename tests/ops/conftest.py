@@ -85,7 +85,7 @@ def airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class Airflow:
-    """A private Airflow home holding dags/mlpipeline.py, and its CLI with `env` (set the
+    """A private Airflow home holding dags/mlpipeline_dags.py, and its CLI with `env` (set the
     MLPIPELINE_* settings there)."""
 
     home: Path
@@ -122,7 +122,7 @@ def airflow(tmp_path: Path, airflow_db: Path) -> Airflow:
     home = tmp_path / "airflow"
     (home / "dags").mkdir(parents=True)
     shutil.copy2(airflow_db, home / "airflow.db")
-    shutil.copy2(ROOT / "dags" / "mlpipeline.py", home / "dags" / "mlpipeline.py")
+    shutil.copy2(ROOT / "dags" / "mlpipeline_dags.py", home / "dags" / "mlpipeline_dags.py")
     return Airflow(home, airflow_env(home))
 
 

@@ -53,12 +53,12 @@ def use_checkout(airflow: Airflow, repo: Path, **settings: str) -> None:
 
 
 def dag_tasks(airflow: Airflow) -> dict[str, list[str]]:
-    """The pipeline DAG's tasks and their upstream tasks, as Airflow loads dags/mlpipeline.py."""
+    """The pipeline DAG's tasks and their upstream tasks, as Airflow loads the DAG file."""
     script = (
         "import json, runpy, sys; dag = runpy.run_path(sys.argv[1])['mlpipeline']; "
         "print(json.dumps({t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}))"
     )
-    dag_file = str(airflow.home / "dags" / "mlpipeline.py")
+    dag_file = str(airflow.home / "dags" / "mlpipeline_dags.py")
     out = run([str(AIRFLOW_BIN / "python"), "-c", script, dag_file], airflow.home, **airflow.env)
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -79,8 +79,8 @@ def test_a_stage_added_to_dvc_yaml_is_a_task_in_its_place(
     after = dag_tasks(airflow)
     assert after == {**before, "summarize": ["evaluate"]}
     # the DAG file is the one copied before the edit: nothing in it names a stage
-    assert (airflow.home / "dags/mlpipeline.py").read_bytes() == (
-        ROOT / "dags/mlpipeline.py"
+    assert (airflow.home / "dags/mlpipeline_dags.py").read_bytes() == (
+        ROOT / "dags/mlpipeline_dags.py"
     ).read_bytes()
 
 
@@ -256,7 +256,7 @@ def test_the_watch_runs_when_the_raw_datas_dvc_hash_changes(
         "import runpy, sys; when = runpy.run_path(sys.argv[1])['mlpipeline'].timetable; "
         "print(type(when).__name__, [a.name for a in when.asset_condition.objects])"
     )
-    dag_file = str(airflow.home / "dags" / "mlpipeline.py")
+    dag_file = str(airflow.home / "dags" / "mlpipeline_dags.py")
     out = run([str(AIRFLOW_BIN / "python"), "-c", script, dag_file], airflow.home, **airflow.env)
     # the pipeline runs on its schedule or on the watch's event
     assert out.stdout.splitlines()[-1] == "AssetOrTimeSchedule ['mlpipeline_raw_data']"
