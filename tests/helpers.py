@@ -98,11 +98,11 @@ def make_command(*args: str) -> list[str]:
     return ["make", *stamps, *args, f"VENV={sys.prefix}"]
 
 
-def one_line_error(proc: subprocess.CompletedProcess, *parts: str) -> str:
-    """Assert that `proc` failed with exactly one `error:` line holding every part, and no
-    traceback; return the line."""
+def one_line_error(proc: subprocess.CompletedProcess, *parts: str, prefix: str = "error: ") -> str:
+    """Assert that `proc` failed with exactly one error line (starting with `prefix`; DVC's
+    own start with `ERROR: `) holding every part, and no traceback; return the line."""
     assert proc.returncode != 0, proc.stdout
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith(prefix)]
     assert len(errors) == 1, proc.stderr
     assert all(p in errors[0] for p in parts), errors[0]
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -5,7 +5,6 @@ reproduced with a tiny config."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -151,17 +150,6 @@ def test_a_bad_value_stops_before_any_work_in_one_line(tiny_repo: Path, cmd, par
         assert (tiny_repo / "params.yaml").read_text() == before
 
 
-def one_dvc_error(proc: subprocess.CompletedProcess, *parts: str) -> str:
-    """Assert that DVC failed with exactly one `ERROR:` line, holding every part, and no
-    traceback; return the line."""
-    assert proc.returncode != 0, proc.stdout
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR: ")]
-    assert len(errors) == 1, proc.stderr
-    assert all(p in errors[0] for p in parts), errors[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
-    return errors[0]
-
-
 @pytest.mark.parametrize(
     ("overrides", "parts"),
     [
@@ -186,7 +174,7 @@ def test_exp_run_refuses_a_forbidden_override_before_writing_params_yaml(
     params = (repo_copy / "params.yaml").read_text()
     sets = [arg for o in overrides for arg in ("-S", o.format(victim=victim))]
     proc = run(["dvc", "exp", "run", *sets], repo_copy, check=False)
-    one_dvc_error(proc, *parts)
+    one_line_error(proc, *parts, prefix="ERROR: ")
     assert stages_run(proc.stdout) == []
     assert (repo_copy / "params.yaml").read_text() == params
     assert victim.read_text() == "keep me"

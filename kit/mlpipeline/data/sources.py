@@ -301,11 +301,6 @@ def _unreadable(path: Path, kind: str, err: Exception) -> PipelineError:
     return PipelineError(f"cannot read {path} as {kind}: {text[:200]}")
 
 
-def load_source(source: Any, raw_dir: Path) -> Dataset | Table:
-    """Load the configured source (`data.source`, the config section or a `Source`)."""
-    return nonempty((source if isinstance(source, Source) else build_source(source)).load(raw_dir))
-
-
 def nonempty(data: Any) -> Any:
     """`data` (a Dataset or Table), refused when it has no rows."""
     rows = data.num_rows if isinstance(data, Table) else len(data.y)
@@ -356,7 +351,14 @@ class Source:
         raise NotImplementedError
 
     def ingest(self, raw_dir: Path, directory: Path) -> tuple[Dataset | Table, str]:
-        """Load and write the ingested format to `directory`; the data and a summary."""
+        """Load, refuse an empty source, and write the ingested format to `directory`; the data
+        and a one-line summary (`describe`)."""
+        data = nonempty(self.load(raw_dir))
+        write_ingested(data, directory, self.kind)
+        return data, self.describe(data)
+
+    def describe(self, data: Any) -> str:
+        """What `load` gave, for ingest's line."""
         raise NotImplementedError
 
     def prepare(self, cfg: Config, task: Any) -> tuple[Any, str]:
@@ -427,10 +429,8 @@ class Digits(Source):
     def load(self, raw_dir: Path) -> Dataset:
         return load_digits(self, raw_dir)
 
-    def ingest(self, raw_dir: Path, directory: Path) -> tuple[Dataset | Table, str]:
-        data = nonempty(self.load(raw_dir))
-        write_ingested(data, directory, self.kind)
-        return data, (
+    def describe(self, data: Dataset) -> str:
+        return (
             f"{len(data.y)} samples of shape {tuple(data.x.shape[1:])}, "
             f"{len(data.classes)} classes from {self.kind}"
         )
@@ -524,10 +524,8 @@ class TableFile(Source):
     def load(self, raw_dir: Path) -> Table:
         return load_table(self, raw_dir)
 
-    def ingest(self, raw_dir: Path, directory: Path) -> tuple[Dataset | Table, str]:
-        data = nonempty(self.load(raw_dir))
-        write_ingested(data, directory, self.kind)
-        return data, (
+    def describe(self, data: Table) -> str:
+        return (
             f"{data.num_rows} rows, {len(data.features)} feature columns and label "
             f"'{data.label}' from {self.kind}"
         )

@@ -11,7 +11,6 @@ from torch import nn
 
 from mlpipeline.artifacts import atomic_path
 from mlpipeline.config import locate
-from mlpipeline.config.tasks import Classification, task_for
 from mlpipeline.errors import PipelineError
 
 MODEL_FORMAT = 1
@@ -67,13 +66,3 @@ def load_model(path: Path) -> tuple[nn.Sequential, dict[str, Any]]:
     network = build_network(saved["spec"])
     network.load_state_dict(saved["state_dict"])
     return network.eval(), saved["spec"]
-
-
-def predict_proba(network: nn.Module, x: Any, batch_size: int = 1024) -> torch.Tensor:
-    """Softmax probabilities for a float32 array, in batches, on the CPU."""
-    return Classification().predict(network, x, batch_size)
-
-
-def predict(network: nn.Module, x: Any, task: str, batch_size: int = 1024) -> torch.Tensor:
-    """Class probabilities (classification) or the predicted values (regression)."""
-    return task_for(task).predict(network, x, batch_size)
