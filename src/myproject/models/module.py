@@ -65,9 +65,13 @@ class Classifier(L.LightningModule):
         # weighted by the batch's rows, so that a short last batch counts as much as it holds
         self.train_loss.update(loss.detach(), weight=len(y))
         self.train_acc.update(logits.detach(), y)
-        self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # logged once per epoch, not per step: each self.log call costs Lightning more than
+        # a small network's step
+        self.log("train_loss", self.train_loss, prog_bar=True)
+        self.log("train_acc", self.train_acc)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         x, y = batch
@@ -120,8 +124,10 @@ class Regressor(L.LightningModule):
         x, y = batch
         loss = self.loss(self(x), y)
         self.train_loss.update(loss.detach(), weight=len(y))
-        self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train_loss", self.train_loss, prog_bar=True)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         x, y = batch
