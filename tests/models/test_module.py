@@ -9,7 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from helpers import ROOT, tiny
+from helpers import ROOT, tiny, tiny_params
 
 from mlpipeline.config import compose_config, validate_config
 from mlpipeline.errors import PipelineError
@@ -151,3 +151,22 @@ def test_the_task_chooses_its_module() -> None:
     assert compose_config(ROOT / "conf")[1].module.target.endswith("module.Classifier")
     cfg = compose_config(ROOT / "conf", regression)[1]
     assert cfg.task == "regression" and cfg.module.target.endswith("module.Regressor")
+
+
+def test_the_history_records_metrics_the_module_logs_at_epoch_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the default classifier logs its training metrics in on_train_epoch_end, which Lightning
+    # calls after the callbacks' hook of the same name
+    _, cfg = tiny_params(tmp_path, "trainer.max_epochs=3", "callbacks.early_stopping=null")
+    ingest(cfg)
+    prepare(cfg)
+    features(cfg)
+    result = train(cfg)
+    assert [row["epoch"] for row in result.history] == [0, 1, 2]
+    for row in result.history:
+        assert {"train_loss", "train_acc", "val_loss", "val_acc", "val_f1"} <= set(row)
+    losses = [row["train_loss"] for row in result.history]
+    assert len(set(losses)) == 3  # each epoch's own, not the last one repeated
+    epoch_lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch ")]
+    assert len(epoch_lines) == 3 and "train_acc" in epoch_lines[0]
