@@ -3,6 +3,7 @@ labels, column kinds, the fitted preprocessing and its ONNX graph, and the refus
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -331,3 +332,27 @@ def test_bad_tables_stop_the_stage_with_one_line(
         "features": cfg.paths.features,
     }[stage]
     assert not written.exists()
+
+
+def test_the_onnx_preprocessing_has_the_same_bytes_in_every_process(tmp_path: Path) -> None:
+    # dvc repro runs each stage in a new process, with its own PYTHONHASHSEED: a set's order
+    # in the converters must not reach the file (seeds 1 and 3 ordered its opsets differently)
+    (tmp_path / "raw").mkdir()
+    mixed_table().to_csv(tmp_path / "raw" / "data.csv", index=False)
+    params, cfg = tiny_params(
+        tmp_path,
+        "data=tabular",
+        "model=mlp",
+        f"data.source.path={tmp_path / 'raw' / 'data.csv'}",
+        "data.source.label=target",
+    )
+    ingest(cfg)
+    prepare(cfg)
+    written = []
+    for seed in ("1", "3"):
+        cmd = [sys.executable, "-m", "mlpipeline.stages.features", "--params", str(params)]
+        subprocess.run(
+            cmd, check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": seed}
+        )
+        written.append((cfg.paths.features / "preprocess.onnx").read_bytes())
+    assert written[0] == written[1]

@@ -414,6 +414,11 @@ def to_onnx(preprocessor: Any, columns: list[Column], opset: int) -> Any:
         front, fitted, io_map=[(f"columns/{i}", name) for i, name in enumerate(fitted_inputs)]
     )
     model.producer_name, model.producer_version = "mlpipeline", ""
+    # the converters list the opsets in a set's order, which follows PYTHONHASHSEED: sorted,
+    # the same table gives the same bytes in every process
+    opsets = sorted(model.opset_import, key=lambda opset: opset.domain)
+    del model.opset_import[:]
+    model.opset_import.extend(opsets)
     return model
 
 
