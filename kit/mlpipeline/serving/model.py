@@ -1,9 +1,9 @@
 """The served model: an ONNX Runtime session and the model card that describes it.
 
-Two kinds of input, by the card's `input.kind`, each one class here that parses a request body,
-describes it and answers with the predicted classes: `tensor` (images: one float32 input of a
-fixed example shape) and `records` (tables: one input per raw column, the preprocessing inside
-the model). The app calls their methods and never tests which kind it serves.
+Two kinds of input, by the card's `input.kind`, each one class here that parses a request body
+and describes it: `tensor` (images: one float32 input of a fixed example shape) and `records`
+(tables: one input per raw column, the preprocessing inside the model). The app calls their
+methods and never tests which kind it serves; every kind gets the same answer.
 The output is class probabilities (`task: classification`) or one value per row (`regression`).
 """
 
@@ -61,10 +61,6 @@ class TensorInput(BaseModel):
             "properties": {"inputs": {"type": "array", "items": example, "minItems": 1}},
         }
 
-    def class_answer(self, labels: list[str], classes: list[str], out: Any) -> dict[str, Any]:
-        """A classification's answer: the classes and the probability rows."""
-        return {"classes": labels, "probabilities": out}
-
 
 class Column(BaseModel):
     name: str
@@ -107,13 +103,6 @@ class RecordsInput(BaseModel):
             "required": ["records"],
             "additionalProperties": False,
             "properties": {"records": {"type": "array", "items": record, "minItems": 1}},
-        }
-
-    def class_answer(self, labels: list[str], classes: list[str], out: Any) -> dict[str, Any]:
-        """A classification's answer: the classes and the probabilities keyed by class."""
-        return {
-            "predictions": labels,
-            "probabilities": [dict(zip(classes, row, strict=True)) for row in out.tolist()],
         }
 
 
