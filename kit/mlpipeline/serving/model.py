@@ -73,6 +73,8 @@ class RecordsInput(BaseModel):
 
     kind: Literal["records"]
     columns: list[Column] = Field(min_length=1)
+    # the training file's other columns (the label, columns dropped): a record may hold them
+    ignored_columns: list[str] = Field(default_factory=list)
 
     def names(self) -> list[str]:
         """The ONNX model's input names: the columns'."""
@@ -80,7 +82,7 @@ class RecordsInput(BaseModel):
 
     def parse(self, body: bytes, max_batch: int) -> dict[str, np.ndarray]:
         """The model's inputs from a request body; ClientError when it is wrong."""
-        return parse_records(body, self.columns, max_batch)
+        return parse_records(body, self.columns, max_batch, self.ignored_columns)
 
     def empty_feeds(self) -> dict[str, np.ndarray]:
         """One row of missing values, for the warm-up."""
@@ -93,10 +95,12 @@ class RecordsInput(BaseModel):
 
     def body_schema(self) -> dict[str, Any]:
         """The JSON schema of a request body."""
+        ignored = {"description": "a column the model does not take: accepted and ignored"}
         record = {
             "type": "object",
             "additionalProperties": False,
-            "properties": {c.name: {"type": [c.type, "null"]} for c in self.columns},
+            "properties": {c.name: {"type": [c.type, "null"]} for c in self.columns}
+            | {name: ignored for name in self.ignored_columns},
         }
         return {
             "type": "object",
