@@ -61,9 +61,7 @@ def test_a_table_is_ingested_as_read_into_parquet(make_cfg, tmp_path: Path, kind
     assert again.column("color").null_count == 20  # missing values stay missing
 
 
-def test_the_card_names_the_file_columns_the_model_does_not_take(
-    make_cfg, tmp_path: Path
-) -> None:
+def test_the_card_names_the_file_columns_the_model_does_not_take(make_cfg, tmp_path: Path) -> None:
     """Those left out of data.source.features and the label: the service accepts and ignores
     them in a record (with the features stage's kind=drop columns, tests/serving)."""
     path = write_table(tmp_path / "raw" / "data.csv", color=["red", None, "blue"] * 20)
