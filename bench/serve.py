@@ -298,12 +298,14 @@ def table_subject(base: Path, rows: int) -> Subject:
     return subject
 
 
-def probabilities(answer: dict[str, Any], records: bool) -> np.ndarray:
-    """The class probabilities in an answer of this service (records: one object per row,
-    classes as keys) or MLflow's (`predictions`, by output name or one object per row)."""
+def probabilities(answer: dict[str, Any]) -> np.ndarray:
+    """The class probabilities in an answer of this service (one object per input, classes
+    as keys) or MLflow's (`predictions`, by output name or one object per row)."""
     if "probabilities" in answer:
         rows = answer["probabilities"]
-        return np.asarray([list(r.values()) for r in rows] if records else rows, dtype=float)
+        if rows and isinstance(rows[0], list):  # a baseline from before one answer shape
+            return np.asarray(rows, dtype=float)
+        return np.asarray([list(r.values()) for r in rows], dtype=float)
     predictions = answer["predictions"]
     if isinstance(predictions, dict):
         return np.asarray(predictions["probabilities"], dtype=float)
@@ -473,13 +475,13 @@ def measure(subject: Subject, args: argparse.Namespace, scratch: Path) -> dict[s
         for name, answer in answers.items():
             if answer.status_code != 200:
                 sys.exit(f"error: {name} answered {answer.status_code}: {answer.text[:2000]}")
-        a = probabilities(answers["ours"].json(), subject.records)
+        a = probabilities(answers["ours"].json())
         # MLflow flattens a table model's (rows, classes) output to one list of numbers
-        b = probabilities(answers["mlflow"].json(), subject.records).reshape(a.shape)
+        b = probabilities(answers["mlflow"].json()).reshape(a.shape)
         results["answers_max_abs_diff"] = float(np.abs(a - b).max())
         if "baseline" in answers:
-            c = probabilities(answers["baseline"].json(), subject.records)
-            if not np.array_equal(a, c):
+            c = probabilities(answers["baseline"].json())
+            if not np.array_equal(a.astype(np.float32), c.astype(np.float32)):
                 sys.exit(f"error: --baseline {args.baseline} answers differently from now")
         warm_s = min(2, args.duration)  # no longer than a measured run
         for name, url in targets.items():  # warm-up

@@ -83,7 +83,7 @@ def test_make_serve_answers_the_quickstarts_curl(tiny_repo: Path) -> None:
         curl = curl.replace("localhost:8080", f"localhost:{port}")
         curl = curl.replace(".venv/bin/python", sys.executable)
         answer = run(["bash", "-c", curl], tiny_repo).stdout
-        assert '"classes":[' in answer and '"probabilities":[[' in answer, answer
+        assert '"predictions":[' in answer and '"probabilities":[{' in answer, answer
     finally:
         stop(server)
 

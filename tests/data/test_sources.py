@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from helpers import ROOT
 
-from mlpipeline.data.sources import load_digits, read_ingested
+from mlpipeline.data.sources import load_digits, read_ingested, source_for
 from mlpipeline.errors import PipelineError
 from mlpipeline.stages.ingest import ingest
 
@@ -59,6 +59,19 @@ def test_a_table_is_ingested_as_read_into_parquet(make_cfg, tmp_path: Path, kind
     again, _ = read_ingested(cfg.paths.ingested)
     assert again.read().equals(data.read())
     assert again.column("color").null_count == 20  # missing values stay missing
+
+
+def test_the_card_names_the_file_columns_the_model_does_not_take(make_cfg, tmp_path: Path) -> None:
+    """Those left out of data.source.features and the label: the service accepts and ignores
+    them in a record (with the features stage's kind=drop columns, tests/serving)."""
+    path = write_table(tmp_path / "raw" / "data.csv", color=["red", None, "blue"] * 20)
+    cfg = make_cfg("data=tabular", f"data.source.path={path}", "data.source.features=[a,color]")
+    ingest(cfg)
+    _, meta = read_ingested(cfg.paths.ingested)
+    assert meta["file_columns"] == ["a", "b", "label", "color"]
+    columns = [{"name": "color", "kind": "categorical", "type": "string"}]
+    spec = source_for(cfg).model_input({**meta, "columns": columns})
+    assert spec["ignored_columns"] == ["a", "b", "label"]
 
 
 def test_rows_without_a_label_are_counted_or_dropped(make_cfg, tmp_path: Path) -> None:

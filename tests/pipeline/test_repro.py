@@ -47,7 +47,8 @@ def test_dvc_repro_trains_exports_registers_and_the_app_answers(
     with TestClient(app) as client:
         answer = client.post("/predict", json={"inputs": x.tolist()})
     assert answer.status_code == 200, answer.text
-    np.testing.assert_allclose(answer.json()["probabilities"], reference, atol=1e-5)
+    probabilities = [list(p.values()) for p in answer.json()["probabilities"]]
+    np.testing.assert_allclose(probabilities, reference, atol=1e-5)
 
 
 @pytest.mark.slow

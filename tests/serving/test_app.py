@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -24,10 +25,12 @@ from helpers import (
     bad_requests,
     export_tiny_model,
     free_port,
+    serving,
     wait_for_server,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlpipeline.ops import smoke as checks
 from mlpipeline.serving.app import create_app
 from mlpipeline.serving.model import ModelError, load_model
 from mlpipeline.serving.settings import Settings
@@ -77,12 +80,27 @@ def test_predict_matches_onnx_runtime_on_every_row(client: TestClient, model_dir
         answer = client.post("/predict", json={"inputs": batch.tolist()})
         assert answer.status_code == 200, answer.text
         body = answer.json()
-        probs = np.asarray(body["probabilities"])
+        # the one answer shape of every model: per input, a class and its probabilities by class
+        assert set(body) == {"predictions", "probabilities", "model_version"}
+        classes = [str(c) for c in range(10)]
+        assert all(list(p) == classes for p in body["probabilities"])
+        probs = np.asarray([[p[c] for c in classes] for p in body["probabilities"]])
         expected = reference[start : start + MAX_BATCH]
         assert probs.shape == expected.shape
         assert np.abs(probs - expected).max() <= 1e-6
-        assert body["classes"] == [str(c) for c in expected.argmax(1)]
+        assert body["predictions"] == [str(c) for c in expected.argmax(1)]
         assert body["model_version"] == "0123456789ab"
+
+
+def test_the_smoke_check_reads_the_answers_of_a_running_service(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """make smoke's check of an image model, against `python -m mlpipeline.serving`."""
+    shutil.copytree(model_dir, tmp_path / "models")
+    x, reference = np.load(model_dir / "x.npy"), np.load(model_dir / "reference.npy")
+    with serving(tmp_path) as url:
+        outputs, predicted = checks.predict_all(url, x, MAX_BATCH)
+    assert checks.compare(outputs, predicted, reference, [str(c) for c in range(10)]) <= 1e-6
 
 
 def test_predict_takes_integers_and_a_charset(client: TestClient) -> None:
@@ -90,7 +108,7 @@ def test_predict_takes_integers_and_a_charset(client: TestClient) -> None:
     answer = client.post(
         "/predict", content=body, headers={"content-type": "application/json; charset=utf-8"}
     )
-    assert answer.status_code == 200 and len(answer.json()["classes"]) == 3
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 3
 
 
 def test_health_and_ready(client: TestClient) -> None:
@@ -203,6 +221,18 @@ def test_api_pages_are_served_unless_turned_off(client: TestClient, model_dir: P
     settings = Settings(model_path=model_dir / "model.onnx", api_docs=False)
     with TestClient(create_app(settings)) as quiet:
         assert [quiet.get(page).status_code for page in pages] == [404] * 3
+
+
+def test_openapi_describes_the_answer_and_the_refusals(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    responses = spec["paths"]["/predict"]["post"]["responses"]
+    answer = responses["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert answer == "#/components/schemas/ClassificationAnswer"
+    fields = spec["components"]["schemas"]["ClassificationAnswer"]["properties"]
+    assert set(fields) == {"predictions", "probabilities", "model_version"}
+    assert fields["probabilities"]["items"]["additionalProperties"] == {"type": "number"}
+    refused = responses["422"]["content"]["application/json"]["schema"]["$ref"]
+    assert refused == "#/components/schemas/ErrorAnswer"
 
 
 def test_wrong_method_and_unknown_path_answer_json(client: TestClient) -> None:

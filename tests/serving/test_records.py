@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import export_table_model
+from helpers import export_table_model, mixed_table, serving
 
+from mlpipeline.artifacts import read_json
+from mlpipeline.ops import smoke as checks
 from mlpipeline.serving.app import create_app
 from mlpipeline.serving.settings import Settings
 
@@ -24,7 +26,12 @@ ROW = {"width": 9.5, "color": "green", "flag": False, "count": 3}
 
 @pytest.fixture(scope="module", params=["classification", "regression"])
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    cfg = export_table_model(tmp_path_factory.mktemp(request.param), request.param)
+    """A table model whose file also has a row-number column, dropped with kind=drop."""
+    frame = mixed_table(400, request.param)
+    frame.insert(0, "rownames", range(1, len(frame) + 1))
+    base = tmp_path_factory.mktemp(request.param)
+    drop = "+features.columns.rownames.kind=drop"
+    cfg = export_table_model(base, request.param, 400, drop, frame=frame)
     settings = Settings(model_path=cfg.paths.onnx, max_batch=64)
     with TestClient(create_app(settings)) as client:
         yield cfg, client
@@ -33,6 +40,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def test_test_rows_as_records_match_the_reference_outputs(served) -> None:
     cfg, client = served
     rows = pq.read_table(cfg.paths.prepared / "test" / "x.parquet").to_pylist()
+    assert "rownames" in rows[0]  # the prepared rows hold the dropped column, as smoke sends
     reference = np.load(cfg.paths.reference)
     body = client.post("/predict", json={"records": rows[:64]}).json()
     if cfg.task == "regression":
@@ -88,6 +96,35 @@ def test_a_record_of_the_wrong_shape_gets_a_422_naming_it(served, record, messag
     assert answer.json()["error"].startswith(message), answer.json()
 
 
+def test_the_columns_the_model_dropped_are_accepted_and_ignored(served) -> None:
+    """A row as the training file holds it: the dropped id and the label are ignored; a column
+    the file never had is still refused."""
+    cfg, client = served
+    card = client.get("/metadata").json()
+    assert card["input"]["ignored_columns"] == ["rownames", "target"]
+    label = 51.5 if cfg.task == "regression" else "low"
+    whole = client.post("/predict", json={"records": [{"rownames": 7, "target": label, **ROW}]})
+    assert whole.status_code == 200, whole.text
+    assert whole.json() == client.post("/predict", json={"records": [ROW]}).json()
+    answer = client.post("/predict", json={"records": [{"rownames": "any type", **ROW}]})
+    assert answer.status_code == 200, answer.text
+    answer = client.post("/predict", json={"records": [{**ROW, "rowname": 7}]})
+    assert answer.status_code == 422
+    assert answer.json()["error"].startswith("record 0: unknown column 'rowname'")
+
+
+def test_the_smoke_check_passes_on_the_prepared_test_rows(served) -> None:
+    """make smoke's check: the prepared test rows (the dropped column among them) sent to a
+    running service agree with the export stage's reference outputs."""
+    cfg, _ = served
+    assert cfg.paths.onnx == cfg.paths.onnx.parents[1] / "models/model.onnx"
+    rows, reference = checks.load_check_inputs(cfg.paths.prepared / "test", cfg.paths.reference)
+    classes = read_json(cfg.paths.card)["classes"] or []
+    with serving(cfg.paths.onnx.parents[1]) as url:
+        outputs, predicted = checks.predict_all(url, rows, 32)
+    assert checks.compare(outputs, predicted, reference, classes) <= 1e-4
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -111,3 +148,7 @@ def test_metadata_and_openapi_describe_the_columns(served) -> None:
     record = schema["content"]["application/json"]["schema"]["properties"]["records"]["items"]
     assert record["properties"]["color"] == {"type": ["string", "null"]}
     assert record["properties"]["width"] == {"type": ["number", "null"]}
+    assert "ignored" in record["properties"]["rownames"]["description"]
+    answer = client.get("/openapi.json").json()["paths"]["/predict"]["post"]["responses"]["200"]
+    name = "RegressionAnswer" if cfg.task == "regression" else "ClassificationAnswer"
+    assert answer["content"]["application/json"]["schema"]["$ref"].endswith(f"/{name}")

@@ -14,7 +14,7 @@ import gzip
 import importlib.util
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -103,10 +103,13 @@ class Table:
 
     def meta(self, kind: str) -> dict[str, Any]:
         """The ingested meta.json for a table, which `prepare` reads."""
+        full = self.source.schema if isinstance(self.source, pa.Table) else self.source.schema_arrow
         return {
             "source": kind,
             "label": self.label,
             "feature_names": self.features,
+            # every column of the file: a client may send a row as the file holds it
+            "file_columns": list(full.names),
             "rows": self.num_rows,
         }
 
@@ -533,8 +536,9 @@ class TableFile(Source):
     def prepare(self, cfg: Config, task: Any) -> tuple[Any, str]:
         """Encode the label as the task says and split the rows; the columns stay as read."""
 
-        data, _ = read_ingested(cfg.paths.ingested)
+        data, ingested = read_ingested(cfg.paths.ingested)
         result = prepare_table(data, task, cfg.data.split, cfg.seed)
+        result = replace(result, meta={**result.meta, "file_columns": ingested["file_columns"]})
         write_prepared_table(result, cfg.paths.prepared)
         classes = result.meta["classes"]
         return result, f"{len(classes)} classes" if classes else "a target"
@@ -547,10 +551,15 @@ class TableFile(Source):
         return write_table_features(cfg)
 
     def model_input(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """The columns the model takes, and the file's others (the label, the columns dropped
+        by data.source.features or kind=drop), which a record may hold and the service ignores."""
+        taken = {c["name"] for c in meta["columns"]}
         return {
             "kind": self.input_kind,
             "columns": meta["columns"],
-            "note": "send raw columns by name; missing keys and nulls are missing values",
+            "ignored_columns": [c for c in meta["file_columns"] if c not in taken],
+            "note": "send raw columns by name; missing keys and nulls are missing values; the "
+            "file's other columns are ignored",
         }
 
     def preprocessing(self, meta: dict[str, Any]) -> dict[str, Any]:

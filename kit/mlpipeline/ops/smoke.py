@@ -33,15 +33,12 @@ def predict_all(url: str, rows: Any, batch: int) -> tuple[np.ndarray, list[str]]
             if answer.status_code != 200:
                 raise PipelineError(f"/predict answered {answer.status_code}: {answer.text[:200]}")
             got = answer.json()
-            if "probabilities" not in got:  # a regression: the values alone
-                outputs.append(np.asarray(got["predictions"], dtype=np.float32))
-            elif records:
+            if "probabilities" in got:  # a classification; a regression has the values alone
                 probs = [[p[c] for c in labels] for p in got["probabilities"]]
                 outputs.append(np.asarray(probs, dtype=np.float32))
                 classes += got["predictions"]
             else:
-                outputs.append(np.asarray(got["probabilities"], dtype=np.float32))
-                classes += got["classes"]
+                outputs.append(np.asarray(got["predictions"], dtype=np.float32))
     return np.concatenate(outputs), classes
 
 

@@ -1,12 +1,13 @@
 """The FastAPI app: POST /predict, GET /health, /ready, /metadata and /metrics (Prometheus).
 
 A table model takes `{"records": [{"column": value, ...}, ...]}` (missing keys and nulls are
-missing values, unseen categories are taken) and answers `{"predictions": [...],
-"probabilities": [{class: p, ...}, ...], "model_version": "..."}`: the class per record with
-the probabilities keyed by class, or for a regression the predicted values alone.
-An image model takes `{"inputs": [example, ...]}`, each example a nested list in the card's
-input shape without its batch axis (for the digits CNN: `[1, 8, 8]`), and answers
-`{"classes": [...], "probabilities": [[...], ...], "model_version": "..."}`.
+missing values, unseen categories are taken, the training file's columns that the model does
+not take are ignored); an image model takes `{"inputs": [example, ...]}`, each example a
+nested list in the card's input shape without its batch axis (for the digits CNN: `[1, 8, 8]`).
+Every model answers alike, one entry per input in each list: a classification
+`{"predictions": [class, ...], "probabilities": [{class: p, ...}, ...], "model_version": "..."}`,
+a regression `{"predictions": [value, ...], "model_version": "..."}` (ClassificationAnswer and
+RegressionAnswer below, also in /openapi.json).
 Every request the service cannot use gets a 4xx answer `{"error": "<what is wrong>"}`.
 """
 
@@ -22,6 +23,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlpipeline.serving.drift import DriftCounters, load_profile
@@ -43,13 +45,50 @@ def _request_schema(model: Model) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
 
 
+class ClassificationAnswer(BaseModel):
+    """A classification's answer, whatever the input kind: per input, in the order sent."""
+
+    predictions: list[str] = Field(description="the most probable class of each input")
+    probabilities: list[dict[str, float]] = Field(
+        description="each input's probability of every class, keyed by class"
+    )
+    model_version: str
+
+
+class RegressionAnswer(BaseModel):
+    """A regression's answer, whatever the input kind: per input, in the order sent."""
+
+    predictions: list[float] = Field(description="the predicted value of each input")
+    model_version: str
+
+
+class ErrorAnswer(BaseModel):
+    """Every 4xx answer: one line saying what is wrong with the request."""
+
+    error: str
+
+
+def _responses(model: Model) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI description of /predict's answers (the body is written by hand, see _answer)."""
+    answer = RegressionAnswer if model.regression else ClassificationAnswer
+    refused = {"model": ErrorAnswer, "description": "the request cannot be used"}
+    return {200: {"model": answer, "description": "one prediction per input"}} | {
+        status: refused for status in (400, 413, 415, 422)
+    }
+
+
 def _answer(model: Model, out: Any) -> dict[str, Any]:
-    """The response body for the model's outputs on a batch."""
+    """The response body for the model's outputs on a batch (see ClassificationAnswer and
+    RegressionAnswer)."""
     if model.regression:
         return {"predictions": out, "model_version": model.version}
     classes = model.classes
-    labels = [classes[i] for i in out.argmax(axis=1).tolist()]
-    return model.card.input.class_answer(labels, classes, out) | {"model_version": model.version}
+    return {
+        "predictions": [classes[i] for i in out.argmax(axis=1).tolist()],
+        # numpy's float32 scalars: orjson writes each in its shortest form
+        "probabilities": [dict(zip(classes, row, strict=True)) for row in out],
+        "model_version": model.version,
+    }
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -105,7 +144,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # only a bug gets here (uvicorn logs it); say nothing about internals to the client
         return _error(500, "internal error")
 
-    @app.post("/predict", openapi_extra=_request_schema(model))
+    @app.post(
+        "/predict",
+        openapi_extra=_request_schema(model),
+        response_class=Response,
+        responses=_responses(model),
+    )
     async def predict(request: Request) -> Response:
         """Predictions for a batch of records (a table model) or examples (an image model)."""
         try:

@@ -1,9 +1,9 @@
 """The served model: an ONNX Runtime session and the model card that describes it.
 
-Two kinds of input, by the card's `input.kind`, each one class here that parses a request body,
-describes it and answers with the predicted classes: `tensor` (images: one float32 input of a
-fixed example shape) and `records` (tables: one input per raw column, the preprocessing inside
-the model). The app calls their methods and never tests which kind it serves.
+Two kinds of input, by the card's `input.kind`, each one class here that parses a request body
+and describes it: `tensor` (images: one float32 input of a fixed example shape) and `records`
+(tables: one input per raw column, the preprocessing inside the model). The app calls their
+methods and never tests which kind it serves; every kind gets the same answer.
 The output is class probabilities (`task: classification`) or one value per row (`regression`).
 """
 
@@ -61,10 +61,6 @@ class TensorInput(BaseModel):
             "properties": {"inputs": {"type": "array", "items": example, "minItems": 1}},
         }
 
-    def class_answer(self, labels: list[str], classes: list[str], out: Any) -> dict[str, Any]:
-        """A classification's answer: the classes and the probability rows."""
-        return {"classes": labels, "probabilities": out}
-
 
 class Column(BaseModel):
     name: str
@@ -77,6 +73,8 @@ class RecordsInput(BaseModel):
 
     kind: Literal["records"]
     columns: list[Column] = Field(min_length=1)
+    # the training file's other columns (the label, columns dropped): a record may hold them
+    ignored_columns: list[str] = Field(default_factory=list)
 
     def names(self) -> list[str]:
         """The ONNX model's input names: the columns'."""
@@ -84,7 +82,7 @@ class RecordsInput(BaseModel):
 
     def parse(self, body: bytes, max_batch: int) -> dict[str, np.ndarray]:
         """The model's inputs from a request body; ClientError when it is wrong."""
-        return parse_records(body, self.columns, max_batch)
+        return parse_records(body, self.columns, max_batch, self.ignored_columns)
 
     def empty_feeds(self) -> dict[str, np.ndarray]:
         """One row of missing values, for the warm-up."""
@@ -97,23 +95,18 @@ class RecordsInput(BaseModel):
 
     def body_schema(self) -> dict[str, Any]:
         """The JSON schema of a request body."""
+        ignored = {"description": "a column the model does not take: accepted and ignored"}
         record = {
             "type": "object",
             "additionalProperties": False,
-            "properties": {c.name: {"type": [c.type, "null"]} for c in self.columns},
+            "properties": {c.name: {"type": [c.type, "null"]} for c in self.columns}
+            | {name: ignored for name in self.ignored_columns},
         }
         return {
             "type": "object",
             "required": ["records"],
             "additionalProperties": False,
             "properties": {"records": {"type": "array", "items": record, "minItems": 1}},
-        }
-
-    def class_answer(self, labels: list[str], classes: list[str], out: Any) -> dict[str, Any]:
-        """A classification's answer: the classes and the probabilities keyed by class."""
-        return {
-            "predictions": labels,
-            "probabilities": [dict(zip(classes, row, strict=True)) for row in out.tolist()],
         }
 
 

@@ -100,10 +100,13 @@ def category_text(value: Any, column_type: str) -> str | None:
     return str(value) if isinstance(value, int) else None
 
 
-def parse_records(body: bytes, columns: Sequence[Any], max_batch: int) -> dict[str, np.ndarray]:
+def parse_records(
+    body: bytes, columns: Sequence[Any], max_batch: int, ignored: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
     """Turn `{"records": [{column: value, ...}, ...]}` into the table model's inputs, one
     vector per column (missing keys and nulls are missing values), or raise ClientError naming
-    the record and column that is wrong. `columns` have name, kind and type."""
+    the record and column that is wrong. `columns` have name, kind and type; keys named in
+    `ignored` (the training file's columns the model does not take) are accepted and unused."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as err:
@@ -124,7 +127,7 @@ def parse_records(body: bytes, columns: Sequence[Any], max_batch: int) -> dict[s
         raise ClientError(
             422, "batch", f"batch of {len(records)} records is over the limit of {max_batch}"
         )
-    known = set(names)
+    known = {*names, *ignored}
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             raise ClientError(422, "schema", f"record {i} is not an object of column: value")
