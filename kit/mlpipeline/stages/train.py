@@ -16,8 +16,8 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
     save(result, cfg.paths.model, cfg.paths.history)
     if result.global_zero:
         print(
-            f"trained {result.epochs} epochs; best {result.monitor} = {result.best_score:.4f} "
-            f"-> {cfg.paths.model}"
+            f"trained {result.parameters:,} parameters for {result.epochs} epochs on "
+            f"{result.device}; best {result.monitor} = {result.best_score:.4f} -> {cfg.paths.model}"
         )
     return result
 
