@@ -225,10 +225,11 @@ def save(result: TrainResult, model_path: Path, history_path: Path) -> None:
     write_csv(history_path, rows, list(HISTORY_COLUMNS))
 
 
-# Lightning's lines a user can do nothing about: its advert for a logging service, and which
-# accelerators exist ("GPU available: False, used: False", TPU, HPU); the device used is in the
-# train stage's own line, and a GPU left unused still gets Lightning's warning, which says how.
-UNACTIONABLE = re.compile(r"litlogger|^[A-Z]PU available: ")
+# Lightning's lines a user can do nothing about, or that the train stage's own line says: its
+# advert for a logging service, which accelerators exist ("GPU available: False, used: False",
+# TPU, HPU; a GPU left unused still gets Lightning's warning, which says how) and a stop at
+# max_epochs.
+UNACTIONABLE = re.compile(r"litlogger|^[A-Z]PU available: |^`Trainer.fit` stopped: `max_epochs=")
 
 
 class _DropUnactionable(logging.Filter):
@@ -237,8 +238,8 @@ class _DropUnactionable(logging.Filter):
 
 
 def quiet_lightning() -> None:
-    """Drop Lightning's info lines that no setting acts on (UNACTIONABLE) and its warning about
-    its own use of a deprecated torch API; its warnings about settings stay."""
+    """Drop Lightning's UNACTIONABLE info lines and its warning about its own use of a
+    deprecated torch API; its warnings about settings stay."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropUnactionable) for f in logger.filters):
