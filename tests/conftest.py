@@ -86,7 +86,9 @@ def tiny_baseline(shared_dir: Path) -> Path:
         copy_tracked_files(repo)
         set_in_conf(repo, "trainer/default.yaml", "max_epochs", 2)
         # its log, for tests that compare what ran elsewhere with what plain `dvc repro` ran
-        (repo.parent / "dvc-repro.log").write_text(run(["dvc", "repro"], repo).stdout)
+        repro = run(["dvc", "repro"], repo)
+        (repo.parent / "dvc-repro.log").write_text(repro.stdout)
+        (repo.parent / "dvc-repro.err").write_text(repro.stderr)
         commit_all(repo, "tiny")
         # the store holds its artifact directory's absolute path: each copy starts its own
         (repo / "mlflow.db").unlink()

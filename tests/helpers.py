@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import json
 import os
 import shutil
@@ -169,6 +170,23 @@ def stages_run(output: str) -> list[str]:
     return [
         line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")
     ]
+
+
+def assert_one_line_per_stage(proc: subprocess.CompletedProcess) -> None:
+    """What a user reads of `dvc repro` (or `dvc exp run`): nothing on stderr (no warning, no
+    library's info line), and each stage that ran printed one line, beside train's one per epoch
+    and compose's one per setting it changed."""
+    assert proc.stderr == "", proc.stderr
+    lines = iter(proc.stdout.splitlines())
+    for line in lines:
+        if line.startswith("Running stage '"):
+            next(lines)  # DVC's "> <command>"
+            said = [
+                s
+                for s in itertools.takewhile(bool, lines)
+                if not s.startswith(("Updating lock file", "Use `dvc push`", "epoch ", "compose: "))
+            ]
+            assert len(said) == 1, f"{line}\n" + "\n".join(said)
 
 
 def lock_outs(repo: Path) -> dict[str, str]:

@@ -3,6 +3,7 @@ a fixed thread count and no CPU-dependent convolution libraries (docs/reproducib
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 from pathlib import Path
@@ -38,11 +39,16 @@ def pin_cpu_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
 
 def prepare_process() -> None:
     """Set what a pipeline process needs before torch or ONNX Runtime first runs: the pinned CPU
-    kernels (`pin_cpu_kernels`) and ONNX Runtime's usage telemetry off (a value already set
-    wins). Every stage's CLI and the sweep call it first: importing mlpipeline changes no
-    environment variable."""
+    kernels (`pin_cpu_kernels`), ONNX Runtime's usage telemetry off, and MLflow's info lines
+    off (its warnings stay); a value already set wins. Every stage's CLI and the sweep call it
+    first: importing mlpipeline changes no environment variable and no logger."""
     pin_cpu_kernels()
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    # MLflow's INFO lines (creating its tables, the uv project it found) are nothing to act on;
+    # MLFLOW_LOGGING_LEVEL=INFO brings them back
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"  # read by an MLflow imported later
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # one imported already
 
 
 def use_portable_kernels(threads: int | None) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,12 @@ from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
 
 from mlpipeline.config.schema import flatten
 from mlpipeline.errors import PipelineError, redact
+
+# MLflow's lines on registering a model, which the register stage's own line says again with
+# the store and the run; whatever else MLflow prints then is passed on
+REGISTRY_NEWS = re.compile(
+    r"(Successfully registered model |Registered model .* already exists|Created version )"
+)
 
 
 def repo_root() -> Path:
@@ -93,6 +102,19 @@ def log_history(history: Iterable[dict[str, Any]]) -> None:
     mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=metrics)
 
 
+@contextlib.contextmanager
+def without_registry_news() -> Iterator[None]:
+    """Hold what is printed to stderr meanwhile, then pass it on less MLflow's REGISTRY_NEWS
+    (also when the block fails)."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            yield
+    finally:
+        lines = printed.getvalue().splitlines(keepends=True)
+        sys.stderr.writelines(line for line in lines if not REGISTRY_NEWS.match(line))
+
+
 def log_pipeline_run(
     *,
     uri: str | None,
@@ -128,15 +150,23 @@ def log_pipeline_run(
         mlflow.log_dict(card, "model_card.json")
         for path in model_files:
             mlflow.log_artifact(str(path))
-        info = mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)),
-            name="model",
-            registered_model_name=registered_model,
-            signature=signature,
-            input_example=input_example,
-            pip_requirements=[
-                f"onnxruntime=={onnxruntime.__version__}",
-                f"onnx=={onnx.__version__}",
-            ],
-        )
+        with without_registry_news():
+            info = mlflow.onnx.log_model(
+                onnx.load(str(onnx_path)),
+                name="model",
+                registered_model_name=registered_model,
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=[
+                    f"onnxruntime=={onnxruntime.__version__}",
+                    f"onnx=={onnx.__version__}",
+                ],
+                # the providers this onnxruntime has, in MLflow's order: MLflow's default names
+                # CUDA's too, and warns on every CPU-only machine that it is missing
+                onnx_execution_providers=[
+                    p
+                    for p in mlflow.onnx.ONNX_EXECUTION_PROVIDERS
+                    if p in onnxruntime.get_available_providers()
+                ],
+            )
     return {"run_id": run.info.run_id, "model_version": str(info.registered_model_version)}

@@ -5,12 +5,22 @@ of bad input, each in a stage process of its own."""
 from __future__ import annotations
 
 import json
+import subprocess
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, STAGES, lock_outs, make_command, run, set_in_conf, stages_run
+from helpers import (
+    ROOT,
+    STAGES,
+    assert_one_line_per_stage,
+    lock_outs,
+    make_command,
+    run,
+    set_in_conf,
+    stages_run,
+)
 
 from mlpipeline.serving.app import create_app
 from mlpipeline.serving.settings import Settings
@@ -49,6 +59,15 @@ def test_dvc_repro_trains_exports_registers_and_the_app_answers(
     assert answer.status_code == 200, answer.text
     probabilities = [list(p.values()) for p in answer.json()["probabilities"]]
     np.testing.assert_allclose(probabilities, reference, atol=1e-5)
+
+
+def test_dvc_repro_prints_one_line_per_stage_and_no_warning(tiny_baseline: Path) -> None:
+    """The fast tier's pipeline printed no line a user can do nothing about (Lightning's
+    accelerator lines and layer table, MLflow's INFO lines, its warning about CUDA's execution
+    provider, its registration lines): one line per stage, one per epoch."""
+    log = (tiny_baseline.parent / "dvc-repro.log").read_text()
+    err = (tiny_baseline.parent / "dvc-repro.err").read_text()
+    assert_one_line_per_stage(subprocess.CompletedProcess(["dvc", "repro"], 0, log, err))
 
 
 @pytest.mark.slow

@@ -12,7 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import commit_all, mixed_table, run, serving, stages_run
+from helpers import (
+    assert_one_line_per_stage,
+    commit_all,
+    mixed_table,
+    run,
+    serving,
+    stages_run,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +54,9 @@ def predict(url: str, records: list[dict[str, Any]]) -> dict[str, Any]:
 def test_a_mixed_table_runs_end_to_end_and_serves_records(repo_copy: Path) -> None:
     add_table(repo_copy, "table.csv", mixed_table(400, "regression"))
     use_table(repo_copy, "table.csv", "target", "regression")
-    out = run(["dvc", "repro"], repo_copy).stdout
-    assert {"features", "train", "export", "register"} <= set(stages_run(out))
+    repro = run(["dvc", "repro"], repo_copy)
+    assert {"features", "train", "export", "register"} <= set(stages_run(repro.stdout))
+    assert_one_line_per_stage(repro)
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], repo_copy).stdout)
     scores = next(iter(metrics.values()))["data"]["reports/metrics.json"]["data"]
     assert {"mae", "rmse", "r2"} <= set(scores) and scores["r2"] > 0.5

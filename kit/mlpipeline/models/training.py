@@ -10,6 +10,7 @@ model file (`mlpipeline.models.modelfile`) that later stages read.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -55,10 +56,16 @@ class TrainResult:
     monitor: str
     best_score: float
     global_zero: bool = True  # False in the other processes of a DDP run
+    device: str = "cpu"  # what trained it: "cpu", "cuda", or "2 cpu processes" under DDP
 
     @property
     def epochs(self) -> int:
         return len(self.history)
+
+    @property
+    def parameters(self) -> int:
+        """The network's trainable parameters (the train stage's line says how many)."""
+        return sum(p.numel() for p in self.network.parameters() if p.requires_grad)
 
 
 def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> TrainResult:
@@ -143,6 +150,9 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
             module.load_state_dict(best["state_dict"])
         score = checkpoint.best_model_score
         best_score = float(score) if score is not None else float("nan")
+        device = trainer.strategy.root_device.type
+        if trainer.world_size > 1:
+            device = f"{trainer.world_size} {device} processes"
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Lightning leaves the DDP process group up; the next fit in this process (the next
@@ -150,7 +160,7 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
         torch.distributed.destroy_process_group()
     # the module trained the network it was given, whatever it calls it
     return TrainResult(
-        network, spec, history.rows, checkpoint.monitor, best_score, trainer.is_global_zero
+        network, spec, history.rows, checkpoint.monitor, best_score, trainer.is_global_zero, device
     )
 
 
@@ -215,18 +225,25 @@ def save(result: TrainResult, model_path: Path, history_path: Path) -> None:
     write_csv(history_path, rows, list(HISTORY_COLUMNS))
 
 
-class _DropAdverts(logging.Filter):
+# Lightning's lines a user can do nothing about, or that the train stage's own line says: its
+# advert for a logging service, which accelerators exist ("GPU available: False, used: False",
+# TPU, HPU; a GPU left unused still gets Lightning's warning, which says how) and a stop at
+# max_epochs.
+UNACTIONABLE = re.compile(r"litlogger|^[A-Z]PU available: |^`Trainer.fit` stopped: `max_epochs=")
+
+
+class _DropUnactionable(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in str(record.msg)
+        return not UNACTIONABLE.search(str(record.msg))
 
 
 def quiet_lightning() -> None:
-    """Keep Lightning's start-up lines (devices, seeds) but drop its advert for a logging
-    service, and its warning about its own use of a deprecated torch API."""
+    """Drop Lightning's UNACTIONABLE info lines and its warning about its own use of a
+    deprecated torch API; its warnings about settings stay."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropAdverts) for f in logger.filters):
-            logger.addFilter(_DropAdverts())
+        if not any(isinstance(f, _DropUnactionable) for f in logger.filters):
+            logger.addFilter(_DropUnactionable())
     warnings.filterwarnings("ignore", message=".*treespec.*deprecated")
 
 

@@ -51,10 +51,8 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     write_json(cfg.paths.metrics, scalars)
     for name, rows in files.items():
         write_csv(cfg.paths.eval / EVAL_PLOTS[name], rows, EVAL_COLUMNS[name])
-    width = max(map(len, scalars))
-    print("test metrics:")
-    for key, value in scalars.items():
-        print(f"  {key:<{width}}  {value}")
+    shown = "  ".join(f"{k} {v if isinstance(v, int) else f'{v:.4g}'}" for k, v in scalars.items())
+    print(f"evaluated: {shown} -> {cfg.paths.metrics}")
     return {"scalars": scalars, "files": files}
 
 

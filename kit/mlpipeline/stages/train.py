@@ -15,9 +15,10 @@ def train(cfg: Config, callbacks: list[Any] | None = None) -> TrainResult:
     result = fit(cfg, callbacks)
     save(result, cfg.paths.model, cfg.paths.history)
     if result.global_zero:
+        capped = " (= trainer.max_epochs)" if result.epochs == cfg.trainer.max_epochs else ""
         print(
-            f"trained {result.epochs} epochs; best {result.monitor} = {result.best_score:.4f} "
-            f"-> {cfg.paths.model}"
+            f"trained {result.parameters:,} parameters for {result.epochs} epochs{capped} on "
+            f"{result.device}; best {result.monitor} = {result.best_score:.4f} -> {cfg.paths.model}"
         )
     return result
 
