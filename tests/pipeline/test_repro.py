@@ -10,7 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, STAGES, lock_outs, make_command, run, set_in_conf, stages_run
+from helpers import (
+    ROOT,
+    STAGES,
+    lock_outs,
+    make_command,
+    plot_panels,
+    run,
+    set_in_conf,
+    stages_run,
+)
 
 from mlpipeline.serving.app import create_app
 from mlpipeline.serving.settings import Settings
@@ -48,6 +57,26 @@ def test_dvc_repro_trains_exports_registers_and_the_app_answers(
         answer = client.post("/predict", json={"inputs": x.tolist()})
     assert answer.status_code == 200, answer.text
     np.testing.assert_allclose(answer.json()["probabilities"], reference, atol=1e-5)
+
+
+def test_dvc_plots_show_the_tasks_plots_titled_and_none_empty(tiny_repo: Path) -> None:
+    """A classification's panels alone, each titled and drawn from rows; none of a
+    regression's (empty), none untitled (a plot file drawn against the row number)."""
+    from mlpipeline.config.tasks import Classification
+
+    panels = plot_panels(tiny_repo)
+    assert list(panels) == [p.title for p in Classification.plots]
+    assert all(filled == rows > 0 for rows, filled in panels.values()), panels
+    assert sorted(p.name for p in (tiny_repo / "reports/eval").iterdir()) == [
+        "confusion.csv",
+        "per_class.csv",
+        "pr.csv",
+        "roc.csv",
+    ]
+    # against a revision, each plot shows both, with no error for the unchanged files
+    diff = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], tiny_repo).stdout)
+    assert list(diff["data"]) == [p.name for p in Classification.plots]
+    assert not diff.get("errors"), diff.get("errors")
 
 
 @pytest.mark.slow
