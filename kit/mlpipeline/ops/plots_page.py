@@ -11,7 +11,10 @@ it, as bundling takes seconds.
 from __future__ import annotations
 
 import argparse
+from importlib.metadata import version
 from pathlib import Path
+
+import vl_convert
 
 from mlpipeline.artifacts import atomic_path
 from mlpipeline.errors import exit_on_error
@@ -44,11 +47,8 @@ BUNDLE
 
 def page() -> str:
     """The HTML template: DVC's page, with the JavaScript inline instead of from a CDN."""
-    # imported here: the module's --help and its callers' imports should not load it
-    import vl_convert
-
-    version = [v for v in vl_convert.get_vegalite_versions() if v.startswith(VEGA_LITE_MAJOR)][-1]
-    bundle = vl_convert.javascript_bundle(vl_version=version)
+    vega_lite = [v for v in vl_convert.get_vegalite_versions() if v.startswith(VEGA_LITE_MAJOR)]
+    bundle = vl_convert.javascript_bundle(vl_version=vega_lite[-1])
     # "</script" inside the code would end the element early; "<\/" is the same in JavaScript
     bundle = bundle.replace("</script", "<\\/script")
     return PAGE.replace("MARK", mark()).replace("BUNDLE", bundle)
@@ -56,8 +56,6 @@ def page() -> str:
 
 def mark() -> str:
     """The comment naming what the page holds: a page with it is up to date."""
-    from importlib.metadata import version
-
     return f"vega, vega-lite, vega-embed from vl-convert-python {version('vl-convert-python')}"
 
 
