@@ -33,8 +33,14 @@ help: ## list the targets
 # Set-up and the pipeline
 
 install: $(STAMP) ## create .venv with the pipeline's and the service's locked packages (uv.lock)
+	@$(BIN)/python -m mlpipeline.ops.plots_page $(PLOTS_PAGE)
 
 install-dev: $(DEV_STAMP) ## add the tests', linters' and benchmarks' locked packages to .venv
+	@$(BIN)/python -m mlpipeline.ops.plots_page $(PLOTS_PAGE)
+
+# the page `dvc plots show` fills (.dvc/config names it), with Vega's JavaScript inside so that
+# it draws offline; written when missing or made by another vl-convert-python
+PLOTS_PAGE := .dvc/plots/page.html
 
 # the pipeline's environment (with DVC's S3 remotes) holds no test or lint tool; the dev set is
 # all of the lock

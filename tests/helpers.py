@@ -512,3 +512,22 @@ def serving(repo: Path) -> Iterator[str]:
         yield url
     finally:
         stop(proc)
+
+
+def plot_panels(repo: Path) -> dict[str, tuple[int, int]]:
+    """`dvc plots show --json` in `repo`: each panel's title -> (its rows, the rows with a
+    value to draw), in DVC's order."""
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)
+    panels = {}
+    for plot_id, renders in shown["data"].items():
+        for render in renders:
+            content = render["content"]
+            title = content.get("title", plot_id)
+            title = title.get("text", plot_id) if isinstance(title, dict) else title
+            rows = content["data"]["values"]
+            # a line's row names its y column ("field"); another template's rows hold its columns
+            filled = [
+                r for r in rows if all(r[k] != "" for k in ([r["field"]] if "field" in r else r))
+            ]
+            panels[title] = (len(rows), len(filled))
+    return panels

@@ -259,7 +259,7 @@ HEAVY = {
     "torch": "seconds to import; most stages never compute with it",
     "torchmetrics": "seconds to import; only evaluate computes metrics",
     "mlflow": "seconds to import; only register and the sweep log runs",
-    "matplotlib": "a second to import; only register renders plots",
+    "matplotlib": "a second to import; only evaluate renders plots",
     "dvc": "not installed in Airflow's environment, which imports the DAG's modules",
     "networkx": "DVC's dependency: as dvc",
     # the kit's modules that import one of the above at their top

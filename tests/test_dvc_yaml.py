@@ -11,8 +11,6 @@ import yaml
 from helpers import ROOT
 from imports import closure
 
-from mlpipeline.plots import EVAL_PLOTS
-
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PATHS = {
     k: f"${{paths.{k}}}" for k in yaml.safe_load((ROOT / "conf/paths/default.yaml").read_text())
@@ -39,11 +37,18 @@ def test_each_path_is_written_by_the_stage_that_owns_it() -> None:
     assert outputs("ingest") == {PATHS["ingested"]}
     assert outputs("prepare") == {PATHS["prepared"]}
     assert outputs("train") == {PATHS["model"], PATHS["history"]}
-    eval_files = {f"{PATHS['eval']}/{name}" for name in EVAL_PLOTS.values()}
-    assert outputs("evaluate") == {PATHS["metrics"], *eval_files}
+    assert outputs("evaluate") == {PATHS["metrics"], PATHS["eval"], PATHS["figures"]}
     assert outputs("export") == {PATHS["onnx"], PATHS["card"], PATHS["reference"]}
     assert outputs("profile") == {PATHS["profile"]}
     assert outputs("register") == {PATHS["registration"]}
+
+
+def test_plots_are_the_tasks_alone() -> None:
+    """`dvc plots show` draws the definitions compose writes for the task (paths.plots): a
+    plot declared here too, or a stage's plot file without a definition, would be drawn beside
+    them (untitled, every column against the row number)."""
+    assert "plots" not in yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    assert not [stage for stage in STAGES if entries(stage, "plots")]
 
 
 def test_no_path_is_written_out() -> None:
@@ -59,7 +64,7 @@ def test_no_path_is_written_out() -> None:
 
 def test_each_path_a_stage_reads_is_one_an_earlier_stage_writes() -> None:
     written = {p for stage in STAGES for p in outputs(stage)}
-    written |= {PATHS["eval"], PATHS["raw"]}
+    written |= {PATHS["raw"]}
     for name in STAGES:
         data = {d for d in entries(name, "deps") if not d.startswith(("src/", "kit/", "conf"))}
         assert data - {"params.yaml"} <= written, name

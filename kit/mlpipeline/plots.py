@@ -1,14 +1,20 @@
-"""Render the pipeline's plot data (the epoch history and the evaluation files) as PNG
-pictures, for MLflow and the pull-request report."""
+"""The pipeline's plots, declared once: each task object (mlpipeline.config.tasks) lists its
+`Plot`s; from them the compose stage writes the definitions `dvc plots` reads (`paths.plots`,
+a dvc.yaml of plots alone) and the evaluate stage renders the same panels as PNGs into
+`paths.figures`, which MLflow and the pull-request report take as they are."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from mlpipeline.artifacts import read_csv
+from mlpipeline.artifacts import atomic_path, read_csv
 
 # the evaluate stage's plot files in `paths.eval`, by what they hold, and their columns
 EVAL_PLOTS = {
@@ -25,13 +31,57 @@ EVAL_COLUMNS = {
     "per_class": ["class", "precision", "recall", "f1", "support"],
     "predictions": ["actual", "predicted", "residual"],
 }
+HISTORY = "history"  # a Plot's source when it reads the training history (`paths.history`)
+DEFINITIONS_HEADER = (
+    "# Written by the compose stage from the task's plots (mlpipeline.config.tasks): `dvc plots\n"
+    "# show` reads it beside dvc.yaml. Do not edit; add plots of your own to dvc.yaml.\n"
+)
 
 
-def render_plots(history: Path, eval_dir: Path, out_dir: Path) -> list[Path]:
-    """The evaluation plots (a classification's confusion matrix, ROC and PR curves; a
-    regression's predicted-vs-actual and residuals) and the training curves, as PNGs in
-    `out_dir`. The task is the one whose evaluation files hold rows."""
-    # a second to import, and the evaluate stage imports this module for its columns alone
+@dataclass(frozen=True)
+class Plot:
+    """One panel: DVC draws it from a CSV file with one of its templates, and the evaluate
+    stage renders it as `<name>.png`."""
+
+    name: str  # its id in dvc.yaml and its PNG's file name
+    title: str
+    source: str  # HISTORY, or the evaluate file (a key of EVAL_PLOTS) it reads
+    x: str
+    y: tuple[str, ...]
+    template: str = "linear"  # DVC's: linear, simple, scatter, confusion or bar_horizontal
+
+    def path(self, history: Path, eval_dir: Path) -> Path:
+        """The CSV file it reads."""
+        return history if self.source == HISTORY else eval_dir / EVAL_PLOTS[self.source]
+
+
+def definitions(plots: Sequence[Plot], history: Path, eval_dir: Path, at: Path) -> str:
+    """The text of a dvc.yaml at `at` that declares `plots` (paths relative to it, as DVC
+    reads them)."""
+    entries = [
+        {
+            p.name: {
+                "title": p.title,
+                "template": p.template,
+                "x": p.x,
+                "y": {os.path.relpath(p.path(history, eval_dir), at.parent): list(p.y)},
+            }
+        }
+        for p in plots
+    ]
+    return DEFINITIONS_HEADER + yaml.safe_dump({"plots": entries}, sort_keys=False)
+
+
+def write_definitions(plots: Sequence[Plot], history: Path, eval_dir: Path, at: Path) -> None:
+    """Write the plot definitions for `dvc plots` to `at` (a dvc.yaml), atomically."""
+    with atomic_path(at) as tmp:
+        tmp.write_text(definitions(plots, history, eval_dir, at), encoding="utf-8")
+
+
+def render_plots(plots: Sequence[Plot], history: Path, eval_dir: Path, out_dir: Path) -> list[Path]:
+    """Each plot as `<name>.png` in `out_dir`, drawn from its file as DVC's template draws
+    it; returns the files in the order of `plots`."""
+    # a second to import: compose imports this module for the definitions alone
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,90 +89,66 @@ def render_plots(history: Path, eval_dir: Path, out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-
-    def save(fig: plt.Figure, name: str) -> None:
-        path = out_dir / name
+    for plot in plots:
+        fig, ax = plt.subplots(figsize=(5.5, 4.5))
+        rows = read_csv(plot.path(history, eval_dir))
+        DRAW[plot.template](ax, plot, rows)
+        ax.set(title=plot.title)
         fig.tight_layout()
+        path = out_dir / f"{plot.name}.png"
+        # no Software entry: the bytes follow from the data alone
         fig.savefig(path, dpi=110, metadata={"Software": None})
         plt.close(fig)
         written.append(path)
-
-    predictions = read_csv(eval_dir / EVAL_PLOTS["predictions"])
-    if predictions:
-        save(_regression_figure(plt, predictions), "predicted_vs_actual.png")
-    else:
-        save(_confusion_figure(plt, read_csv(eval_dir / EVAL_PLOTS["confusion"])),
-             "confusion_matrix.png")  # fmt: skip
-        save(_curves_figure(plt, eval_dir), "roc_pr.png")
-
-    rows = read_csv(history)
-    epochs = [int(r["epoch"]) for r in rows]
-    scores = ("val_mae", "val_rmse") if predictions else ("train_acc", "val_acc")
-    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(9, 4))
-    for ax, keys in ((loss_ax, ("train_loss", "val_loss")), (score_ax, scores)):
-        for key in keys:
-            ax.plot(epochs, [float(r[key]) for r in rows], label=key)
-        ax.set(xlabel="epoch")
-        ax.legend()
-    loss_ax.set(title="Loss")
-    score_ax.set(title="Validation error" if predictions else "Accuracy")
-    save(fig, "training_curves.png")
     return written
 
 
-def _regression_figure(plt: Any, rows: list[dict[str, str]]) -> Any:
-    actual = [float(r["actual"]) for r in rows]
-    predicted = [float(r["predicted"]) for r in rows]
-    residual = [float(r["residual"]) for r in rows]
-    fig, (fit_ax, res_ax) = plt.subplots(1, 2, figsize=(9, 4))
-    fit_ax.scatter(actual, predicted, s=8, alpha=0.6)
-    low, high = min(actual + predicted), max(actual + predicted)
-    fit_ax.plot([low, high], [low, high], ls=":", color="grey")
-    fit_ax.set(xlabel="actual", ylabel="predicted", title="Predicted vs actual (test)")
-    res_ax.scatter(predicted, residual, s=8, alpha=0.6)
-    res_ax.axhline(0, ls=":", color="grey")
-    res_ax.set(xlabel="predicted", ylabel="predicted - actual", title="Residuals (test)")
-    return fig
+def _values(rows: list[dict[str, str]], column: str) -> list[float]:
+    return [float(r[column]) for r in rows]
 
 
-def _confusion_figure(plt: Any, pairs: list[dict[str, str]]) -> Any:
-    classes = sorted({r["actual"] for r in pairs} | {r["predicted"] for r in pairs})
+def _lines(ax: Any, plot: Plot, rows: list[dict[str, str]]) -> None:
+    for column in plot.y:
+        ax.plot(_values(rows, plot.x), _values(rows, column), label=column)
+    ax.set(xlabel=plot.x, ylabel=plot.y[0] if len(plot.y) == 1 else None)
+    if len(plot.y) > 1:
+        ax.legend()
+
+
+def _scatter(ax: Any, plot: Plot, rows: list[dict[str, str]]) -> None:
+    ax.scatter(_values(rows, plot.x), _values(rows, plot.y[0]), s=8, alpha=0.6)
+    ax.set(xlabel=plot.x, ylabel=plot.y[0])
+
+
+def _confusion(ax: Any, plot: Plot, rows: list[dict[str, str]]) -> None:
+    """Counts of (y, x) pairs: y the actual class, x the predicted one."""
+    actual, predicted = plot.y[0], plot.x
+    classes = sorted({r[actual] for r in rows} | {r[predicted] for r in rows})
     index = {c: i for i, c in enumerate(classes)}
     matrix = np.zeros((len(classes), len(classes)), dtype=int)
-    for r in pairs:
-        matrix[index[r["actual"]], index[r["predicted"]]] += 1
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for r in rows:
+        matrix[index[r[actual]], index[r[predicted]]] += 1
     ax.imshow(matrix, cmap="Blues")
     for (i, j), n in np.ndenumerate(matrix):
         if n:
-            ax.text(
-                j,
-                i,
-                n,
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if n > matrix.max() / 2 else "black",
-            )
-    ax.set(
-        xticks=range(len(classes)),
-        yticks=range(len(classes)),
-        xticklabels=classes,
-        yticklabels=classes,
-        xlabel="predicted",
-        ylabel="actual",
-        title="Confusion matrix (test)",
-    )
-    return fig
+            color = "white" if n > matrix.max() / 2 else "black"
+            ax.text(j, i, n, ha="center", va="center", fontsize=8, color=color)
+    ticks = range(len(classes))
+    ax.set(xticks=ticks, yticks=ticks, xticklabels=classes, yticklabels=classes)
+    ax.set(xlabel=predicted, ylabel=actual)
 
 
-def _curves_figure(plt: Any, eval_dir: Path) -> Any:
-    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(9, 4))
-    roc = read_csv(eval_dir / EVAL_PLOTS["roc"])
-    roc_ax.plot([float(r["fpr"]) for r in roc], [float(r["tpr"]) for r in roc])
-    roc_ax.plot([0, 1], [0, 1], ls=":", color="grey")
-    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (micro)")
-    pr = read_csv(eval_dir / EVAL_PLOTS["pr"])
-    pr_ax.plot([float(r["recall"]) for r in pr], [float(r["precision"]) for r in pr])
-    pr_ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (micro)")
-    return fig
+def _bars(ax: Any, plot: Plot, rows: list[dict[str, str]]) -> None:
+    ax.barh([r[plot.y[0]] for r in rows], _values(rows, plot.x))
+    ax.invert_yaxis()  # the file's first row on top, as DVC draws it
+    ax.set(xlabel=plot.x, ylabel=plot.y[0])
+
+
+# how each DVC template a Plot may name is drawn as a PNG
+DRAW = {
+    "linear": _lines,
+    "simple": _lines,
+    "scatter": _scatter,
+    "confusion": _confusion,
+    "bar_horizontal": _bars,
+}

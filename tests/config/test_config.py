@@ -14,10 +14,12 @@ from mlpipeline.config import (
     check_targets_once,
     compose_config,
     load_config,
+    task_for,
     validate_config,
 )
 from mlpipeline.config import targets as target_checks
 from mlpipeline.errors import PipelineError
+from mlpipeline.plots import definitions
 from mlpipeline.stages.compose import STAMP_TEXT, compose_stage
 
 
@@ -32,6 +34,37 @@ def test_compose_stage_writes_params_and_stamp(tmp_path: Path) -> None:
     assert cfg.model.target == "myproject.models.nets.MLP"
     assert load_config(out) == cfg
     assert stamp.read_text() == STAMP_TEXT
+
+
+def test_compose_stage_writes_the_tasks_plot_definitions_beside_params(tmp_path: Path) -> None:
+    """`dvc plots show` draws the task's panels alone: a regression's has no accuracy, no
+    confusion matrix, and no panel of the other task that would be empty."""
+    out = tmp_path / "params.yaml"
+    compose_stage(ROOT / "conf", out, tmp_path / "stamp", ["data=tabular", "task=regression"])
+    written = yaml.safe_load((tmp_path / "reports/dvc.yaml").read_text())
+    panels = {next(iter(p)): next(iter(p.values())) for p in written["plots"]}
+    assert [p["title"] for p in panels.values()] == [
+        "Loss",
+        "Validation error",
+        "Predicted vs actual (test)",
+        "Residuals (test)",
+    ]
+    # paths relative to the file, as DVC reads a dvc.yaml's
+    assert panels["residuals"]["y"] == {"eval/predictions.csv": ["residual"]}
+    assert panels["loss"]["y"] == {"train/history.csv": ["train_loss", "val_loss"]}
+
+
+def test_committed_plot_definitions_are_the_composition_of_conf() -> None:
+    cfg = load_config(ROOT / "params.yaml")
+    expected = definitions(
+        task_for(cfg.task).plots, ROOT / cfg.paths.history, ROOT / cfg.paths.eval,
+        ROOT / cfg.paths.plots,
+    )  # fmt: skip
+    assert (ROOT / cfg.paths.plots).read_text() == expected, "run `dvc repro` and commit it"
+
+
+def test_the_plot_definitions_must_be_a_dvc_file(tmp_path: Path) -> None:
+    assert "named dvc.yaml only" in compose_error(tmp_path, "paths.plots=reports/plots.yaml")
 
 
 def compose_error(tmp_path: Path, *overrides: str) -> str:

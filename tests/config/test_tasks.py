@@ -54,5 +54,39 @@ def test_the_export_check_counts_class_disagreements_only_for_classes() -> None:
 def test_the_tasks_plot_files_are_those_evaluate_writes() -> None:
     from mlpipeline.plots import EVAL_PLOTS
 
-    named = [p for t in TASKS.values() for p in t.plots]
+    named = [f for t in TASKS.values() for f in t().files]
     assert sorted(named) == sorted(EVAL_PLOTS), "each plot file is one task's"
+
+
+def scores(name: str) -> tuple[object, np.ndarray, list[str] | None]:
+    """Test outputs, targets and classes of a task, as the evaluate stage passes them."""
+    import torch
+
+    if name == "classification":
+        probs = torch.tensor([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
+        return probs, np.array([0, 1, 1, 1]), ["a", "b"]
+    return torch.tensor([1.0, 2.5, 2.0, 4.0]), np.array([1.0, 2.0, 3.0, 4.0], np.float32), None
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_each_plot_reads_columns_its_file_holds_and_the_task_fills_just_those_files(
+    name: str,
+) -> None:
+    """A regression writes no classification file (and the reverse); no panel of a task reads
+    a file it does not fill, or a column its file lacks."""
+    from mlpipeline.config.schema import Evaluate
+    from mlpipeline.models.training import HISTORY_COLUMNS
+    from mlpipeline.plots import DRAW, EVAL_COLUMNS, HISTORY
+
+    task = task_for(name)
+    outputs, y, classes = scores(name)
+    settings = Evaluate(batch_size=8, calibration_bins=2, curve_thresholds=5, positive_class=None)
+    _, filled = task.evaluate(outputs, y, classes, settings, np.arange(len(y)))
+    assert sorted(filled) == sorted(task.files)
+    assert len({p.name for p in task.plots}) == len(task.plots), "one id per panel"
+    for plot in task.plots:
+        columns = HISTORY_COLUMNS if plot.source == HISTORY else EVAL_COLUMNS[plot.source]
+        assert {plot.x, *plot.y} <= set(columns), plot.name
+        assert plot.template in DRAW and plot.title, plot.name
+        if plot.source != HISTORY:
+            assert filled[plot.source] and {plot.x, *plot.y} <= set(filled[plot.source][0])

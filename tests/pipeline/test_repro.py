@@ -17,6 +17,7 @@ from helpers import (
     assert_one_line_per_stage,
     lock_outs,
     make_command,
+    plot_panels,
     run,
     set_in_conf,
     stages_run,
@@ -68,6 +69,26 @@ def test_dvc_repro_prints_one_line_per_stage_and_no_warning(tiny_baseline: Path)
     log = (tiny_baseline.parent / "dvc-repro.log").read_text()
     err = (tiny_baseline.parent / "dvc-repro.err").read_text()
     assert_one_line_per_stage(subprocess.CompletedProcess(["dvc", "repro"], 0, log, err))
+
+
+def test_dvc_plots_show_the_tasks_plots_titled_and_none_empty(tiny_repo: Path) -> None:
+    """A classification's panels alone, each titled and drawn from rows; none of a
+    regression's (empty), none untitled (a plot file drawn against the row number)."""
+    from mlpipeline.config.tasks import Classification
+
+    panels = plot_panels(tiny_repo)
+    assert list(panels) == [p.title for p in Classification.plots]
+    assert all(filled == rows > 0 for rows, filled in panels.values()), panels
+    assert sorted(p.name for p in (tiny_repo / "reports/eval").iterdir()) == [
+        "confusion.csv",
+        "per_class.csv",
+        "pr.csv",
+        "roc.csv",
+    ]
+    # against a revision, each plot shows both, with no error for the unchanged files
+    diff = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], tiny_repo).stdout)
+    assert list(diff["data"]) == [p.name for p in Classification.plots]
+    assert not diff.get("errors"), diff.get("errors")
 
 
 @pytest.mark.slow

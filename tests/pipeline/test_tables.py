@@ -16,10 +16,13 @@ from helpers import (
     assert_one_line_per_stage,
     commit_all,
     mixed_table,
+    plot_panels,
     run,
     serving,
     stages_run,
 )
+
+from mlpipeline.config.tasks import Regression
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +96,8 @@ def test_diabetes_regression_with_cross_validation(repo_copy: Path) -> None:
     cv = json.loads((repo_copy / "reports/cv.json").read_text())
     assert shown_cv["mean"] == cv["mean"] and shown_cv["std"] == cv["std"] > 0
     assert cv["folds"] == 5 and len(cv["scores"]) == 5 and cv["metric"] == "val_loss"
-    plots = json.loads(run(["dvc", "plots", "show", "--json"], repo_copy).stdout)["data"]
-    for title in ("Predicted vs actual (regression, test)", "Residuals (regression, test)"):
-        assert plots[title] and plots[title][0]["type"] == "vega", title
-    assert plots["Confusion matrix (test)"] == []  # a classification's: empty
+    # a regression's panels alone, titled and filled; no classification file, not even empty
+    panels = plot_panels(repo_copy)
+    assert list(panels) == [p.title for p in Regression.plots]
+    assert all(filled == rows > 0 for rows, filled in panels.values()), panels
+    assert [p.name for p in (repo_copy / "reports/eval").iterdir()] == ["predictions.csv"]

@@ -14,7 +14,8 @@ import pytest
 from helpers import export_table_model, mixed_table
 from mlflow import MlflowClient
 
-from mlpipeline.artifacts import md5_file, read_json
+from mlpipeline.artifacts import md5_dir, md5_file, read_json
+from mlpipeline.config.tasks import Classification
 from mlpipeline.data.splits import read_split
 from mlpipeline.errors import PipelineError
 from mlpipeline.models.modelfile import load_model
@@ -72,8 +73,20 @@ def test_evaluate_writes_metrics_and_plot_data(trained) -> None:
     assert len(result["files"]["confusion"]) == 270
     for name in ("confusion", "roc", "pr", "per_class"):
         assert len((cfg.paths.eval / f"{name}.csv").read_text().splitlines()) > 1
-    # the regression plot's file is there for dvc.yaml, with its header alone
-    assert (cfg.paths.eval / "predictions.csv").read_text() == "actual,predicted,residual\n"
+    # the task's files alone: no regression file, not even a header
+    assert sorted(p.name for p in cfg.paths.eval.iterdir()) == [
+        "confusion.csv",
+        "per_class.csv",
+        "pr.csv",
+        "roc.csv",
+    ]
+    # its plots as PNGs, one per panel of `dvc plots show`
+    figures = sorted(p.name for p in cfg.paths.figures.iterdir())
+    assert figures == sorted(f"{p.name}.png" for p in Classification.plots)
+    assert all((cfg.paths.figures / f).read_bytes().startswith(b"\x89PNG") for f in figures)
+    first = md5_dir(cfg.paths.figures)
+    evaluate(cfg)
+    assert md5_dir(cfg.paths.figures) == first, "the PNGs' bytes follow from the data"
 
 
 def test_export_matches_pytorch_and_register_logs_a_version(trained) -> None:
@@ -101,7 +114,7 @@ def test_export_matches_pytorch_and_register_logs_a_version(trained) -> None:
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
     assert run.data.metrics["test_accuracy"] == card["metrics"]["accuracy"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
-    assert "reports/confusion_matrix.png" in artifacts
+    assert {"reports/confusion.png", "reports/accuracy.png"} <= artifacts
     logged_card = client.download_artifacts(run.info.run_id, "model_card.json", str(cfg.paths.eval))
     check = json.loads(Path(logged_card).read_text())["export_check"]
     assert 0 <= check["max_abs_diff"] <= cfg.export.atol

@@ -48,11 +48,22 @@ class Paths(Section):
     metrics: Path
     cv: Path
     eval: Path
+    figures: Path
+    plots: Path
     onnx: Path
     card: Path
     reference: Path
     profile: Path
     registration: Path
+
+    @model_validator(mode="after")
+    def _plots_is_a_dvc_file(self) -> Paths:
+        if self.plots.name != "dvc.yaml":
+            raise ValueError(
+                f"plots is {self.plots}: DVC reads plot definitions from files named dvc.yaml "
+                "only; name one like reports/dvc.yaml"
+            )
+        return self
 
     def rebased(self, root: Path) -> Paths:
         """The same layout under `root` (a sweep trial's or a test's directory); `raw` stays,

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mlpipeline.errors import PipelineError
+from mlpipeline.plots import HISTORY, Plot
 
 MAX_CLASSES_OF_NUMBERS = 50  # more distinct numeric labels than this look like a regression
 
@@ -26,8 +27,14 @@ class Task:
     output: ClassVar[str]  # the exported model's output name
     losses: ClassVar[tuple[str, ...]]  # the losses that fit it; the first is the default
     sweep_metrics: ClassVar[tuple[str, ...]]  # the validation metrics a sweep may optimise
-    plots: ClassVar[tuple[str, ...]]  # the evaluate plot files (mlpipeline.plots) it fills
+    plots: ClassVar[tuple[Plot, ...]]  # its panels in `dvc plots` and its PNGs
     has_classes: ClassVar[bool]  # whether the label's values are classes
+
+    @property
+    def files(self) -> list[str]:
+        """The evaluate files (keys of mlpipeline.plots.EVAL_PLOTS) its plots read, which its
+        `evaluate` fills: the stage writes these and no other."""
+        return list(dict.fromkeys(p.source for p in self.plots if p.source != HISTORY))
 
     def output_size(self, classes: list[str] | None) -> int:
         """How many values the network outputs per row."""
@@ -99,7 +106,16 @@ class Classification(Task):
     output = "probabilities"
     losses = ("cross_entropy",)
     sweep_metrics = ("val_loss", "val_acc", "val_f1")
-    plots = ("confusion", "roc", "pr", "per_class")
+    plots = (
+        Plot("loss", "Loss", HISTORY, "epoch", ("train_loss", "val_loss")),
+        Plot("accuracy", "Accuracy", HISTORY, "epoch", ("train_acc", "val_acc")),
+        Plot("confusion", "Confusion matrix (test)", "confusion", "predicted", ("actual",),
+             "confusion"),
+        Plot("roc", "ROC (micro, test)", "roc", "fpr", ("tpr",), "simple"),
+        Plot("pr", "Precision-recall (micro, test)", "pr", "recall", ("precision",), "simple"),
+        Plot("f1_per_class", "F1 per class (test)", "per_class", "f1", ("class",),
+             "bar_horizontal"),
+    )  # fmt: skip
     has_classes = True
 
     def output_size(self, classes: list[str] | None) -> int:
@@ -224,7 +240,14 @@ class Regression(Task):
     output = "prediction"
     losses = ("mse", "huber")
     sweep_metrics = ("val_loss", "val_mae", "val_rmse", "val_r2")
-    plots = ("predictions",)
+    plots = (
+        Plot("loss", "Loss", HISTORY, "epoch", ("train_loss", "val_loss")),
+        Plot("validation_error", "Validation error", HISTORY, "epoch", ("val_mae", "val_rmse")),
+        Plot("predicted_vs_actual", "Predicted vs actual (test)", "predictions", "actual",
+             ("predicted",), "scatter"),
+        Plot("residuals", "Residuals (test)", "predictions", "predicted", ("residual",),
+             "scatter"),
+    )  # fmt: skip
     has_classes = False
 
     def output_size(self, classes: list[str] | None) -> int:

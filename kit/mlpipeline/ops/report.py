@@ -4,8 +4,8 @@
 
 Run it after `dvc repro`. It writes `report.md` and the plots it shows into the output
 directory: `dvc params diff` and `dvc metrics diff` against the base as Markdown tables, the
-confusion matrix and the ROC/PR and training curves as PNGs (rendered from the evaluation and
-history files by `mlpipeline.plots`), the data and model hashes of the base and of this change
+task's plots as PNGs (those the evaluate stage rendered into `paths.figures`, titled as the
+task declares them), the data and model hashes of the base and of this change
 (from `dvc.lock` and the model card), and whether the `dvc.lock` committed at HEAD matches what
 was reproduced.
 The directory is replaced as a whole, atomically, and ignores itself in git.
@@ -14,6 +14,7 @@ The directory is replaced as a whole, atomically, and ignores itself in git.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -23,19 +24,11 @@ from typing import Any
 import yaml
 
 from mlpipeline.artifacts import atomic_path, read_json
-from mlpipeline.config import Paths, load_config
+from mlpipeline.config import Config, load_config, task_for
 from mlpipeline.errors import PipelineError, exit_on_error
 from mlpipeline.git import git
-from mlpipeline.plots import render_plots
 
 REPORT_NAME = "report.md"
-# alt text for the pictures mlpipeline.plots.render_plots writes; unknown names use their stem
-PLOT_TITLES = {
-    "confusion_matrix.png": "Confusion matrix (test split)",
-    "roc_pr.png": "ROC and precision-recall curves (test split, micro-averaged)",
-    "predicted_vs_actual.png": "Predicted vs actual and residuals (test split)",
-    "training_curves.png": "Training curves (loss and validation scores per epoch)",
-}
 CARD_HASHES = ("data", "model", "onnx")
 
 
@@ -129,13 +122,12 @@ def lock_outputs(text: str | None) -> dict[str, str]:
     return outputs
 
 
-def _paths(repo: Path) -> Paths:
-    """Where params.yaml puts the history, the evaluation files and the model card."""
+def _config(repo: Path) -> Config:
+    """params.yaml: the task, and where the figures and the model card are."""
     try:
-        paths = load_config(repo / "params.yaml").paths
+        return load_config(repo / "params.yaml")
     except PipelineError as err:
         raise PipelineError(f"cannot read the pipeline's paths: {err}") from None
-    return paths.model_copy(update={k: repo / v for k, v in paths.model_dump().items()})
 
 
 def _first_line(err: BaseException) -> str:
@@ -204,7 +196,8 @@ def build_report(repo: Path, base: str, out_dir: Path) -> Path:
         out_dir = repo / out_dir
     base_commit = resolve_base(repo, base)
     head = _git(repo, "rev-parse", "--short", "HEAD").strip()
-    paths = _paths(repo)
+    config = _config(repo)
+    paths = config.paths.rebased(repo)
     card = _read_card(paths.card)
     lock = check_lock(repo)
     params = dvc_table(repo, "params", base)
@@ -213,13 +206,15 @@ def build_report(repo: Path, base: str, out_dir: Path) -> Path:
     base_lock = _git_file(repo, base_commit, "dvc.lock")
 
     with atomic_path(out_dir, is_dir=True) as tmp:
-        try:
-            images = render_plots(paths.history, paths.eval, tmp)
-        except FileNotFoundError as err:
-            raise PipelineError(
-                f"{err.filename} not found: run the pipeline (dvc repro) before the report"
-            ) from None
-        plots = [f"![{PLOT_TITLES.get(p.name, p.stem)}]({p.name})" for p in images]
+        plots = []
+        for plot in task_for(config.task).plots:
+            figure = paths.figures / f"{plot.name}.png"
+            if not figure.is_file():
+                raise PipelineError(
+                    f"{figure} not found: run the pipeline (dvc repro) before the report"
+                )
+            shutil.copyfile(figure, tmp / figure.name)
+            plots.append(f"![{plot.title}]({figure.name})")
         text = "\n".join(
             [
                 f"# Pipeline report: `{head}` against `{base}` (`{base_commit[:7]}`)",

@@ -25,8 +25,10 @@ from mlpipeline.artifacts import atomic_path
 from mlpipeline.config import Config, check_targets_once, compose_config, load_config
 from mlpipeline.config.guard import allowed_prefixes, check_config
 from mlpipeline.config.schema import flatten
+from mlpipeline.config.tasks import task_for
 from mlpipeline.determinism import prepare_process
 from mlpipeline.errors import PipelineError, exit_on_error
+from mlpipeline.plots import write_definitions
 
 STAMP_TEXT = "params.yaml is composed from conf/ by the `compose` stage of dvc.yaml\n"
 
@@ -34,8 +36,9 @@ STAMP_TEXT = "params.yaml is composed from conf/ by the `compose` stage of dvc.y
 def compose_stage(
     conf_dir: Path, output: Path, stamp: Path, overrides: list[str], experiment: str | None = None
 ) -> Config:
-    """Write params.yaml (and the stamp) from conf/; nothing is written if validation fails.
-    In a DVC experiment (`experiment` names it) an existing params.yaml is kept, validated."""
+    """Write params.yaml, the task's plot definitions for `dvc plots` (`paths.plots`) and the
+    stamp from conf/; nothing is written if validation fails. In a DVC experiment
+    (`experiment` names it) an existing params.yaml is kept, validated."""
     if experiment and output.is_file() and not overrides:
         config = load_config(output)
         # DVC composed it with the -S overrides: no project code saw them before now
@@ -56,6 +59,9 @@ def compose_stage(
                 f"{', '.join(moved)} changed in conf/paths/: {output} holds the new paths now; "
                 "run `dvc repro` again, so that dvc.yaml reads them"
             )
+    # the paths are relative to the repository's root, where params.yaml lies
+    paths = config.paths.rebased(output.parent)
+    write_definitions(task_for(config.task).plots, paths.history, paths.eval, paths.plots)
     with atomic_path(stamp) as tmp:
         tmp.write_text(STAMP_TEXT, encoding="utf-8")
     return config

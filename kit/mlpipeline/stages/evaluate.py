@@ -1,10 +1,11 @@
 """Stage `evaluate`: torchmetrics on the test split.
 
-Writes `paths.metrics` (for `dvc metrics`) and, for `dvc plots`, into `paths.eval`. For
-classification: confusion.csv (actual, predicted per sample), roc.csv and pr.csv
-(micro-averaged curves), per_class.csv (precision, recall, F1, support per class); with a
-configured positive class of a binary task also its precision, recall, F1 and PR-AUC. For
-regression: MAE, RMSE and R^2, and predictions.csv (actual, predicted, residual per sample).
+Writes `paths.metrics` (for `dvc metrics`), the task's plot files into `paths.eval` (for
+`dvc plots`) and its plots as PNGs into `paths.figures`. For classification: confusion.csv
+(actual, predicted per sample), roc.csv and pr.csv (micro-averaged curves), per_class.csv
+(precision, recall, F1, support per class); with a configured positive class of a binary task
+also its precision, recall, F1 and PR-AUC. For regression: MAE, RMSE and R^2, and
+predictions.csv (actual, predicted, residual per sample).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from mlpipeline.artifacts import write_csv, write_json
+from mlpipeline.artifacts import atomic_path, write_csv, write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
 from mlpipeline.config.tasks import task_for
 from mlpipeline.data.splits import read_meta, read_split
 from mlpipeline.determinism import use_portable_kernels
-from mlpipeline.plots import EVAL_COLUMNS, EVAL_PLOTS
+from mlpipeline.plots import EVAL_COLUMNS, EVAL_PLOTS, render_plots
 
 PLOTTED_ROWS = 10_000  # test rows in the per-sample plot files at most
 
@@ -33,9 +34,9 @@ def plotted(rows: int, limit: int, seed: int) -> Any:
 
 
 def evaluate(cfg: Config) -> dict[str, Any]:
-    """Score the trained model on the test split and write metrics and plot data, as the
-    task says. Every plot file dvc.yaml names is written; the other task's hold only their
-    header."""
+    """Score the trained model on the test split and write metrics, plot data and PNGs, as the
+    task says: its own plot files alone (the folders are replaced whole, so another task's
+    files from an earlier run go)."""
     # it imports torch, seconds that the stage's config check (and --help) should not wait for
     from mlpipeline.models.modelfile import load_model
 
@@ -47,10 +48,13 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     outputs = task.predict(network, x, cfg.evaluate.batch_size)
     shown = plotted(len(y), PLOTTED_ROWS, cfg.seed)
     scalars, filled = task.evaluate(outputs, y, meta["classes"], cfg.evaluate, shown)
-    files: dict[str, list[dict[str, Any]]] = {name: [] for name in EVAL_PLOTS} | filled
+    files = {name: filled[name] for name in task.files}
     write_json(cfg.paths.metrics, scalars)
-    for name, rows in files.items():
-        write_csv(cfg.paths.eval / EVAL_PLOTS[name], rows, EVAL_COLUMNS[name])
+    with atomic_path(cfg.paths.eval, is_dir=True) as eval_dir:
+        for name, rows in files.items():
+            write_csv(eval_dir / EVAL_PLOTS[name], rows, EVAL_COLUMNS[name])
+        with atomic_path(cfg.paths.figures, is_dir=True) as figures:
+            render_plots(task.plots, cfg.paths.history, eval_dir, figures)
     shown = "  ".join(f"{k} {v if isinstance(v, int) else f'{v:.4g}'}" for k, v in scalars.items())
     print(f"evaluated: {shown} -> {cfg.paths.metrics}")
     return {"scalars": scalars, "files": files}

@@ -19,13 +19,13 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from mlpipeline import tracking
-from mlpipeline.artifacts import read_csv, read_json, scratch_dir, write_json
+from mlpipeline.artifacts import read_csv, read_json, write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
+from mlpipeline.config.tasks import task_for
 from mlpipeline.data.sources import source_for
 from mlpipeline.errors import PipelineError, redact
 from mlpipeline.git import state
-from mlpipeline.plots import render_plots
 
 
 def register(cfg: Config) -> dict[str, Any]:
@@ -40,34 +40,31 @@ def register(cfg: Config) -> dict[str, Any]:
     hashes = card["hashes"]
     check = card["export_check"] | {"max_abs_diff": onnx_difference(cfg, card)}
     example, signature = model_signature(cfg, card)
-    # the rendered plots: beside the receipt, where a killed run's are the next run's to delete
-    plots = cfg.paths.registration.with_name(f"{cfg.paths.registration.name}.plots")
-    with scratch_dir(plots) as scratch:
-        logged = tracking.log_pipeline_run(
-            uri=cfg.tracking.uri,
-            experiment=cfg.tracking.experiment,
-            registered_model=cfg.tracking.registered_model,
-            params=cfg.dump(),
-            history=read_csv(cfg.paths.history),
-            metrics=metrics,
-            tags={
-                "git_commit": str(git["commit"]),
-                "git_dirty": str(git["dirty"]),
-                "data_md5": hashes["data"],
-                "model_md5": hashes["model"],
-                "onnx_md5": hashes["onnx"],
-                **({"dvc_exp_name": name} if (name := os.environ.get("DVC_EXP_NAME")) else {}),
-            },
-            onnx_path=cfg.paths.onnx,
-            card=card | {"git_commit": git["commit"], "export_check": check},
-            artifacts=[
-                cfg.paths.metrics,
-                *render_plots(cfg.paths.history, cfg.paths.eval, scratch),
-            ],
-            input_example=example,
-            signature=signature,
-            model_files=[cfg.paths.profile],
-        )
+    figures = [cfg.paths.figures / f"{p.name}.png" for p in task_for(cfg.task).plots]
+    if missing := [str(f) for f in figures if not f.is_file()]:
+        raise PipelineError(f"{missing[0]} not found: run the evaluate stage first (dvc repro)")
+    logged = tracking.log_pipeline_run(
+        uri=cfg.tracking.uri,
+        experiment=cfg.tracking.experiment,
+        registered_model=cfg.tracking.registered_model,
+        params=cfg.dump(),
+        history=read_csv(cfg.paths.history),
+        metrics=metrics,
+        tags={
+            "git_commit": str(git["commit"]),
+            "git_dirty": str(git["dirty"]),
+            "data_md5": hashes["data"],
+            "model_md5": hashes["model"],
+            "onnx_md5": hashes["onnx"],
+            **({"dvc_exp_name": name} if (name := os.environ.get("DVC_EXP_NAME")) else {}),
+        },
+        onnx_path=cfg.paths.onnx,
+        card=card | {"git_commit": git["commit"], "export_check": check},
+        artifacts=[cfg.paths.metrics, *figures],
+        input_example=example,
+        signature=signature,
+        model_files=[cfg.paths.profile],
+    )
     receipt = {
         "registered_model": cfg.tracking.registered_model,
         "experiment": cfg.tracking.experiment,
