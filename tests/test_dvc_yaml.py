@@ -46,6 +46,15 @@ def test_each_path_is_written_by_the_stage_that_owns_it() -> None:
     assert outputs("register") == {PATHS["registration"]}
 
 
+def test_the_test_metrics_are_the_one_metrics_file() -> None:
+    """`dvc metrics show` has a row per metrics file, of dashes when it holds no number: the
+    crossval stage's file (off by default) is a plain output, which evaluate reads."""
+    declared = {s: entries(s, "metrics") for s in STAGES if entries(s, "metrics")}
+    assert declared == {"evaluate": {PATHS["metrics"]}}
+    assert entries("crossval", "outs") == {PATHS["cv"]}
+    assert PATHS["cv"] in entries("evaluate", "deps")
+
+
 def test_no_path_is_written_out() -> None:
     """Paths come from conf/paths/ alone: dvc.yaml names no data, model or report file."""
     literal = [

@@ -5,6 +5,7 @@ classification: confusion.csv (actual, predicted per sample), roc.csv and pr.csv
 (micro-averaged curves), per_class.csv (precision, recall, F1, support per class); with a
 configured positive class of a binary task also its precision, recall, F1 and PR-AUC. For
 regression: MAE, RMSE and R^2, and predictions.csv (actual, predicted, residual per sample).
+When the `crossval` stage ran (`cv.folds`), its mean and std join the metrics as `cv_*`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mlpipeline.config.tasks import task_for
 from mlpipeline.data.splits import read_meta, read_split
 from mlpipeline.determinism import use_portable_kernels
 from mlpipeline.plots import EVAL_COLUMNS, EVAL_PLOTS
+from mlpipeline.stages.crossval import cv_metrics
 
 PLOTTED_ROWS = 10_000  # test rows in the per-sample plot files at most
 
@@ -48,6 +50,7 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     shown = plotted(len(y), PLOTTED_ROWS, cfg.seed)
     scalars, filled = task.evaluate(outputs, y, meta["classes"], cfg.evaluate, shown)
     files: dict[str, list[dict[str, Any]]] = {name: [] for name in EVAL_PLOTS} | filled
+    scalars |= cv_metrics(cfg.paths.cv)
     write_json(cfg.paths.metrics, scalars)
     for name, rows in files.items():
         write_csv(cfg.paths.eval / EVAL_PLOTS[name], rows, EVAL_COLUMNS[name])
