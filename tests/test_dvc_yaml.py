@@ -46,6 +46,12 @@ def test_each_path_is_written_by_the_stage_that_owns_it() -> None:
     assert outputs("register") == {PATHS["registration"]}
 
 
+def test_compose_runs_on_every_repro() -> None:
+    """An experiment left in the workspace changes no hash (params.yaml and dvc.lock agree):
+    only composing conf/ again can tell that params.yaml no longer follows it."""
+    assert STAGES["compose"].get("always_changed") is True
+
+
 def test_the_test_metrics_are_the_one_metrics_file() -> None:
     """`dvc metrics show` has a row per metrics file, of dashes when it holds no number: the
     crossval stage's file (off by default) is a plain output, which evaluate reads."""
