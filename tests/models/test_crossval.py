@@ -14,7 +14,7 @@ from mlpipeline.stages.evaluate import evaluate
 from mlpipeline.stages.features import features
 from mlpipeline.stages.ingest import ingest
 from mlpipeline.stages.prepare import prepare
-from mlpipeline.stages.train import train
+from mlpipeline.stages.train import train as train_stage
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
@@ -48,7 +48,7 @@ def test_the_metrics_hold_cross_validation_only_when_it_ran(make_cfg) -> None:
     """`dvc metrics show` lists the metrics file alone: cross-validation's figures are in it
     when the crossval stage ran, and absent (no row, no column of dashes) when it was off."""
     cfg = make_cfg()
-    for stage in (ingest, prepare, features, train):
+    for stage in (ingest, prepare, features, train_stage):
         stage(cfg)
     assert crossval(cfg) == {"folds": 0}
     evaluate(cfg)
