@@ -1,14 +1,13 @@
 """Stage `crossval`: K-fold cross-validation of the configured training on the training split
 (`cv.folds`; 0 switches it off): the mean and standard deviation of the best `sweep.metric`
-over the folds. The `evaluate` stage adds them to the test metrics when it ran (`cv_metrics`),
+over the folds. The `evaluate` stage adds them to the test metrics when it ran,
 so that `dvc metrics show` lists cross-validation only then."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from mlpipeline.artifacts import read_json, write_json
+from mlpipeline.artifacts import write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
 
@@ -29,20 +28,6 @@ def crossval(cfg: Config) -> dict[str, Any]:
         )
     write_json(cfg.paths.cv, result)
     return result
-
-
-def cv_metrics(path: Path) -> dict[str, float]:
-    """The figures of the cross-validation written at `path` as metrics (`cv_folds`,
-    `cv_<metric>_mean`, `cv_<metric>_std`); none when it was off or has not run."""
-    result = read_json(path) if path.is_file() else {"folds": 0}
-    if not result["folds"]:
-        return {}
-    metric = result["metric"]
-    return {
-        "cv_folds": result["folds"],
-        f"cv_{metric}_mean": result["mean"],
-        f"cv_{metric}_std": result["std"],
-    }
 
 
 if __name__ == "__main__":

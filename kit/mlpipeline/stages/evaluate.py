@@ -10,18 +10,18 @@ When the `crossval` stage ran (`cv.folds`), its mean and std join the metrics as
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlpipeline.artifacts import write_csv, write_json
+from mlpipeline.artifacts import read_json, write_csv, write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
 from mlpipeline.config.tasks import task_for
 from mlpipeline.data.splits import read_meta, read_split
 from mlpipeline.determinism import use_portable_kernels
 from mlpipeline.plots import EVAL_COLUMNS, EVAL_PLOTS
-from mlpipeline.stages.crossval import cv_metrics
 
 PLOTTED_ROWS = 10_000  # test rows in the per-sample plot files at most
 
@@ -32,6 +32,20 @@ def plotted(rows: int, limit: int, seed: int) -> Any:
     if rows <= limit:
         return np.arange(rows)
     return np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
+
+
+def cv_metrics(path: Path) -> dict[str, float]:
+    """The figures of the `crossval` stage's file at `path` as metrics (`cv_folds`,
+    `cv_<metric>_mean`, `cv_<metric>_std`); none when it was off or has not run."""
+    result = read_json(path) if path.is_file() else {"folds": 0}
+    if not result["folds"]:
+        return {}
+    metric = result["metric"]
+    return {
+        "cv_folds": result["folds"],
+        f"cv_{metric}_mean": result["mean"],
+        f"cv_{metric}_std": result["std"],
+    }
 
 
 def evaluate(cfg: Config) -> dict[str, Any]:
