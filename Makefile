@@ -25,7 +25,7 @@ TORCH_INDEX ?=
 CUDA_PACKAGES = $(sort $(shell sed -n 's/^name = "\(nvidia-[^"]*\|cuda-[^"]*\|triton\)"$$/\1/p' uv.lock))
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev lock pipeline test test-all test-slow lint audit bench clean
+.PHONY: help install install-dev lock pipeline exps test test-all test-slow lint audit bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -72,6 +72,12 @@ lock: ## resolve pyproject.toml into uv.lock (with hashes); commit both
 pipeline: install ## reproduce the pipeline (dvc repro) on the built-in dataset
 	$(BIN)/dvc repro
 	@$(BIN)/dvc metrics show
+
+# plain `dvc exp show` has a column per parameter, dependency hash and metric (over a hundred);
+# this keeps the parameters that differ between the experiments and the metrics
+EXPS_DROP := .*/|conf$$|params\.yaml$$|Created$$|.*\._target_$$
+exps: install ## compare your experiments: the parameters that differ, and the metrics
+	@$(BIN)/dvc exp show --only-changed --drop '$(EXPS_DROP)'
 
 # Tests, linters, benchmarks
 

@@ -189,6 +189,10 @@ def assert_one_line_per_stage(proc: subprocess.CompletedProcess) -> None:
             assert len(said) == 1, f"{line}\n" + "\n".join(said)
 
 
+# what `dvc status` says of a reproduced pipeline: the compose stage runs on every `dvc repro`
+UP_TO_DATE = "compose:\n\talways changed\n"
+
+
 def lock_outs(repo: Path) -> dict[str, str]:
     """md5 of every stage output recorded in dvc.lock."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())

@@ -51,6 +51,21 @@ def test_plots_are_the_tasks_alone() -> None:
     assert not [stage for stage in STAGES if entries(stage, "plots")]
 
 
+def test_compose_runs_on_every_repro() -> None:
+    """An experiment left in the workspace changes no hash (params.yaml and dvc.lock agree):
+    only composing conf/ again can tell that params.yaml no longer follows it."""
+    assert STAGES["compose"].get("always_changed") is True
+
+
+def test_the_test_metrics_are_the_one_metrics_file() -> None:
+    """`dvc metrics show` has a row per metrics file, of dashes when it holds no number: the
+    crossval stage's file (off by default) is a plain output, which evaluate reads."""
+    declared = {s: entries(s, "metrics") for s in STAGES if entries(s, "metrics")}
+    assert declared == {"evaluate": {PATHS["metrics"]}}
+    assert entries("crossval", "outs") == {PATHS["cv"]}
+    assert PATHS["cv"] in entries("evaluate", "deps")
+
+
 def test_no_path_is_written_out() -> None:
     """Paths come from conf/paths/ alone: dvc.yaml names no data, model or report file."""
     literal = [

@@ -73,9 +73,13 @@ def definitions(plots: Sequence[Plot], history: Path, eval_dir: Path, at: Path) 
 
 
 def write_definitions(plots: Sequence[Plot], history: Path, eval_dir: Path, at: Path) -> None:
-    """Write the plot definitions for `dvc plots` to `at` (a dvc.yaml), atomically."""
+    """Write the plot definitions for `dvc plots` to `at` (a dvc.yaml), atomically; an
+    unchanged file is left as it is (the compose stage runs on every `dvc repro`)."""
+    text = definitions(plots, history, eval_dir, at)
+    if at.is_file() and at.read_text(encoding="utf-8") == text:
+        return
     with atomic_path(at) as tmp:
-        tmp.write_text(definitions(plots, history, eval_dir, at), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
 
 
 def render_plots(plots: Sequence[Plot], history: Path, eval_dir: Path, out_dir: Path) -> list[Path]:

@@ -143,7 +143,10 @@ def log_pipeline_run(
     with mlflow.start_run(experiment_id=experiment_id) as run:
         log_params(params)
         log_history(history)
-        mlflow.log_metrics({f"test_{k}": float(v) for k, v in metrics.items()})
+        # the test split's scores as test_*; cross-validation's cv_* were not scored on it
+        mlflow.log_metrics(
+            {k if k.startswith("cv_") else f"test_{k}": float(v) for k, v in metrics.items()}
+        )
         mlflow.set_tags(tags)
         for path in artifacts:
             mlflow.log_artifact(str(path), artifact_path="reports")

@@ -1,12 +1,20 @@
-"""The folds of cross-validation (mlpipeline.models.training.fold_indices)."""
+"""The folds of cross-validation (mlpipeline.models.training.fold_indices), and its figures
+in the metrics."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from mlpipeline.artifacts import read_json
 from mlpipeline.errors import PipelineError
 from mlpipeline.models.training import fold_indices
+from mlpipeline.stages.crossval import crossval
+from mlpipeline.stages.evaluate import evaluate
+from mlpipeline.stages.features import features
+from mlpipeline.stages.ingest import ingest
+from mlpipeline.stages.prepare import prepare
+from mlpipeline.stages.train import train as train_stage
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
@@ -34,3 +42,24 @@ def test_too_many_folds_for_a_class_is_one_line() -> None:
         match=r"cannot make 5 folds of the training split: a class has only 2 rows.*lower cv.folds",
     ):
         fold_indices(y, 5, "classification", seed=0)
+
+
+def test_the_metrics_hold_cross_validation_only_when_it_ran(make_cfg) -> None:
+    """`dvc metrics show` lists the metrics file alone: cross-validation's figures are in it
+    when the crossval stage ran, and absent (no row, no column of dashes) when it was off."""
+    cfg = make_cfg()
+    for stage in (ingest, prepare, features, train_stage):
+        stage(cfg)
+    assert crossval(cfg) == {"folds": 0}
+    evaluate(cfg)
+    assert not [key for key in read_json(cfg.paths.metrics) if key.startswith("cv")]
+
+    with_cv = cfg.model_copy(update={"cv": cfg.cv.model_copy(update={"folds": 2})})
+    result = crossval(with_cv)
+    evaluate(with_cv)
+    metrics = read_json(cfg.paths.metrics)
+    assert metrics["cv_folds"] == 2 and metrics["accuracy"] > 0
+    assert (metrics["cv_val_loss_mean"], metrics["cv_val_loss_std"]) == (
+        result["mean"],
+        result["std"],
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from helpers import lock_outs, one_line_error, run, set_in_conf, stages_run
+from helpers import UP_TO_DATE, lock_outs, one_line_error, run, set_in_conf, stages_run
 
 from mlpipeline.models.modelfile import load_model
 
@@ -30,7 +30,7 @@ def test_a_new_group_default_in_conf_retrains_and_keeps_the_prepared_data(tiny_r
     ran = stages_run(run(["dvc", "repro"], tiny_repo).stdout)
     assert "train" in ran and "prepare" not in ran
     assert load_model(tiny_repo / "models/model.pt")[1]["net"]["_target_"].endswith("MLP")
-    assert stages_run(run(["dvc", "repro"], tiny_repo).stdout) == []
+    assert stages_run(run(["dvc", "repro"], tiny_repo).stdout) == ["compose"]
 
 
 def test_exp_run_overrides_values_and_groups(tiny_repo: Path) -> None:
@@ -99,7 +99,7 @@ def test_conf_decides_after_an_edit_its_undoing_and_its_redoing(tiny_repo: Path)
         assert params(tiny_repo)["optimizer"]["lr"] == lr
         lock = yaml.safe_load((tiny_repo / "dvc.lock").read_text())
         assert lock["stages"]["train"]["params"]["params.yaml"]["optimizer"]["lr"] == lr
-        assert "up to date" in run(["dvc", "status"], tiny_repo).stdout
+        assert run(["dvc", "status"], tiny_repo).stdout == UP_TO_DATE
         return lock_outs(tiny_repo)["models/model.pt"], ran
 
     original = lock_outs(tiny_repo)["models/model.pt"]
@@ -124,6 +124,23 @@ def test_an_override_or_hand_edit_of_params_yaml_is_undone_by_dvc_repro(tiny_rep
     out = run(["dvc", "repro"], tiny_repo).stdout
     assert "compose: trainer.max_epochs: 3 -> 2" in out
     assert (tiny_repo / "params.yaml").read_text() == composed
+
+
+def test_dvc_repro_after_an_experiment_goes_back_to_conf(tiny_repo: Path) -> None:
+    """`dvc exp run -S` leaves params.yaml and dvc.lock agreeing with each other, not with
+    conf/: plain `dvc repro` composes conf/ again, says so, and restores conf/'s model."""
+    composed = (tiny_repo / "params.yaml").read_text()
+    model = lock_outs(tiny_repo)["models/model.pt"]
+    run(["dvc", "exp", "run", "-S", "optimizer.lr=0.02", "-n", "fast-lr"], tiny_repo)
+    assert params(tiny_repo)["optimizer"]["lr"] == 0.02
+    assert lock_outs(tiny_repo)["models/model.pt"] != model
+
+    out = run(["dvc", "repro"], tiny_repo).stdout
+    assert "params.yaml held values that conf/ does not" in out
+    assert "compose: optimizer.lr: 0.02 -> 0.003" in out
+    assert (tiny_repo / "params.yaml").read_text() == composed
+    assert lock_outs(tiny_repo)["models/model.pt"] == model  # conf/'s, from the run cache
+    assert "fast-lr" in run(["dvc", "exp", "show", "--csv"], tiny_repo).stdout  # still there
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,12 @@
 """Stage `compose`: resolve the Hydra configs in conf/ into params.yaml.
 
 DVC composes conf/ only inside `dvc exp run -S`; this stage makes plain `dvc repro` do it too.
-It depends on conf/ and on params.yaml itself, so after an edit under conf/, or of params.yaml
-by hand, `dvc repro` composes params.yaml from conf/ again and re-runs exactly the stages whose
-parameters changed. Its stamp output is persistent: DVC's run cache never restores this stage
-in place of running it, which would bring the stamp back but not params.yaml.
+It runs on every `dvc repro` (`always_changed`), so after an edit under conf/, a hand edit of
+params.yaml, or an experiment left in the workspace (`dvc exp run -S`, `dvc exp apply`: their
+params.yaml and dvc.lock agree, so no hash shows it), `dvc repro` composes params.yaml from
+conf/ again, says which values it puts back, and re-runs exactly the stages whose parameters
+changed; when nothing changed it writes nothing, and no other stage runs. Its stamp output is
+persistent: DVC's run cache never restores this stage in place of running it.
 
 Inside `dvc exp run` (DVC sets DVC_EXP_NAME), params.yaml is left as DVC wrote it: with
 `hydra.enabled`, DVC composes conf/ (uncommitted edits included) with the `-S` overrides just
@@ -49,10 +51,16 @@ def compose_stage(
         text, config = compose_config(conf_dir, overrides)
         check_targets_once(config)
         lines = changes(output, text)
+        if lines and not overrides:
+            print(
+                f"compose: {output} held values that conf/ does not (an experiment's or a hand "
+                "edit): back to conf/ (to keep them, set them in conf/)"
+            )
         for line in lines:
             print(f"compose: {line}")
-        with atomic_path(output) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+        if not output.is_file() or output.read_text(encoding="utf-8") != text:
+            with atomic_path(output) as tmp:
+                tmp.write_text(text, encoding="utf-8")
         if moved := [line.split(":")[0] for line in lines if line.startswith("paths.")]:
             # dvc.yaml's ${paths.*} were read from the old params.yaml when this run started
             raise PipelineError(
@@ -62,8 +70,9 @@ def compose_stage(
     # the paths are relative to the repository's root, where params.yaml lies
     paths = config.paths.rebased(output.parent)
     write_definitions(task_for(config.task).plots, paths.history, paths.eval, paths.plots)
-    with atomic_path(stamp) as tmp:
-        tmp.write_text(STAMP_TEXT, encoding="utf-8")
+    if not stamp.is_file() or stamp.read_text(encoding="utf-8") != STAMP_TEXT:
+        with atomic_path(stamp) as tmp:
+            tmp.write_text(STAMP_TEXT, encoding="utf-8")
     return config
 
 

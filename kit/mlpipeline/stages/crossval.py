@@ -1,6 +1,7 @@
 """Stage `crossval`: K-fold cross-validation of the configured training on the training split
 (`cv.folds`; 0 switches it off): the mean and standard deviation of the best `sweep.metric`
-over the folds, as DVC metrics beside the test metrics."""
+over the folds. The `evaluate` stage adds them to the test metrics when it ran,
+so that `dvc metrics show` lists cross-validation only then."""
 
 from __future__ import annotations
 

@@ -6,15 +6,17 @@ Writes `paths.metrics` (for `dvc metrics`), the task's plot files into `paths.ev
 (precision, recall, F1, support per class); with a configured positive class of a binary task
 also its precision, recall, F1 and PR-AUC. For regression: MAE, RMSE and R^2, and
 predictions.csv (actual, predicted, residual per sample).
+When the `crossval` stage ran (`cv.folds`), its mean and std join the metrics as `cv_*`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlpipeline.artifacts import atomic_path, write_csv, write_json
+from mlpipeline.artifacts import atomic_path, read_json, write_csv, write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
 from mlpipeline.config.tasks import task_for
@@ -33,6 +35,20 @@ def plotted(rows: int, limit: int, seed: int) -> Any:
     return np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
 
 
+def cv_metrics(path: Path) -> dict[str, float]:
+    """The figures of the `crossval` stage's file at `path` as metrics (`cv_folds`,
+    `cv_<metric>_mean`, `cv_<metric>_std`); none when it was off or has not run."""
+    result = read_json(path) if path.is_file() else {"folds": 0}
+    if not result["folds"]:
+        return {}
+    metric = result["metric"]
+    return {
+        "cv_folds": result["folds"],
+        f"cv_{metric}_mean": result["mean"],
+        f"cv_{metric}_std": result["std"],
+    }
+
+
 def evaluate(cfg: Config) -> dict[str, Any]:
     """Score the trained model on the test split and write metrics, plot data and PNGs, as the
     task says: its own plot files alone (the folders are replaced whole, so another task's
@@ -49,6 +65,7 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     shown = plotted(len(y), PLOTTED_ROWS, cfg.seed)
     scalars, filled = task.evaluate(outputs, y, meta["classes"], cfg.evaluate, shown)
     files = {name: filled[name] for name in task.files}
+    scalars |= cv_metrics(cfg.paths.cv)
     write_json(cfg.paths.metrics, scalars)
     with atomic_path(cfg.paths.eval, is_dir=True) as eval_dir:
         for name, rows in files.items():
