@@ -159,6 +159,12 @@ def load_table(source: TableFile, raw_dir: Path) -> Table:
             f"data.source.path {path} is outside {raw_dir}/: move the file there "
             f"(and `dvc add` it) so DVC tracks it as a dependency of ingest"
         )
+    if path.is_dir():
+        raise PipelineError(
+            f"data.source.path {path} is a folder, not a file: a table source reads one "
+            f"{source.kind.upper()} file; point data.source.path at it"
+            + (f", e.g. {path / held[0]}" if (held := _files_in(path)) else "")
+        )
     if not path.is_file():
         raise PipelineError(
             f"data.source.path {path} not found: put your {source.kind.upper()} file there "
@@ -196,6 +202,13 @@ def load_table(source: TableFile, raw_dir: Path) -> Table:
             "them, or drop them with data.source.drop_missing_label=true"
         )
     return Table(table, path, source.label, list(features), rows - unlabelled, unlabelled > 0)
+
+
+def _files_in(folder: Path) -> list[str]:
+    """The names of the data files in `folder`, for the message that it is not one: neither
+    DVC's nor git's own files."""
+    skip = (".dvc", ".gitignore")
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.endswith(skip))
 
 
 def csv_delimiter(source: TableFile) -> str:
