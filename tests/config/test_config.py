@@ -18,6 +18,7 @@ from mlpipeline.config import (
 )
 from mlpipeline.config import targets as target_checks
 from mlpipeline.errors import PipelineError
+from mlpipeline.ops.docker import DockerSettings, serve_image_tag
 from mlpipeline.stages.compose import STAMP_TEXT, compose_stage
 
 
@@ -32,6 +33,43 @@ def test_compose_stage_writes_params_and_stamp(tmp_path: Path) -> None:
     assert cfg.model.target == "myproject.models.nets.MLP"
     assert load_config(out) == cfg
     assert stamp.read_text() == STAMP_TEXT
+
+
+TABLE = ["data=tabular", "task=regression"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        ([], "digits"),  # the demo's source is named so
+        ([*TABLE, "data.source.path=data/raw/penguins.csv"], "penguins"),
+        ([*TABLE, "data.source.path=data/raw/tables"], "tables"),  # a folder
+        (
+            [*TABLE, "data.source.path=data/raw/diamonds.parquet", "data.source.kind=parquet"],
+            "diamonds",
+        ),
+        ([*TABLE, "data.source.path='data/raw/Données 2024.CSV.gz'"], "donnees-2024"),
+        ([*TABLE, "data.source.path=data/raw/_.csv"], "model"),  # nothing left to name it
+        ([*TABLE, "data.source.path=data/raw/penguins.csv", "project=birds"], "birds"),
+    ],
+)
+def test_a_project_that_sets_no_name_is_named_after_its_data(
+    overrides: list[str], name: str
+) -> None:
+    _, cfg = compose_config(ROOT / "conf", overrides)
+    assert (cfg.project, cfg.tracking.experiment, cfg.tracking.registered_model) == (name,) * 3
+
+
+def test_the_serving_image_is_named_after_the_data(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    compose_stage(
+        ROOT / "conf",
+        params,
+        tmp_path / "stamp",
+        [*TABLE, "data.source.path=data/raw/penguins.csv"],
+    )
+    assert yaml.safe_load(params.read_text())["project"] is None  # as `dvc exp run` writes it
+    assert serve_image_tag(DockerSettings(image_tag=None), params) == "penguins-serve:latest"
 
 
 def compose_error(tmp_path: Path, *overrides: str) -> str:
