@@ -397,10 +397,15 @@ class Source:
     def export_checks(
         self, cfg: Config, meta: dict[str, Any], x: np.ndarray, rows: int
     ) -> list[tuple[str, np.ndarray, Iterator[dict[str, np.ndarray]]]]:
-        """The export check's cases: (name, the network's input, the exported model's inputs
-        for the same rows in batches of at most `rows`); the first is the test split."""
+        """The export check's cases: (what the rows are, the network's input, the exported
+        model's inputs for the same rows in batches of at most `rows`); the first is the test
+        split."""
         return [
-            ("test", x, ({self.network_input: x[i : i + rows]} for i in range(0, len(x), rows)))
+            (
+                "test split",
+                x,
+                ({self.network_input: x[i : i + rows]} for i in range(0, len(x), rows)),
+            )
         ]
 
     def profile_columns(
@@ -596,7 +601,8 @@ class TableFile(Source):
         )
         probes = read_json(cfg.paths.features / "probes.json")
         probe_x = load_array(cfg.paths.features / "probes.npy")
-        return [("test", x, feeds), ("probes", probe_x, iter([onnx_feeds(probes, columns)]))]
+        probe_feeds = iter([onnx_feeds(probes, columns)])
+        return [("test split", x, feeds), ("probe rows", probe_x, probe_feeds)]
 
     def profile_columns(
         self,
