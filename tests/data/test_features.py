@@ -219,7 +219,7 @@ def column_of(rows: int, values: list) -> list:
         ),
         (
             lambda f: f.assign(id=np.arange(1001, 1001 + len(f))),
-            "column 'id' has a different whole number in every row, ",
+            "column 'id' has a different whole number in every row (",
         ),
         (lambda f: f.assign(empty=np.nan), "column 'empty' has no values in the training split"),
         (

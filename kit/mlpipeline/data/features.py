@@ -184,10 +184,10 @@ def _kind(name: str, data: Any, cfg: Features, drop: str) -> str:
     if pa.types.is_integer(kind_of):
         if span := _row_numbers(data):
             raise PipelineError(
-                f"column '{name}' has a different whole number in every row, {span[0]} to "
-                f"{span[1]} like a row number or an id, which tells the model the rows' order "
-                f"instead of anything it can use on new data: {drop}; if it is a quantity, set "
-                f"{column_setting(name, 'kind=numeric')}"
+                f"column '{name}' has a different whole number in every row ({span[0]} to "
+                f"{span[1]} in the training split), like a row number or an id, which tells "
+                f"the model the rows' order instead of anything it can use on new data: {drop}; "
+                f"if it is a quantity, set {column_setting(name, 'kind=numeric')}"
             )
         levels = cfg.categorical.integer_levels
         if levels and len(pc.unique(data.drop_null())) <= levels:
