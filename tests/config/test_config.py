@@ -19,8 +19,9 @@ from mlpipeline.config import (
 )
 from mlpipeline.config import targets as target_checks
 from mlpipeline.errors import PipelineError
+from mlpipeline.ops.docker import DockerSettings, serve_image_tag
 from mlpipeline.plots import definitions
-from mlpipeline.stages.compose import STAMP_TEXT, compose_stage
+from mlpipeline.stages.compose import STAMP_TEXT, changes, compose_stage
 
 
 def test_committed_params_yaml_is_the_composition_of_conf() -> None:
@@ -65,6 +66,43 @@ def test_committed_plot_definitions_are_the_composition_of_conf() -> None:
 
 def test_the_plot_definitions_must_be_a_dvc_file(tmp_path: Path) -> None:
     assert "named dvc.yaml only" in compose_error(tmp_path, "paths.plots=reports/plots.yaml")
+
+
+TABLE = ["data=tabular", "task=regression"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        ([], "digits"),  # the demo's source is named so
+        ([*TABLE, "data.source.path=data/raw/penguins.csv"], "penguins"),
+        ([*TABLE, "data.source.path=data/raw/tables"], "tables"),  # a folder
+        (
+            [*TABLE, "data.source.path=data/raw/diamonds.parquet", "data.source.kind=parquet"],
+            "diamonds",
+        ),
+        ([*TABLE, "data.source.path='data/raw/Données 2024.CSV.gz'"], "donnees-2024"),
+        ([*TABLE, "data.source.path=data/raw/_.csv"], "model"),  # nothing left to name it
+        ([*TABLE, "data.source.path=data/raw/penguins.csv", "project=birds"], "birds"),
+    ],
+)
+def test_a_project_that_sets_no_name_is_named_after_its_data(
+    overrides: list[str], name: str
+) -> None:
+    _, cfg = compose_config(ROOT / "conf", overrides)
+    assert (cfg.project, cfg.tracking.experiment, cfg.tracking.registered_model) == (name,) * 3
+
+
+def test_the_serving_image_is_named_after_the_data(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    compose_stage(
+        ROOT / "conf",
+        params,
+        tmp_path / "stamp",
+        [*TABLE, "data.source.path=data/raw/penguins.csv"],
+    )
+    assert yaml.safe_load(params.read_text())["project"] is None  # as `dvc exp run` writes it
+    assert serve_image_tag(DockerSettings(image_tag=None), params) == "penguins-serve:latest"
 
 
 def compose_error(tmp_path: Path, *overrides: str) -> str:
@@ -226,3 +264,14 @@ def test_paths_rebase_under_a_directory_except_the_raw_data(tmp_path: Path) -> N
     assert set(yaml.safe_load((ROOT / "conf/paths/default.yaml").read_text())) == set(
         paths.model_dump()
     )
+
+
+def test_compose_shows_changed_values_as_params_yaml_spells_them(tmp_path: Path) -> None:
+    old = tmp_path / "params.yaml"
+    old.write_text("project: digits\ntrainer: {deterministic: true}\n", encoding="utf-8")
+    new = "project: null\ntrainer: {deterministic: false}\ncv: {folds: 3}\n"
+    assert changes(old, new) == [
+        "cv.folds: (absent) -> 3",
+        "project: digits -> null",
+        "trainer.deterministic: true -> false",
+    ]

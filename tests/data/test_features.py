@@ -218,13 +218,25 @@ def column_of(rows: int, values: list) -> list:
             lambda f: f.assign(size=column_of(len(f), ["1.5", "2", "3.25"])),
             "column 'size' holds numbers written as text",
         ),
+        (
+            lambda f: f.assign(id=np.arange(1001, 1001 + len(f))),
+            "column 'id' has a different whole number in every row (",
+        ),
         (lambda f: f.assign(empty=np.nan), "column 'empty' has no values in the training split"),
         (
             lambda f: f.assign(width=np.where(np.arange(len(f)) == 3, np.inf, f.width)),
             "column 'width' has infinite values",
         ),
     ],
-    ids=["mixed-types", "all-unique", "dates", "numbers-as-text", "all-missing", "infinite"],
+    ids=[
+        "mixed-types",
+        "all-unique",
+        "dates",
+        "numbers-as-text",
+        "integer-id",
+        "all-missing",
+        "infinite",
+    ],
 )
 def test_columns_no_setting_handles_are_refused_in_one_line(
     make_cfg, tmp_path: Path, change, message: str
@@ -237,6 +249,67 @@ def test_columns_no_setting_handles_are_refused_in_one_line(
     assert message in str(caught.value) and "\n" not in str(caught.value)
     assert not cfg.paths.features.exists()
     assert not list(cfg.paths.features.parent.glob(f".{cfg.paths.features.name}*"))
+
+
+def with_row_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with R's row names first, as Rdatasets' CSV files have them."""
+    return pd.concat([pd.Series(np.arange(1, len(frame) + 1), name="rownames"), frame], axis=1)
+
+
+def diabetes_by_target() -> pd.DataFrame:
+    """scikit-learn's diabetes (a regression), sorted by its target, rows numbered after."""
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True, scaled=False).frame
+    return with_row_names(frame.sort_values("target", ignore_index=True))
+
+
+def penguins() -> pd.DataFrame:
+    """The Palmer penguins as the package ships them: integer columns with gaps, and year."""
+    import palmerpenguins
+
+    path = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"
+    return pd.read_csv(path).rename(columns={"species": "target"})
+
+
+def test_row_numbers_are_refused_like_a_text_id_on_a_table_sorted_by_its_target(
+    make_cfg, tmp_path: Path
+) -> None:
+    cfg = table_cfg(make_cfg, tmp_path, diabetes_by_target(), "task=regression")
+    with pytest.raises(PipelineError) as caught:
+        through_features(cfg)
+    assert str(caught.value).startswith("column 'rownames' has a different whole number in every")
+    assert str(caught.value).endswith(
+        "leave it out with +features.columns.rownames.kind=drop; if it is a quantity, set "
+        "+features.columns.rownames.kind=numeric"
+    )
+    assert not cfg.paths.features.exists()
+    dropped = table_cfg(
+        make_cfg,
+        tmp_path,
+        diabetes_by_target(),
+        "task=regression",
+        "+features.columns.rownames.kind=drop",
+    )
+    assert "rownames" not in [c["name"] for c in through_features(dropped)["columns"]]
+
+
+@pytest.mark.parametrize(
+    ("frame", "overrides", "integers"),
+    [
+        (penguins(), [], ["flipper_length_mm", "body_mass_g", "year"]),
+        (with_row_names(penguins()), ["+features.columns.rownames.kind=numeric"], ["rownames"]),
+        # a quantity with a different value in every row, far apart: not a row number
+        (mixed_table().assign(volume=np.arange(400) * 7919 + 1), [], ["volume"]),
+    ],
+    ids=["penguins", "row-names-said-numeric", "distinct-quantity"],
+)
+def test_integer_quantities_stay_numbers(
+    make_cfg, tmp_path: Path, frame: pd.DataFrame, overrides: list[str], integers: list[str]
+) -> None:
+    cfg = table_cfg(make_cfg, tmp_path, frame, *overrides)
+    kinds = {c["name"]: c["kind"] for c in through_features(cfg)["columns"]}
+    assert all(kinds[name] == "numeric" for name in integers), kinds
 
 
 @pytest.mark.parametrize(

@@ -116,6 +116,27 @@ def test_schema_errors_name_the_problem_and_leave_no_output(
     assert not cfg.paths.ingested.exists()
 
 
+def test_a_folder_as_the_path_says_it_is_a_folder_and_names_a_file_in_it(
+    make_cfg, tmp_path: Path
+) -> None:
+    folder = tmp_path / "raw" / "tables"
+    folder.mkdir(parents=True)
+    cfg = make_cfg("data=tabular", f"data.source.path={folder}")
+    with pytest.raises(PipelineError) as empty:
+        ingest(cfg)
+    assert str(empty.value) == (
+        f"data.source.path {folder} is a folder, not a file: a table source reads one CSV "
+        "file; point data.source.path at it"
+    )
+    write_table(folder / "penguins.csv")
+    (folder / "penguins.csv.dvc").write_text("outs: []\n")
+    with pytest.raises(
+        PipelineError, match=rf"point data\.source\.path at it, e\.g\. {folder}/penguins\.csv$"
+    ):
+        ingest(cfg)
+    assert not cfg.paths.ingested.exists()
+
+
 def test_source_outside_raw_dir_is_refused(make_cfg, tmp_path: Path) -> None:
     path = write_table(tmp_path / "elsewhere.csv")
     cfg = make_cfg("data=tabular", f"data.source.path={path}")

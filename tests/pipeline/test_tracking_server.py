@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from helpers import BIN, ROOT, free_port, run, set_in_conf, stages_run, stop, wait_for_server
+
+from mlpipeline.config import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +107,8 @@ def test_pipeline_logs_to_the_tracking_server_and_reads_back(
     assert not (repo_copy / "mlflow.db").exists()
     assert not (repo_copy / "mlartifacts").exists()
 
-    conf = yaml.safe_load((repo_copy / "params.yaml").read_text())["tracking"]
+    # validated: the registered model's name, null in params.yaml, is the data's (digits)
+    conf = load_config(repo_copy / "params.yaml").tracking.model_dump()
     client = MlflowClient(tracking_uri=url, registry_uri=url)
     experiment = client.get_experiment_by_name(conf["experiment"])
     assert experiment is not None

@@ -122,6 +122,63 @@ def test_export_matches_pytorch_and_register_logs_a_version(trained) -> None:
     assert Path(logged_profile).read_bytes() == cfg.paths.profile.read_bytes()
 
 
+def price_model(bias: float):
+    """A regression network answering `bias` dollars at x = 0, as a model of prices does whose
+    training targets had a standard deviation of 4,000."""
+    import torch
+
+    network = torch.nn.Linear(3, 1)
+    with torch.no_grad():
+        network.weight.fill_(400.0)
+        network.bias.fill_(bias)
+    return network
+
+
+def test_the_export_check_of_a_regression_follows_the_targets_scale(tmp_path: Path) -> None:
+    from mlpipeline.stages.export import check_onnx, to_onnx
+
+    x = np.zeros((8, 3), np.float32)
+    path = tmp_path / "model.onnx"
+    to_onnx(price_model(300.0), x[:2], path, 17, "regression")
+    meta = {"target": {"mean": 3900.0, "std": 4000.0}}
+    # a thousandth of a dollar on prices that spread over thousands: float32's rounding passes
+    diff, _ = check_onnx(path, price_model(300.004), x, 1e-5, 1e-5, "regression", None, meta)
+    assert diff == pytest.approx(0.004, rel=0.01)
+    # five dollars off is a broken export, and the message speaks of predictions, not classes
+    with pytest.raises(PipelineError) as err:
+        check_onnx(path, price_model(305.0), x, 1e-5, 1e-5, "regression", None, meta)
+    assert str(err.value) == (
+        "ONNX model disagrees with PyTorch on the test split: 8 predictions differ by more "
+        "than export.atol 1e-05 x the training target's std 4000 + export.rtol 1e-05 x |value| "
+        "(largest difference 5.00e+00); try another export.opset or loosen export.atol / "
+        "export.rtol"
+    )
+
+
+def test_the_export_check_of_a_classification_counts_classes(tmp_path: Path) -> None:
+    import torch
+
+    from mlpipeline.stages.export import check_onnx, to_onnx
+
+    def network(sign: float) -> torch.nn.Module:
+        layer = torch.nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            layer.weight.copy_(sign * torch.eye(2))
+        return layer
+
+    x = np.eye(2, dtype=np.float32)
+    path = tmp_path / "model.onnx"
+    to_onnx(network(1.0), x, path, 17, "classification")
+    assert check_onnx(path, network(1.0), x, 1e-5, 1e-5, "classification", None, {})[0] < 1e-6
+    with pytest.raises(PipelineError) as err:
+        check_onnx(path, network(-1.0), x, 1e-5, 1e-5, "classification", None, {})
+    assert str(err.value).startswith(
+        "ONNX model disagrees with PyTorch on the test split: 4 probabilities differ by more "
+        "than export.atol 1e-05 + export.rtol 1e-05 x |value| (largest difference 4.62e-01) "
+        "and 2 rows get another predicted class; "
+    )
+
+
 def test_profile_bins_the_training_images_and_the_predictions_the_same_every_time(
     trained,
 ) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import re
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mlpipeline.config.guard import DOTTED
 from mlpipeline.config.tasks import TASKS
 from mlpipeline.errors import PipelineError
+
+# a registered model's, MLflow experiment's and image's name
+PROJECT_NAME = r"^[a-z0-9][a-z0-9._-]*$"
+# the extensions that name a data file's format, which a project named after it leaves out
+DATA_SUFFIXES = re.compile(r"(\.(csv|tsv|txt|parquet|pq|gz|bz2|xz|zip))+$", re.IGNORECASE)
 
 
 class Section(BaseModel):
@@ -106,6 +113,20 @@ class Source(Target):
     def name(self) -> str:
         """How the stages' lines name the source: its kind, else its class."""
         return str(self.kwargs().get("kind") or self.target.rsplit(".", 1)[-1])
+
+
+def data_name(source: Any) -> str:
+    """A name for a project that sets none, from its `data.source` section (a mapping): the
+    name of the file or folder it reads (`path`) without the extensions that name its format,
+    else its kind or class, spelt as a registered model's name may be (PROJECT_NAME)."""
+    source = source if isinstance(source, dict) else {}
+    if source.get("path"):
+        text = DATA_SUFFIXES.sub("", Path(str(source["path"])).name)
+    else:
+        text = str(source.get("kind") or str(source.get("_target_", "")).rsplit(".", 1)[-1])
+    # NFKD splits an accented letter into the letter and its accent, which ascii drops
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    return re.sub(r"[^a-z0-9._-]+", "-", plain).strip("-._") or "model"
 
 
 class Split(Section):
@@ -282,7 +303,8 @@ class Sweep(Section):
 class Config(Section):
     """The whole resolved configuration, as in params.yaml."""
 
-    project: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    # null in conf/ and params.yaml: named after the data (data_name)
+    project: str = Field(min_length=1, pattern=PROJECT_NAME)
     task: Literal[tuple(TASKS)]  # type: ignore[valid-type]
     # None: cross-entropy for classification, mean squared error for regression
     loss: Literal["cross_entropy", "mse", "huber"] | None = None
@@ -305,6 +327,20 @@ class Config(Section):
     tracking: Tracking
     sweep: Sweep
     monitoring: Monitoring
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_after_the_data(cls, value: Any) -> Any:
+        """`project: null` is the data's name; `tracking`'s names follow `project`."""
+        if not isinstance(value, dict) or value.get("project") is not None:
+            return value
+        data = value.get("data")
+        project = data_name(data.get("source") if isinstance(data, dict) else None)
+        tracking = value.get("tracking")
+        if isinstance(tracking, dict):
+            names = {k: project for k in ("experiment", "registered_model") if not tracking.get(k)}
+            tracking = {**tracking, **names}
+        return {**value, "project": project, "tracking": tracking}
 
     @model_validator(mode="after")
     def _fits_the_task(self) -> Config:

@@ -18,6 +18,7 @@ from mlpipeline.errors import PipelineError
 from mlpipeline.plots import HISTORY, Plot
 
 MAX_CLASSES_OF_NUMBERS = 50  # more distinct numeric labels than this look like a regression
+EXPORT_FIX = "try another export.opset or loosen export.atol / export.rtol"
 
 
 class Task:
@@ -83,6 +84,18 @@ class Task:
         diff = np.abs(onnx_out - torch_out)
         largest = float(diff.max()) if len(diff) else 0.0
         return largest, int((diff > atol + rtol * np.abs(torch_out)).sum()), 0
+
+    def output_scale(self, meta: dict[str, Any]) -> float:
+        """The outputs' typical size, which export.atol is a fraction of, so that float32's
+        rounding passes the export check on any scale (features/meta.json is `meta`)."""
+        return 1.0
+
+    def disagreement(
+        self, case: str, compared: tuple[float, int, int], atol: float, rtol: float, scale: float
+    ) -> str:
+        """The one line for an export check that failed on `case` (`compared`: `compare`'s
+        result with the tolerance `atol` x `scale` + `rtol` x |value|)."""
+        raise NotImplementedError
 
     def evaluate(
         self, outputs: Any, y: np.ndarray, classes: list[str] | None, settings: Any, shown: Any
@@ -194,6 +207,18 @@ class Classification(Task):
     ) -> tuple[float, int, int]:
         largest, beyond, _ = super().compare(onnx_out, torch_out, atol, rtol)
         return largest, beyond, int((onnx_out.argmax(1) != torch_out.argmax(1)).sum())
+
+    def disagreement(
+        self, case: str, compared: tuple[float, int, int], atol: float, rtol: float, scale: float
+    ) -> str:
+        """Probabilities beyond the tolerance, and rows with another predicted class."""
+        largest, beyond, mismatched = compared
+        return (
+            f"ONNX model disagrees with PyTorch on the {case}: {beyond} probabilities differ "
+            f"by more than export.atol {atol:g} + export.rtol {rtol:g} x |value| (largest "
+            f"difference {largest:.2e}) and {mismatched} rows get another predicted class; "
+            f"{EXPORT_FIX}"
+        )
 
     def evaluate(
         self, outputs: Any, y: np.ndarray, classes: list[str] | None, settings: Any, shown: Any
@@ -311,6 +336,22 @@ class Regression(Task):
 
     def output_shape(self, classes: list[str] | None) -> list[int | None]:
         return [None]
+
+    def output_scale(self, meta: dict[str, Any]) -> float:
+        """The training targets' standard deviation: the network's float32 rounding, on the
+        standardised target, is scaled back by it."""
+        return float(meta.get("target", {}).get("std", 1.0))
+
+    def disagreement(
+        self, case: str, compared: tuple[float, int, int], atol: float, rtol: float, scale: float
+    ) -> str:
+        """Predictions beyond the tolerance, in the target's units."""
+        largest, beyond, _ = compared
+        return (
+            f"ONNX model disagrees with PyTorch on the {case}: {beyond} predictions differ by "
+            f"more than export.atol {atol:g} x the training target's std {scale:.4g} + "
+            f"export.rtol {rtol:g} x |value| (largest difference {largest:.2e}); {EXPORT_FIX}"
+        )
 
     def evaluate(
         self, outputs: Any, y: np.ndarray, classes: list[str] | None, settings: Any, shown: Any

@@ -6,8 +6,9 @@ runs on raw columns, so a client never repeats the encoding.
 Numeric columns: missing values imputed (median, mean or a constant), optionally a 0/1 missing
 indicator, standardised. Categorical columns (text, booleans, and integers with few values when
 `features.categorical.integer_levels` says so): one-hot over the kept values plus two slots,
-"(other)" for rare values and values never seen in training, and "(missing)". Dates, times and
-columns whose every value differs (ids, free text) are refused with the setting that drops them.
+"(other)" for rare values and values never seen in training, and "(missing)". Dates, times,
+columns whose every value differs (ids, free text) and integers that number the rows are
+refused with the setting that drops them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ BATCH_ROWS = 65_536  # rows transformed at a time: bounds the memory of a large 
 # prefixes of its inner values; a column so named would clash with them
 OWN_NAMES = (OUTPUT, "probabilities", "prediction")
 OWN_PREFIXES = ("columns/", "fitted/", "network/")
+# a column with a different value in each of this many rows or more is an id (or free text)
+DISTINCT_ROWS = 20
+# distinct integers that fill at least 1 / ROW_NUMBER_SPAN of their range number the rows
+ROW_NUMBER_SPAN = 4
 # a column name that a Hydra override can spell as a key (`+features.columns.NAME.kind=...`)
 OVERRIDE_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*")
 
@@ -177,6 +182,13 @@ def _kind(name: str, data: Any, cfg: Features, drop: str) -> str:
     if pa.types.is_floating(kind_of):
         return "numeric"
     if pa.types.is_integer(kind_of):
+        if span := _row_numbers(data):
+            raise PipelineError(
+                f"column '{name}' has a different whole number in every row ({span[0]} to "
+                f"{span[1]} in the training split), like a row number or an id, which tells "
+                f"the model the rows' order instead of anything it can use on new data: {drop}; "
+                f"if it is a quantity, set {column_setting(name, 'kind=numeric')}"
+            )
         levels = cfg.categorical.integer_levels
         if levels and len(pc.unique(data.drop_null())) <= levels:
             return "categorical"
@@ -204,12 +216,25 @@ def _kind(name: str, data: Any, cfg: Features, drop: str) -> str:
             f"column '{name}' holds dates or times: turn it into numbers first (e.g. days since "
             f"a date, day of week), or {drop}"
         )
-    if len(present) >= 20 and len(pc.unique(present)) == len(present):
+    if len(present) >= DISTINCT_ROWS and len(pc.unique(present)) == len(present):
         raise PipelineError(
             f"column '{name}' has a different value in every row (an id or free text), which "
             f"no category can generalise from: {drop}"
         )
     return "categorical"
+
+
+def _row_numbers(data: Any) -> tuple[int, int] | None:
+    """The smallest and largest value of an integer column that numbers the rows: a different
+    value in each of at least DISTINCT_ROWS rows, filling at least 1 / ROW_NUMBER_SPAN of
+    their range (row numbers in a training split of a quarter of the rows, or more, do; a
+    count or a measure with values that far apart does not)."""
+    present = data.drop_null()
+    if len(present) < DISTINCT_ROWS or pc.count_distinct(present).as_py() < len(present):
+        return None
+    low, high = pc.min_max(present).values()
+    span = high.as_py() - low.as_py() + 1
+    return (low.as_py(), high.as_py()) if span <= ROW_NUMBER_SPAN * len(present) else None
 
 
 def _is_number(text: str) -> bool:

@@ -162,6 +162,12 @@ def load_table(source: TableFile, raw_dir: Path) -> Table:
             f"data.source.path {path} is outside {raw_dir}/: move the file there "
             f"(and `dvc add` it) so DVC tracks it as a dependency of ingest"
         )
+    if path.is_dir():
+        raise PipelineError(
+            f"data.source.path {path} is a folder, not a file: a table source reads one "
+            f"{source.kind.upper()} file; point data.source.path at it"
+            + (f", e.g. {path / held[0]}" if (held := _files_in(path)) else "")
+        )
     if not path.is_file():
         raise PipelineError(
             f"data.source.path {path} not found: put your {source.kind.upper()} file there "
@@ -199,6 +205,13 @@ def load_table(source: TableFile, raw_dir: Path) -> Table:
             "them, or drop them with data.source.drop_missing_label=true"
         )
     return Table(table, path, source.label, list(features), rows - unlabelled, unlabelled > 0)
+
+
+def _files_in(folder: Path) -> list[str]:
+    """The names of the data files in `folder`, for the message that it is not one: neither
+    DVC's nor git's own files."""
+    skip = (".dvc", ".gitignore")
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.endswith(skip))
 
 
 def csv_delimiter(source: TableFile) -> str:
@@ -387,10 +400,15 @@ class Source:
     def export_checks(
         self, cfg: Config, meta: dict[str, Any], x: np.ndarray, rows: int
     ) -> list[tuple[str, np.ndarray, Iterator[dict[str, np.ndarray]]]]:
-        """The export check's cases: (name, the network's input, the exported model's inputs
-        for the same rows in batches of at most `rows`); the first is the test split."""
+        """The export check's cases: (what the rows are, the network's input, the exported
+        model's inputs for the same rows in batches of at most `rows`); the first is the test
+        split."""
         return [
-            ("test", x, ({self.network_input: x[i : i + rows]} for i in range(0, len(x), rows)))
+            (
+                "test split",
+                x,
+                ({self.network_input: x[i : i + rows]} for i in range(0, len(x), rows)),
+            )
         ]
 
     def profile_columns(
@@ -592,7 +610,8 @@ class TableFile(Source):
         )
         probes = read_json(cfg.paths.features / "probes.json")
         probe_x = load_array(cfg.paths.features / "probes.npy")
-        return [("test", x, feeds), ("probes", probe_x, iter([onnx_feeds(probes, columns)]))]
+        probe_feeds = iter([onnx_feeds(probes, columns)])
+        return [("test split", x, feeds), ("probe rows", probe_x, probe_feeds)]
 
     def profile_columns(
         self,

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Literal
 
 import docker
-import yaml
 from docker.errors import APIError, DockerException, ImageNotFound
 from docker.models.containers import Container
 from docker.models.images import Image
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlpipeline.config import load_config
 from mlpipeline.errors import PipelineError
 from mlpipeline.ops.wait import answers, wait_until
 
@@ -32,7 +32,7 @@ class DockerSettings(BaseSettings):
 
     # None: the Dockerfile's own default, pinned by digest
     base_image: str | None = None
-    # None: `<project>-serve:latest`, the project setting of params.yaml (serve_image_tag)
+    # None: `<project>-serve:latest`, the project of params.yaml (serve_image_tag)
     image_tag: str | None = None
     # the network of builds and smoke containers: Docker's default bridge with a published
     # port, or the host's network (then the container listens on the host's port itself)
@@ -49,10 +49,8 @@ def serve_image_tag(settings: DockerSettings, params: Path = Path("params.yaml")
         return settings.image_tag
     if not params.is_file():
         raise PipelineError(f"{params} not found: run `dvc repro` first, or set IMAGE_TAG")
-    project = (yaml.safe_load(params.read_text(encoding="utf-8")) or {}).get("project")
-    if not project:
-        raise PipelineError(f"{params} has no `project`: run `dvc repro`, or set IMAGE_TAG")
-    return f"{project}-serve:latest"
+    # the validated config: `project: null` there is the data's name
+    return f"{load_config(params).project}-serve:latest"
 
 
 def dockerfile_base(dockerfile: Path) -> str:

@@ -20,6 +20,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -83,8 +84,15 @@ def changes(old_path: Path, new_text: str) -> list[str]:
         return []
     old = flatten(yaml.safe_load(old_path.read_text(encoding="utf-8")) or {})
     new = flatten(yaml.safe_load(new_text))
+
+    def shown(values: dict[str, Any], key: str) -> str:
+        # as params.yaml spells it (null, true), not as Python does (None, True)
+        if key not in values:
+            return "(absent)"
+        return yaml.safe_dump(values[key], default_flow_style=True).removesuffix("\n...\n").strip()
+
     return [
-        f"{key}: {old.get(key, '(absent)')} -> {new.get(key, '(absent)')}"
+        f"{key}: {shown(old, key)} -> {shown(new, key)}"
         for key in sorted(old.keys() | new.keys())
         if old.get(key) != new.get(key)
     ]

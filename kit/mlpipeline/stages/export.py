@@ -1,8 +1,10 @@
 """Stage `export`: ONNX model with a dynamic batch axis, checked against PyTorch, a model card,
 and PyTorch's outputs on the test split as the reference for the serving checks.
 
-The check runs both models on the whole test split: the largest probability difference must
-stay within export.atol and every predicted class must agree, else nothing is written.
+The check runs both models on the whole test split: every output must stay within
+export.atol times the task's output scale (1 for probabilities, the training target's standard
+deviation for a regression) plus export.rtol times its value, and every predicted class must
+agree, else nothing is written.
 The card holds only what the pipeline's inputs determine (so dvc.lock stays reproducible);
 the git commit, MLflow run id and registry version go to MLflow (the register stage) and into
 the image labels.
@@ -76,12 +78,15 @@ def check_onnx(
     rtol: float = 0.0,
     task: str = Classification.name,
     feeds: Any = None,
+    meta: dict[str, Any] | None = None,
+    case: str = "test split",
 ) -> tuple[float, np.ndarray]:
     """Compare ONNX Runtime with PyTorch; return the largest difference and PyTorch's outputs,
     the reference outputs for the serving checks (ONNX Runtime picks its kernels by CPU and
     cannot be pinned, so its last bits vary between machines). `x` is what the network takes;
     `feeds` yields the ONNX model's inputs for the same rows, in batches (default: `x` as an
-    image model's input)."""
+    image model's input). `atol` is a fraction of the task's output scale, which `meta`
+    (features/meta.json) gives; `case` names the rows in the message."""
     # ONNX Runtime's import is not free either: the config check (and --help) come first
     import onnxruntime as ort
 
@@ -94,15 +99,11 @@ def check_onnx(
     )
     onnx_out = np.concatenate([session.run([kind.output], batch)[0] for batch in batches])
     torch_out = kind.predict(network, x).numpy()
-    diff, beyond, mismatched = kind.compare(onnx_out, torch_out, atol, rtol)
-    if beyond or mismatched:
-        raise PipelineError(
-            f"ONNX model disagrees with PyTorch on the test split: {beyond} values beyond "
-            f"export.atol {atol:g} + export.rtol {rtol:g} x |value| (max difference "
-            f"{diff:.2e}), {mismatched} different predicted classes; try another export.opset "
-            "or loosen export.atol / export.rtol"
-        )
-    return diff, torch_out
+    scale = kind.output_scale(meta or {})
+    compared = kind.compare(onnx_out, torch_out, atol * scale, rtol)
+    if compared[1] or compared[2]:
+        raise PipelineError(kind.disagreement(case, compared, atol, rtol, scale))
+    return compared[0], torch_out
 
 
 def model_card(
@@ -169,7 +170,10 @@ def export(cfg: Config) -> dict[str, Any]:
         source.finish_onnx(network_onnx, onnx_tmp, cfg.paths.features)
         checks = source.export_checks(cfg, meta, x, CHECK_ROWS)
         tolerance = (cfg.export.atol, cfg.export.rtol, cfg.task)
-        diffs = [check_onnx(onnx_tmp, network, cx, *tolerance, feeds) for _, cx, feeds in checks]
+        diffs = [
+            check_onnx(onnx_tmp, network, cx, *tolerance, feeds, meta, case)
+            for case, cx, feeds in checks
+        ]
         diff, reference = max(d for d, _ in diffs), diffs[0][1]
         with open(reference_tmp, "wb") as handle:
             np.save(handle, reference, allow_pickle=False)
