@@ -548,7 +548,7 @@ class TableFile(Source):
     def describe(self, data: Table) -> str:
         return (
             f"{data.num_rows} rows, {len(data.features)} feature columns and label "
-            f"'{data.label}' from {self.kind}"
+            f"'{data.label}' from {self.path} ({self.kind})"
         )
 
     def prepare(self, cfg: Config, task: Any) -> tuple[Any, str]:

@@ -116,8 +116,10 @@ def main() -> None:
         config = compose_stage(
             args.conf, args.output, args.stamp, args.overrides, os.environ.get("DVC_EXP_NAME")
         )
+    read = config.data.source.kwargs().get("path")
     print(
-        f"composed {args.conf}/ -> {args.output}: data={config.data.source.name} "
+        f"composed {args.conf}/ -> {args.output}: data={config.data.source.name}"
+        f"{f' ({read})' if read else ''} "
         f"model={config.model.target.rsplit('.', 1)[-1]} "
         f"optimizer={config.optimizer.target.rsplit('.', 1)[-1]}"
     )
