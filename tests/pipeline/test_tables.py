@@ -66,7 +66,8 @@ def test_a_mixed_table_runs_end_to_end_and_serves_records(repo_copy: Path) -> No
     assert stages_run(run(["dvc", "repro"], repo_copy).stdout) == ["compose"]
 
     card = json.loads((repo_copy / "models/model_card.json").read_text())
-    assert card["name"] == "digits" and card["input"]["kind"] == "records"
+    # named after its data (table.csv), as the project sets no name
+    assert card["name"] == "table" and card["input"]["kind"] == "records"
     with serving(repo_copy) as url:
         rows = [
             {"width": 10.5, "color": "red", "flag": True, "count": 2},

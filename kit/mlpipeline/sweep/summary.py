@@ -12,8 +12,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from mlpipeline import tracking
 from mlpipeline.artifacts import atomic_path
+from mlpipeline.config import validate_config
 from mlpipeline.sweep.files import PARENT_RUN_FILE, RESULT_FILE, parent_run
 from mlpipeline.sweep.workers import warm_joblib_workers
+
+
+def trials_experiment(config: DictConfig) -> str:
+    """The MLflow experiment the trials log to: their validated config's, where a null
+    `project` (and so `tracking.experiment`) is the data's name."""
+    plain = {
+        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        for key, value in config.items()
+        if key != "hydra"
+    }
+    return validate_config(plain, source="sweep config").tracking.experiment
 
 
 class SweepSummary(Callback):
@@ -24,7 +36,7 @@ class SweepSummary(Callback):
         if "joblib" in str(config.hydra.launcher.get("_target_", "")):
             warm_joblib_workers()  # a no-op when main() saw the launcher on the command line
 
-        experiment_id = tracking.setup(config.tracking.uri, config.tracking.experiment)
+        experiment_id = tracking.setup(config.tracking.uri, trials_experiment(config))
         run = MlflowClient(tracking.tracking_uri(config.tracking.uri)).create_run(
             experiment_id,
             run_name=f"sweep {Path(config.hydra.sweep.dir).name}",
