@@ -104,6 +104,16 @@ def atomic_path(final: Path | str, is_dir: bool = False) -> Iterator[Path]:
             raise
 
 
+def write_text(path: Path, text: str) -> bool:
+    """Write `text` to `path` atomically, unless the file already holds it (its time stamp
+    then stays, for a stage that runs on every `dvc repro`); True if written."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return True
+
+
 def json_text(obj: Any) -> str:
     """Stable JSON text: sorted keys, fixed indentation, trailing newline."""
     return json.dumps(obj, indent=2, sort_keys=True) + "\n"

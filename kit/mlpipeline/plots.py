@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mlpipeline.artifacts import atomic_path, read_csv
+from mlpipeline.artifacts import read_csv, write_text
 
 # the evaluate stage's plot files in `paths.eval`, by what they hold, and their columns
 EVAL_PLOTS = {
@@ -75,11 +75,7 @@ def definitions(plots: Sequence[Plot], history: Path, eval_dir: Path, at: Path) 
 def write_definitions(plots: Sequence[Plot], history: Path, eval_dir: Path, at: Path) -> None:
     """Write the plot definitions for `dvc plots` to `at` (a dvc.yaml), atomically; an
     unchanged file is left as it is (the compose stage runs on every `dvc repro`)."""
-    text = definitions(plots, history, eval_dir, at)
-    if at.is_file() and at.read_text(encoding="utf-8") == text:
-        return
-    with atomic_path(at) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_text(at, definitions(plots, history, eval_dir, at))
 
 
 def render_plots(plots: Sequence[Plot], history: Path, eval_dir: Path, out_dir: Path) -> list[Path]:

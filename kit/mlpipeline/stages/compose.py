@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from mlpipeline.artifacts import atomic_path
+from mlpipeline.artifacts import write_text
 from mlpipeline.config import Config, check_targets_once, compose_config, load_config
 from mlpipeline.config.guard import allowed_prefixes, check_config
 from mlpipeline.config.schema import flatten
@@ -59,9 +59,7 @@ def compose_stage(
             )
         for line in lines:
             print(f"compose: {line}")
-        if not output.is_file() or output.read_text(encoding="utf-8") != text:
-            with atomic_path(output) as tmp:
-                tmp.write_text(text, encoding="utf-8")
+        write_text(output, text)
         if moved := [line.split(":")[0] for line in lines if line.startswith("paths.")]:
             # dvc.yaml's ${paths.*} were read from the old params.yaml when this run started
             raise PipelineError(
@@ -71,9 +69,7 @@ def compose_stage(
     # the paths are relative to the repository's root, where params.yaml lies
     paths = config.paths.rebased(output.parent)
     write_definitions(task_for(config.task).plots, paths.history, paths.eval, paths.plots)
-    if not stamp.is_file() or stamp.read_text(encoding="utf-8") != STAMP_TEXT:
-        with atomic_path(stamp) as tmp:
-            tmp.write_text(STAMP_TEXT, encoding="utf-8")
+    write_text(stamp, STAMP_TEXT)
     return config
 
 
