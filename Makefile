@@ -14,8 +14,8 @@ export UV_PYTHON_DOWNLOADS := never
 # uv from PATH, else the venv's own (make bootstraps it there with pip, at the lock's version)
 UV := $(or $(shell command -v uv 2>/dev/null),$(BIN)/uv)
 locked = $(shell sed -n '/^name = "$(1)"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' uv.lock)
-# TORCH_INDEX: install torch alone from this index URL or wheel folder instead of PyPI, at the
-# locked version; every other package comes from the lock, hash-checked. On Linux without an
+# TORCH_INDEX: install torch and torchvision from this index URL or wheel folder instead of PyPI,
+# at the locked versions; every other package comes from the lock, hash-checked. On Linux without an
 # NVIDIA driver (no nvidia-smi) it is PyTorch's CPU index: PyPI's Linux torch carries CUDA's
 # libraries, several GB. `TORCH_INDEX=` (empty) installs PyPI's torch.
 ifeq ($(shell uname -s)$(shell command -v nvidia-smi 2>/dev/null),Linux)
@@ -55,13 +55,13 @@ $(STAMP) $(DEV_STAMP): uv.lock pyproject.toml
 ifeq ($(TORCH_INDEX),)
 	@$(UV) sync --quiet --locked $(SYNC) $(SELECTION) --python $(BIN)/python
 else
-	@$(UV) export --locked $(SELECTION) --no-emit-project --no-emit-package torch \
+	@$(UV) export --locked $(SELECTION) --no-emit-project --no-emit-package torch --no-emit-package torchvision \
 		$(CUDA_PACKAGES:%=--prune %) --quiet --output-file $(VENV)/requirements.txt
 	@$(UV) pip $(if $(SYNC),install --no-deps -r,sync) $(VENV)/requirements.txt --quiet \
 		--python $(BIN)/python --require-hashes
 	@$(UV) pip install --quiet --python $(BIN)/python --no-deps \
 		$(if $(wildcard $(TORCH_INDEX)),--no-index --find-links,--index-url) $(TORCH_INDEX) \
-		"torch==$(call locked,torch)"
+		"torch==$(call locked,torch)" "torchvision==$(call locked,torchvision)"
 	@$(UV) pip install --quiet --python $(BIN)/python --no-deps --editable .
 endif
 	@touch $@

@@ -14,7 +14,7 @@ FROM ${BASE_IMAGE}
 # folder another user owns
 RUN useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin app \
  && install -d -o app -g app /workspace
-# TORCH_INDEX: install torch alone from this index URL (e.g. PyTorch's CPU-only index), or
+# TORCH_INDEX: install torch and torchvision from this index URL (e.g. PyTorch's CPU-only index), or
 # from /tmp/build/wheels (the context's wheels/, whose files stay in this layer), without the
 # CUDA libraries; empty: the lock's torch
 ARG TORCH_INDEX=
@@ -32,7 +32,7 @@ RUN cd /tmp/build/lock \
  && uv=/tmp/build/uv/bin/uv \
  && export UV_NATIVE_TLS=1 \
  && if [ -n "$TORCH_INDEX" ]; then \
-      skip="--no-emit-package torch $(sed -n 's/^name = "\(nvidia-[^"]*\|cuda-[^"]*\|triton\)"$/--prune \1/p' uv.lock)"; \
+      skip="--no-emit-package torch --no-emit-package torchvision $(sed -n 's/^name = "\(nvidia-[^"]*\|cuda-[^"]*\|triton\)"$/--prune \1/p' uv.lock)"; \
     fi \
  && $uv export --frozen --no-default-groups --extra s3 --no-emit-project $skip --quiet \
       --output-file /tmp/build/train.txt \
@@ -41,10 +41,11 @@ RUN cd /tmp/build/lock \
       --require-hashes --no-deps -r /tmp/build/train.txt \
  && if [ -n "$TORCH_INDEX" ]; then \
       torch=$(sed -n '/^name = "torch"$/{n;s/^version = "\(.*\)"$/\1/p;}' uv.lock); \
+      vision=$(sed -n '/^name = "torchvision"$/{n;s/^version = "\(.*\)"$/\1/p;}' uv.lock); \
       if [ -d "$TORCH_INDEX" ]; then from="--no-index --find-links $TORCH_INDEX"; \
       else from="--index-url $TORCH_INDEX"; fi; \
       $uv pip install --quiet --no-cache --compile-bytecode --python /opt/venv/bin/python \
-        --no-deps $from "torch==$torch"; \
+        --no-deps $from "torch==$torch" "torchvision==$vision"; \
     fi \
  && cd / && rm -rf /tmp/build
 

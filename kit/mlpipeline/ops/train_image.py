@@ -2,9 +2,10 @@
 
     python -m mlpipeline.ops.train_image build   # make train-image
 
-The build context holds the lock (lock/), torch's wheel when TORCH_INDEX names a folder
-(wheels/), and the repository at HEAD (`git archive`) as a one-commit git repository
-(workspace/), whose source revision the image records (MLPIPELINE_REVISION, and its labels).
+The build context holds the lock (lock/), the torch and torchvision wheels when TORCH_INDEX
+names a folder (wheels/), and the repository at HEAD (`git archive`) as a one-commit git
+repository (workspace/), whose source revision the image records (MLPIPELINE_REVISION, and
+its labels).
 Settings from the environment: BASE_IMAGE, TRAIN_IMAGE_TAG, TORCH_INDEX (an index URL or a
 folder of wheels, as for `make install`), DOCKER_NETWORK. Without a Docker daemon it says so
 in one line and exits 1.
@@ -75,12 +76,14 @@ def layout_context(repo: Path, context: Path, torch_index: str) -> dict[str, str
     wheels = context / "wheels"
     wheels.mkdir()
     if torch_index and Path(torch_index).is_dir():
-        version = locked_version((workspace / "uv.lock").read_text(), "torch")
-        found = sorted(Path(torch_index).glob(f"torch-{version}*.whl"))
-        if not found:
-            raise PipelineError(f"no torch {version} wheel in TORCH_INDEX={torch_index}")
-        for wheel in found:
-            shutil.copy2(wheel, wheels / wheel.name)
+        lock = (workspace / "uv.lock").read_text()
+        for package in ("torch", "torchvision"):
+            version = locked_version(lock, package)
+            found = sorted(Path(torch_index).glob(f"{package}-{version}*.whl"))
+            if not found:
+                raise PipelineError(f"no {package} {version} wheel in TORCH_INDEX={torch_index}")
+            for wheel in found:
+                shutil.copy2(wheel, wheels / wheel.name)
         torch_index = "/tmp/build/wheels"
     # the workspace is a git repository of one commit: DVC and the runner compare against it
     snapshot = ["-c", "user.name=mlpipeline", "-c", "user.email=mlpipeline@localhost"]
