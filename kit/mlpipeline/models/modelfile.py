@@ -28,6 +28,14 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class ToFloat(nn.Module):
+    """Casts the model's input (uint8 image pixels) to float32, so the exported model takes
+    the images' bytes as they are and the casting is part of it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float32)
+
+
 class Rescale(Normalize):
     """x * std + mean: a regression network's standardised output in the target's units."""
 
@@ -38,12 +46,19 @@ class Rescale(Normalize):
 def build_network(spec: dict[str, Any]) -> nn.Sequential:
     """Normalize + the configured net, from a spec: net (with `_target_`), in_shape,
     num_classes and normalization (mean, std); for a regression also `target` (mean, std),
-    which a last Rescale layer applies to the net's standardised output."""
+    which a last Rescale layer applies to the net's standardised output; with `input_dtype`
+    uint8 (images) a first ToFloat layer (absent: float32 input, no cast)."""
     net_cfg = dict(spec["net"])
     target = locate(net_cfg.pop("_target_"))
     net = target(in_shape=spec["in_shape"], num_classes=spec["num_classes"], **net_cfg)
     norm = spec["normalization"]
-    layers = [Normalize(norm["mean"], norm["std"]), net]
+    mean, std = (torch.as_tensor(norm[k], dtype=torch.float32) for k in ("mean", "std"))
+    if len(spec["in_shape"]) == 3 and mean.ndim == 1:
+        # one value per channel, given flat: shaped to broadcast over (C, H, W)
+        mean, std = mean.view(-1, 1, 1), std.view(-1, 1, 1)
+    layers: list[nn.Module] = [Normalize(mean, std), net]
+    if spec.get("input_dtype", "float32") == "uint8":
+        layers.insert(0, ToFloat())
     if scale := spec.get("target"):
         layers.append(Rescale(scale["mean"], scale["std"]))
     return nn.Sequential(*layers)

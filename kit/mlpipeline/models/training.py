@@ -25,7 +25,7 @@ from mlpipeline.artifacts import scratch_dir, write_csv
 from mlpipeline.config import Config, check_targets, instantiate
 from mlpipeline.config.targets import MODULE_INPUTS
 from mlpipeline.config.tasks import task_for
-from mlpipeline.data.datamodule import ArrayDataModule
+from mlpipeline.data.datamodule import ArrayDataModule, augmentation
 from mlpipeline.data.splits import read_split
 from mlpipeline.determinism import use_portable_kernels
 from mlpipeline.errors import PipelineError
@@ -77,7 +77,12 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
     quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = ArrayDataModule(
-        cfg.paths.features, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed, splits=splits
+        cfg.paths.features,
+        cfg.data.batch_size,
+        cfg.data.num_workers,
+        seed=cfg.seed,
+        splits=splits,
+        augment=augmentation([step.spec() for step in cfg.data.augment]),
     )
     spec = {
         "net": cfg.model.spec(),
@@ -85,6 +90,9 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
         # the network's outputs: a score per class, or the one predicted value
         "num_classes": task_for(cfg.task).output_size(data.meta.get("classes")),
         "normalization": data.meta["normalization"],
+        # images arrive as uint8 and the network casts them; left out for float32 inputs, so
+        # their model files stay as they were
+        **({"input_dtype": dtype} if (dtype := data.meta.get("input_dtype", "float32")) != "float32" else {}),
         # a regression's target scaling, which the model's last layer undoes
         **({"target": data.meta["target"]} if data.meta.get("target") else {}),
     }
