@@ -62,6 +62,7 @@ class Paths(Section):
     reference: Path
     profile: Path
     registration: Path
+    weights: Path
 
     @model_validator(mode="after")
     def _plots_is_a_dvc_file(self) -> Paths:
@@ -73,10 +74,12 @@ class Paths(Section):
         return self
 
     def rebased(self, root: Path) -> Paths:
-        """The same layout under `root` (a sweep trial's or a test's directory); `raw` stays,
-        as the data it points at is the user's."""
+        """The same layout under `root` (a sweep trial's or a test's directory); `raw` and
+        `weights` stay, as the data and weights they point at are the user's."""
         return self.model_copy(
-            update={k: root / v for k, v in self.model_dump().items() if k != "raw"}
+            update={
+                k: root / v for k, v in self.model_dump().items() if k not in ("raw", "weights")
+            }
         )
 
 
@@ -189,6 +192,8 @@ class CrossValidation(Section):
 class Data(Section):
     source: Source
     split: Split
+    # torchvision.transforms.v2 classes applied in turn to each training image (uint8 in and out)
+    augment: list[Target] = Field(default_factory=list)
     batch_size: int = Field(ge=1)
     num_workers: int = Field(ge=0)
 
@@ -368,6 +373,7 @@ class Config(Section):
         """Every `_target_` section by its dotted key, e.g. `callbacks.early_stopping`."""
         found = {
             "data.source": self.data.source,
+            **{f"data.augment.{i}": step for i, step in enumerate(self.data.augment)},
             "model": self.model,
             "module": self.module,
             "optimizer": self.optimizer,

@@ -50,6 +50,7 @@ MODULE_INPUTS = {
 # torch.hub.load fetches and runs code).
 SECTION_KINDS = {
     "data": "mlpipeline.data.sources.Source",
+    "data.augment": "torchvision.transforms.v2.Transform",
     "model": "torch.nn.Module",
     "module": "lightning.pytorch.LightningModule",
     "optimizer": "torch.optim.Optimizer",
@@ -116,7 +117,8 @@ def check_targets(cfg: Config, keys: Collection[str] | None = None) -> None:
         except PipelineError as err:
             problems.append(f"{key}._target_: {err}")
             continue
-        kind = SECTION_KINDS[key.split(".")[0]]
+        parts = key.split(".")
+        kind = SECTION_KINDS.get(".".join(parts[:2])) or SECTION_KINDS[parts[0]]
         if not (inspect.isclass(target) and issubclass(target, locate(kind))):
             problems.append(
                 f"{key}._target_: {section.target!r} is not a {kind} class, which {key} must name"
