@@ -79,7 +79,8 @@ def test_no_path_is_written_out() -> None:
 
 def test_each_path_a_stage_reads_is_one_an_earlier_stage_writes() -> None:
     written = {p for stage in STAGES for p in outputs(stage)}
-    written |= {PATHS["raw"]}
+    # the user's inputs: the raw data and the pretrained weights files
+    written |= {PATHS["raw"], PATHS["weights"]}
     for name in STAGES:
         data = {d for d in entries(name, "deps") if not d.startswith(("src/", "kit/", "conf"))}
         assert data - {"params.yaml"} <= written, name

@@ -11,7 +11,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mlpipeline.api import PipelineError
+from mlpipeline.api import PipelineError, timm_network
 
 Width = Annotated[int, Field(ge=1)]
 Dropout = Annotated[float, Field(ge=0, lt=1)]
@@ -76,3 +76,27 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class Timm(nn.Module):
+    """Any timm architecture (`name`, e.g. resnet18) for (C, H, W) images, with a new head for
+    the classes. `pretrained`: false, a weights file under `weights_dir` (.safetensors, .pth),
+    true (timm's default weights) or "hf-hub:<repo>"; the last two download them."""
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        num_classes: int,
+        name: str = "resnet18",
+        pretrained: bool | str = False,
+        weights_dir: str = "weights",
+    ) -> None:
+        super().__init__()
+        if len(in_shape) != 3:
+            raise PipelineError(
+                f"model Timm needs image inputs (C, H, W) but the data has shape {tuple(in_shape)}"
+            )
+        self.model = timm_network(name, in_shape[0], num_classes, pretrained, weights_dir)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
