@@ -26,7 +26,13 @@ ingest, prepare and features stages make in a temporary directory first; writes 
 of docs/performance.md. The goal is this table's: the train stage at least 0.85 of the plain
 loop; the digits CNN (the REPO form) is reported without one, as its step is too small to be
 more than Lightning's own per-step cost.
-    --smoke (either form): one round of one timed epoch; --table on 2,000 rows.
+    python bench/throughput.py --images [--rows 1024] [--epochs 2] [--rounds 3]
+Images: timm's resnet18 (`model=timm`, random weights) on synthetic uint8 64x64 RGB images
+written in the features format of an image source, with conf/data/images.yaml's augmentation
+(IMAGE_AUGMENT if that file is absent) in 2 loader workers, on the CPU; writes its section of
+docs/performance.md. The goal: the train stage at least 0.95 of the plain loop, whose loader
+(the same ArrayDataModule) augments alike.
+    --smoke (any form): one round of one timed epoch; --table on 2,000 rows, --images on 128.
 """
 
 from __future__ import annotations
@@ -51,19 +57,30 @@ from hydra.utils import instantiate
 from quiet import repeat_quietly
 from throughput_report import GOAL, report
 
-from mlpipeline.config import Config, load_config
-from mlpipeline.data.datamodule import ArrayDataModule
+from mlpipeline.config import Config, compose_config, load_config
+from mlpipeline.data.datamodule import ArrayDataModule, augmentation
 from mlpipeline.determinism import prepare_process, use_portable_kernels
 from mlpipeline.models.modelfile import build_network
 from mlpipeline.stages.train import train
 from myproject.models.module import configure
 
 ROOT = Path(__file__).resolve().parents[1]
+IMAGE_GOAL = 0.95
+# the images' augmentation where conf/ has no data=images (its file not yet there)
+IMAGE_AUGMENT = (
+    "data.augment=[{_target_:torchvision.transforms.v2.RandomResizedCrop,size:[64,64],"
+    "scale:[0.6,1.0]},{_target_:torchvision.transforms.v2.RandomHorizontalFlip},"
+    "{_target_:torchvision.transforms.v2.ColorJitter,brightness:0.2,contrast:0.2}]"
+)
 
 
 def make_data(cfg: Config) -> ArrayDataModule:
     data = ArrayDataModule(
-        cfg.paths.features, cfg.data.batch_size, cfg.data.num_workers, seed=cfg.seed
+        cfg.paths.features,
+        cfg.data.batch_size,
+        cfg.data.num_workers,
+        seed=cfg.seed,
+        augment=augmentation([step.spec() for step in cfg.data.augment]),
     )
     data.setup("fit")
     return data
@@ -77,6 +94,7 @@ def make_network(cfg: Config, data: ArrayDataModule) -> torch.nn.Module:
             "in_shape": data.meta["input_shape"],
             "num_classes": len(data.meta["classes"]),
             "normalization": data.meta["normalization"],
+            **({"input_dtype": "uint8"} if data.meta.get("input_dtype") == "uint8" else {}),
         }
     )
 
@@ -207,20 +225,75 @@ def measure(cfg: Config, epochs: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def image_config(tmp: Path, rows: int, size: int = 64) -> Config:
+    """resnet18 with the images' augmentation, its paths under `tmp`, where the features of
+    `rows` synthetic uint8 RGB images (5 classes, brightness following the class) are written
+    as an image source's features stage writes them."""
+    images = (ROOT / "conf/data/images.yaml").is_file()
+    overrides = ["model=timm", "model.name=resnet18", "data.num_workers=2"]
+    overrides += ["data=images"] if images else [IMAGE_AUGMENT]
+    cfg = compose_config(ROOT / "conf", overrides)[1]
+    cfg = cfg.model_copy(update={"paths": cfg.paths.rebased(tmp)})
+    rng = np.random.default_rng(0)
+    sizes = {"train": rows, "val": max(rows // 8, 5), "test": max(rows // 8, 5)}
+    for split, n in sizes.items():
+        y = np.arange(n) % 5
+        x = rng.integers(0, 128, (n, 3, size, size)) + (y * 30)[:, None, None, None]
+        (cfg.paths.features / split).mkdir(parents=True)
+        np.save(cfg.paths.features / split / "x.npy", x.astype(np.uint8))
+        np.save(cfg.paths.features / split / "y.npy", y.astype(np.int64))
+    meta = {
+        "classes": [f"c{i}" for i in range(5)],
+        "feature_names": None,
+        "input_shape": [3, size, size],
+        "input_dtype": "uint8",
+        "normalization": {"mean": [124.0] * 3, "std": [45.0] * 3},
+        "sizes": sizes,
+    }
+    (cfg.paths.features / "meta.json").write_text(json.dumps(meta))
+    return cfg
+
+
+def images(args: argparse.Namespace) -> None:
+    """The --images form: measure, then write its section of docs/performance.md."""
+    from record import stamp, write_section
+
+    rows = 128 if args.smoke else args.rows or 1024
+    with tempfile.TemporaryDirectory(prefix="mlpipeline-bench-images-") as tmp:
+        cfg = image_config(Path(tmp), rows)
+        tp = measure(cfg, args.epochs or 2, args.rounds)
+        steps = ", ".join(s.target.rsplit(".", 1)[-1] for s in cfg.data.augment)
+    lines = [
+        stamp(),
+        "",
+        f"{rows:,} synthetic uint8 RGB images of 64x64, 5 classes, in an image source's features "
+        f"format; timm's resnet18 (`model=timm`, random weights), augmented by {steps} in "
+        f"{cfg.data.num_workers} loader workers, for the train stage and the plain loop alike.",
+        "",
+        *report(tp, "Image training throughput", IMAGE_GOAL),
+    ]
+    text = "\n".join(lines) + "\n"
+    write_section(
+        "throughput-images", "Image training: the train stage against plain PyTorch", text
+    )
+
+
 def main() -> None:
     prepare_process()  # the kernels the train stage's CLI pins, before torch first computes
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo", type=Path, nargs="?", help="a repository with data/features")
     parser.add_argument("--table", action="store_true", help="a synthetic table instead")
-    parser.add_argument("--rows", type=int, default=200_000, help="--table: its rows")
+    parser.add_argument("--images", action="store_true", help="synthetic images, resnet18")
+    parser.add_argument("--rows", type=int, help="--table: its rows (200,000); --images (1,024)")
     parser.add_argument("--features", type=int, default=50, help="--table: its columns")
     parser.add_argument("--epochs", type=int, help="timed epochs per run (20; --table: 3)")
     parser.add_argument("--rounds", type=int, default=3, help="quiet rounds (one run per loop)")
     args = smoke.parse_args(parser)
-    if (args.repo is None) == (not args.table):
-        parser.error("give a REPO or --table (not both)")
+    if sum((args.repo is not None, args.table, args.images)) != 1:
+        parser.error("give one of REPO, --table or --images")
     if args.smoke:
-        args.epochs, args.rounds, args.rows = 1, 1, 2_000
+        args.epochs, args.rounds = 1, 1
+        args.rows = 2_000 if args.table else None
     warnings.filterwarnings("ignore", message=".*treespec.*deprecated")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*no `validation_step`.*")  # the floor skips validation
@@ -228,6 +301,10 @@ def main() -> None:
         os.chdir(args.repo)  # params.yaml paths are relative to the repository root
         print(json.dumps(measure(load_config("params.yaml"), args.epochs or 20, args.rounds)))
         return
+    if args.images:
+        images(args)
+        return
+    args.rows = args.rows or 200_000
 
     from record import stamp, write_section
     from synthetic import run_stages

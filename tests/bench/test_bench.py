@@ -90,6 +90,7 @@ BENCHES = {
     "suite": Bench("suite.py", section="suite"),
     "drift": Bench("drift.py", section="drift", tools=("wrk",)),
     "throughput-table": Bench("throughput.py", args=("--table",), section="throughput-table"),
+    "throughput-images": Bench("throughput.py", args=("--images",), section="throughput-images"),
     # the form bench/pipeline.py runs: a repository with data/features, one JSON line out
     "throughput": Bench("throughput.py", args=(".",)),
 }

@@ -21,8 +21,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mlpipeline.config import check_targets
-from mlpipeline.data.datamodule import ArrayDataModule, AugmentedBatches, TensorBatches
-from mlpipeline.data.datamodule import augmentation
+from mlpipeline.data.datamodule import (
+    ArrayDataModule,
+    AugmentedBatches,
+    TensorBatches,
+    augmentation,
+)
 from mlpipeline.errors import PipelineError
 from mlpipeline.models.finetune import BackboneFinetuning
 from mlpipeline.models.modelfile import ToFloat, build_network, load_model, save_model

@@ -92,7 +92,11 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
         "normalization": data.meta["normalization"],
         # images arrive as uint8 and the network casts them; left out for float32 inputs, so
         # their model files stay as they were
-        **({"input_dtype": dtype} if (dtype := data.meta.get("input_dtype", "float32")) != "float32" else {}),
+        **(
+            {"input_dtype": dtype}
+            if (dtype := data.meta.get("input_dtype", "float32")) != "float32"
+            else {}
+        ),
         # a regression's target scaling, which the model's last layer undoes
         **({"target": data.meta["target"]} if data.meta.get("target") else {}),
     }
