@@ -197,6 +197,22 @@ def test_weights_from_a_local_file_keep_the_backbone_and_get_a_new_head(
     assert torch.allclose(model.conv1.weight, saved.conv1.weight.sum(1, keepdim=True))
 
 
+def test_a_model_file_loads_without_the_weights_file_it_started_from(tmp_path: Path) -> None:
+    weights = saved_weights(tmp_path / "weights")
+    net = {"_target_": "myproject.models.nets.Timm", "name": "resnet18"}
+    spec = {
+        **image_spec(),
+        "in_shape": [CHANNELS, SIZE, SIZE],
+        "net": {**net, "pretrained": str(weights), "weights_dir": str(weights.parent)},
+    }
+    network = build_network(spec).eval()
+    save_model(tmp_path / "model.pt", spec, network)
+    weights.unlink()
+    loaded, _ = load_model(tmp_path / "model.pt")
+    x = torch.randint(0, 256, (2, CHANNELS, SIZE, SIZE), dtype=torch.uint8)
+    assert torch.equal(loaded(x), network(x))
+
+
 def test_bad_weights_are_refused_in_one_line(tmp_path: Path) -> None:
     folder = tmp_path / "weights"
     other = saved_weights(folder, "resnet34")

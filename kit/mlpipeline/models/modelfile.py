@@ -43,12 +43,15 @@ class Rescale(Normalize):
         return x * self.std + self.mean
 
 
-def build_network(spec: dict[str, Any]) -> nn.Sequential:
+def build_network(spec: dict[str, Any], pretrained: bool = True) -> nn.Sequential:
     """Normalize + the configured net, from a spec: net (with `_target_`), in_shape,
     num_classes and normalization (mean, std); for a regression also `target` (mean, std),
     which a last Rescale layer applies to the net's standardised output; with `input_dtype`
-    uint8 (images) a first ToFloat layer (absent: float32 input, no cast)."""
+    uint8 (images) a first ToFloat layer (absent: float32 input, no cast). `pretrained`
+    False builds a net that takes a `pretrained` argument without its pretrained weights."""
     net_cfg = dict(spec["net"])
+    if not pretrained and "pretrained" in net_cfg:
+        net_cfg["pretrained"] = False
     target = locate(net_cfg.pop("_target_"))
     net = target(in_shape=spec["in_shape"], num_classes=spec["num_classes"], **net_cfg)
     norm = spec["normalization"]
@@ -78,6 +81,7 @@ def load_model(path: Path) -> tuple[nn.Sequential, dict[str, Any]]:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if saved.get("format") != MODEL_FORMAT:
         raise PipelineError(f"{path} has model format {saved.get('format')}, expected 1: retrain")
-    network = build_network(saved["spec"])
+    # the saved weights replace any pretrained ones, whose file need not be there any more
+    network = build_network(saved["spec"], pretrained=False)
     network.load_state_dict(saved["state_dict"])
     return network.eval(), saved["spec"]

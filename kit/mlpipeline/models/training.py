@@ -84,6 +84,7 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
         splits=splits,
         augment=augmentation([step.spec() for step in cfg.data.augment]),
     )
+    dtype = data.meta.get("input_dtype", "float32")
     spec = {
         "net": cfg.model.spec(),
         "in_shape": data.meta["input_shape"],
@@ -92,11 +93,7 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
         "normalization": data.meta["normalization"],
         # images arrive as uint8 and the network casts them; left out for float32 inputs, so
         # their model files stay as they were
-        **(
-            {"input_dtype": dtype}
-            if (dtype := data.meta.get("input_dtype", "float32")) != "float32"
-            else {}
-        ),
+        **({"input_dtype": dtype} if dtype != "float32" else {}),
         # a regression's target scaling, which the model's last layer undoes
         **({"target": data.meta["target"]} if data.meta.get("target") else {}),
     }
