@@ -262,6 +262,9 @@ HEAVY = {
     "matplotlib": "a second to import; only evaluate renders plots",
     "dvc": "not installed in Airflow's environment, which imports the DAG's modules",
     "networkx": "DVC's dependency: as dvc",
+    "timm": "seconds to import; only a timm network needs it, and the project imports the api",
+    "torchvision": "a second to import; only augmentation needs it",
+    "safetensors": "torch's companion: only reading a pretrained weights file needs it",
     # the kit's modules that import one of the above at their top
     "mlpipeline.data.features": "scikit-learn",
     "mlpipeline.models.modelfile": "torch",

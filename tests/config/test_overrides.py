@@ -20,7 +20,9 @@ from mlpipeline.config import check_targets, compose_config, instantiate, valida
 from mlpipeline.errors import PipelineError
 from mlpipeline.stages.compose import compose_stage
 
-ALLOWED = "allowed_targets: myproject, mlpipeline, torch, lightning, torchmetrics, timm"
+ALLOWED = (
+    "allowed_targets: myproject, mlpipeline, torch, lightning, torchmetrics, timm, torchvision"
+)
 COMPOSE = [sys.executable, "-m", "mlpipeline.stages.compose"]
 
 
@@ -67,7 +69,7 @@ def test_an_override_naming_a_callable_outside_the_allowed_packages_stops_compos
     [
         ["+callbacks.x={_target_: builtins.open, file: f, mode: w}"],  # a whole section
         ["+callbacks.x._target_=builtins.print,builtins.open"],  # a sweep's choices
-        ["model._target_=torchvision.models.resnet18"],  # `torch` is not `torchvision`
+        ["model._target_=torchaudio.models.wav2letter"],  # `torch` is not `torchaudio`
         ["model._target_=os.system"],
         ["+hydra.callbacks.x._target_=builtins.exec"],  # Hydra's own config too
     ],
@@ -119,7 +121,7 @@ def test_the_allow_list_is_conf_config_yamls_and_applies_to_conf_files(workdir: 
     with pytest.raises(PipelineError, match=r"set it in conf/config\.yaml only"):
         compose_config(workdir / "conf", ["experiment=wide"])
     config = workdir / "conf/config.yaml"
-    config.write_text(config.read_text().replace("timm]", "timm, mypackage]"))
+    config.write_text(config.read_text().replace("torchvision]", "torchvision, mypackage]"))
     assert compose_config(workdir / "conf")[1].optimizer.target == "mypackage.optim.Fast"
 
 

@@ -61,6 +61,7 @@ def load_weights(model: nn.Module, path: Path, in_chans: int) -> None:
     """Load a state dict from `path` into timm's `model`: a classifier head of another shape is
     dropped (the model's new one stays), a first convolution of other input channels is
     adapted (timm's adapt_input_conv); any other difference is refused in one line."""
+    # timm's import takes seconds, and the project's code imports this module through the api
     from timm.models import adapt_input_conv
 
     state = _read_state(path)
@@ -97,11 +98,12 @@ def load_weights(model: nn.Module, path: Path, in_chans: int) -> None:
 def _read_state(path: Path) -> dict[str, Any]:
     """The tensors of a .safetensors or torch.save file, unwrapped from a checkpoint's
     `state_dict` or `model` entry."""
+    # torch's import takes seconds, and the data stages import this module through the api
     import torch
 
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file  # as torch
 
             state: Any = load_file(path)
         else:
@@ -134,6 +136,7 @@ def _from_hub(name: str, in_chans: int, num_classes: int, pretrained: bool | str
 
 
 def _create(name: str, **kwargs: Any) -> nn.Module:
+    # timm's import takes seconds, and the project's code imports this module through the api
     import timm
 
     if not name.startswith(HUB) and not timm.is_model(name):
