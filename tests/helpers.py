@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import itertools
 import io
+import itertools
 import json
 import os
 import shutil
@@ -299,7 +299,9 @@ IMAGE_SIZE = (12, 16)  # height, width
 IMAGE_CLASSES = ["cat", "dog", "fish"]
 
 
-def image_file(seed: int, size: tuple[int, int] = (40, 30), mode: str = "RGB", fmt: str = "PNG") -> bytes:
+def image_file(
+    seed: int, size: tuple[int, int] = (40, 30), mode: str = "RGB", fmt: str = "PNG"
+) -> bytes:
     """A small image file of random pixels (`size` is width, height)."""
     from PIL import Image
 
@@ -368,7 +370,12 @@ def export_tiny_image_model(directory: Path, n_files: int = 12) -> Path:
     (directory / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
     files = directory / "files"
     files.mkdir()
-    kinds = [("RGB", "PNG", "png"), ("L", "PNG", "png"), ("RGB", "JPEG", "jpg"), ("RGBA", "PNG", "png")]
+    kinds = [
+        ("RGB", "PNG", "png"),
+        ("L", "PNG", "png"),
+        ("RGB", "JPEG", "jpg"),
+        ("RGBA", "PNG", "png"),
+    ]
     for i in range(n_files):
         mode, fmt, suffix = kinds[i % len(kinds)]
         size = (30 + 7 * i, 20 + 5 * (i % 3))

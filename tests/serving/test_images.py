@@ -112,7 +112,9 @@ def png_header(width: int, height: int) -> bytes:
     far fewer than the header promises, so only a check of the header can name its size."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(100)))
@@ -177,8 +179,19 @@ def test_a_bad_file_gets_422_naming_it_and_the_service_stays_up(
         (b'{"inputs": [[1]]}', "application/json", 422, '{"images": ["<base64>", ...]}'),
         (b"{", "application/json", 400, "malformed JSON"),
     ],
-    ids=["type", "size", "unended", "no-boundary", "no-part", "no-filename", "no-image", "base64",
-         "number", "key", "json"],
+    ids=[
+        "type",
+        "size",
+        "unended",
+        "no-boundary",
+        "no-part",
+        "no-filename",
+        "no-image",
+        "base64",
+        "number",
+        "key",
+        "json",
+    ],
 )
 def test_a_bad_body_gets_a_4xx_that_says_what_is_wrong(
     client: TestClient, body: bytes, content_type: str, status: int, message: str

@@ -279,7 +279,8 @@ def accepts(media_type: str, accepted: Sequence[str]) -> bool:
     """Whether `media_type` (lower case, without parameters) is one of `accepted`, in which
     `type/*` stands for any subtype of `type`."""
     return any(
-        media_type == a or (a.endswith("/*") and media_type.startswith(a[:-1]) and a[:-1] != media_type)
+        media_type == a
+        or (a.endswith("/*") and media_type.startswith(a[:-1]) and a[:-1] != media_type)
         for a in accepted
     )
 
@@ -367,7 +368,9 @@ def _form_files(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
                 f"{FILE_FIELD!r}",
             )
         filename = disposition.get(b"filename")
-        label = f"file {i}" + (f" {_label(filename.decode('utf-8', 'replace'))}" if filename else "")
+        label = f"file {i}" + (
+            f" {_label(filename.decode('utf-8', 'replace'))}" if filename else ""
+        )
         files.append((label, b"".join(chunks)))
     return files
 
