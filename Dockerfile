@@ -42,8 +42,9 @@ EXPOSE 8080
 CMD ["python", "-m", "mlpipeline.serving"]
 # files stay owned by root: the service user can read them, not change them
 COPY --from=builder /opt/venv /opt/venv
-# the service package alone: it imports nothing else of mlpipeline, which is a namespace
-# package here (tests/serving/test_isolation.py checks both)
+# the service package and the one image decoder that ingest uses too: they import nothing else
+# of mlpipeline, which is a namespace package here (tests/serving/test_isolation.py checks both)
+COPY kit/mlpipeline/imaging.py /app/mlpipeline/imaging.py
 COPY kit/mlpipeline/serving /app/mlpipeline/serving/
 # the drift profile too: the service's drift metrics (on by default) need it to start
 COPY models/model.onnx models/model_card.json models/profile.json /app/models/

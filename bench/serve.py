@@ -21,7 +21,16 @@ MLflow the same rows as `{"dataframe_records": [...]}`. Goals (issue 15): reques
 3x MLflow's and p99 latency at most a third of MLflow's, at every point. Writes its own
 section, apart from the image model's.
 
---smoke (either form): one round of 1 s runs (wrk counts whole seconds), 200 soak requests;
+    python bench/serve.py --image-file [--duration 5] [--rounds 3] [--smoke]
+An image model taking files instead (issue 33): one 224x224 JPEG per request, as a multipart
+field `file` (curl -F file=@cat.jpg), at concurrency 1: wrk's end-to-end p50 latency against
+the in-process decode (mlpipeline.imaging, through the service's own parsing) and ONNX Runtime
+call, in alternating rounds; goal: at most 3x. The model: the repository's when it takes image
+files, else a stand-in exported to a temporary folder as the pipeline exports one (timm's
+resnet18, random weights, 10 classes, uint8 224x224 RGB cast and normalised inside). Writes its
+own section.
+
+--smoke (any form): one round of 1 s runs (wrk counts whole seconds), 200 soak requests;
 --table on 2,000 rows.
 
 --baseline REV (either form): also serve the same model with this service as of git revision
@@ -67,6 +76,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 16, 64)
 BATCHES = (1, 64)
 GOALS = {"rps_ratio": 3.0, "p99_ratio": 1 / 3}  # --table: ours against MLflow, at every point
+IMAGE_GOAL = 3.0  # --image-file: HTTP p50 at most this many times the in-process call's
+IMAGE_SIDE = 224  # --image-file: the JPEG's width and height, and the stand-in model's
 BASELINE_TOLERANCE = 0.05  # --baseline: after's requests/s at most 5% below before's
 # --table: the stages after compose (run_stages composes the config itself), as dvc.yaml lists
 # them, so that a stage added there (as profile was, which register needs) runs here too
@@ -81,7 +92,7 @@ local f = assert(io.open(os.getenv("WRK_BODY"), "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
-wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Content-Type"] = os.getenv("WRK_TYPE") or "application/json"
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -172,7 +183,14 @@ def server(cmd: list[str], env: dict[str, str], ready_url: str) -> Iterator[subp
                 proc.wait()
 
 
-def wrk(url: str, body: Path, script: Path, concurrency: int, seconds: float) -> dict[str, Any]:
+def wrk(
+    url: str,
+    body: Path,
+    script: Path,
+    concurrency: int,
+    seconds: float,
+    content_type: str = "application/json",
+) -> dict[str, Any]:
     """One wrk run (one thread: the servers get the other core); its summary as a dict."""
     cmd = [
         "wrk",
@@ -185,7 +203,7 @@ def wrk(url: str, body: Path, script: Path, concurrency: int, seconds: float) ->
         str(script),
         url,
     ]
-    env = {**os.environ, "WRK_BODY": str(body)}
+    env = {**os.environ, "WRK_BODY": str(body), "WRK_TYPE": content_type}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
@@ -586,6 +604,182 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def image_model(scratch: Path) -> Path:
+    """The folder of the model --image-file serves: the repository's models/ when its card
+    takes image files, else a stand-in exported under `scratch` (model.onnx, its card and its
+    drift profile, as the pipeline writes them)."""
+    card = ROOT / "models/model_card.json"
+    if card.is_file() and json.loads(card.read_text())["input"].get("kind") == "image":
+        return ROOT / "models"
+    import timm
+    import torch
+
+    from mlpipeline.imaging import ImageShape, decode
+    from mlpipeline.serving import profile
+    from mlpipeline.stages.export import OUTPUT, to_onnx
+
+    class UInt8Input(torch.nn.Module):
+        """uint8 pixels in, cast and normalised inside, as the pipeline's image networks."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = timm.create_model("resnet18", pretrained=False, num_classes=10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net((x.to(torch.float32) - 120.0) / 60.0)
+
+    torch.manual_seed(0)
+    out = scratch / "image-model"
+    out.mkdir()
+    side, classes = IMAGE_SIDE, [str(c) for c in range(10)]
+    example = np.zeros((1, 3, side, side), np.uint8)
+    to_onnx(UInt8Input().eval(), example, out / "model.onnx", opset=17, input_name="image")
+    image = {"channels": 3, "height": side, "width": side, "resize": "crop"}
+    card = {
+        "name": "bench-image",
+        "version": "bench",
+        "input": {"kind": "image", "name": "image", "shape": [None, 3, side, side], "image": image},
+        "output": {"name": OUTPUT, "dtype": "float32", "shape": [None, 10]},
+        "classes": classes,
+    }
+    (out / "model_card.json").write_text(json.dumps(card))
+    shape = ImageShape(3, side, side)
+    x = np.stack([decode(jpeg_file(seed), shape) for seed in range(8)])
+    session = load_model(Settings(model_path=out / "model.onnx"))
+    outputs = session.predict({"image": x})
+    reference = profile.Profile(
+        input="image",
+        rows=len(x),
+        columns=profile.image_columns(x, bins=5),
+        prediction=profile.class_prediction(classes, outputs),
+    )
+    (out / "profile.json").write_text(reference.model_dump_json(exclude_none=True))
+    return out
+
+
+def jpeg_file(seed: int, side: int = IMAGE_SIDE) -> bytes:
+    """A side x side RGB JPEG (quality 90) of a smooth gradient with noise, photo-like in size."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 200, side)
+    pixels = np.stack(
+        [
+            ramp[None, :] + 0 * ramp[:, None],
+            ramp[:, None] + 0 * ramp[None, :],
+            np.full((side, side), 90.0),
+        ],
+        axis=-1,
+    )
+    pixels = np.clip(pixels + rng.normal(0, 12, pixels.shape), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def multipart(name: str, data: bytes, boundary: str = "benchboundary") -> tuple[bytes, str]:
+    """A multipart/form-data body holding one field `file`, as curl -F file=@name sends it,
+    and its Content-Type."""
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    body = head + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def in_process_image(model: Model, settings: Settings, jpeg: bytes, repeats: int) -> float:
+    """The median time (µs) of the service's own decode of `jpeg` and its ONNX Runtime call."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.predict(model.card.input.parse(jpeg, "image/jpeg", settings))
+        times.append((time.perf_counter() - start) * 1e6)
+    return statistics.median(times)
+
+
+def measure_image(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    """--image-file: alternating rounds of the in-process call and wrk at concurrency 1 on the
+    same JPEG; the same answer from both first."""
+    models = image_model(scratch)
+    jpeg = jpeg_file(1234)
+    body, content_type = multipart("cat.jpg", jpeg)
+    body_path, script = scratch / "image.multipart", scratch / "post.lua"
+    body_path.write_bytes(body)
+    script.write_text(WRK_SCRIPT)
+    settings = Settings(model_path=models / "model.onnx")
+    model = load_model(settings)
+    expected = model.predict(model.card.input.parse(jpeg, "image/jpeg", settings))
+    port = free_port()
+    env = {"MODEL_PATH": str(models / "model.onnx"), "PORT": str(port), "WORKERS": "1"}
+    url = f"http://127.0.0.1:{port}"
+    rounds = []
+    load_before = os.getloadavg()
+    with server([sys.executable, "-m", "mlpipeline.serving"], env, f"{url}/ready"):
+        answer = httpx.post(
+            f"{url}/predict", content=body, headers={"content-type": content_type}, timeout=30
+        )
+        answer.raise_for_status()
+        diff = float(np.abs(probabilities(answer.json()) - expected).max())
+        for _ in range(args.rounds):
+            in_us = in_process_image(model, settings, jpeg, 20 if args.smoke else 200)
+            run = wrk(f"{url}/predict", body_path, script, 1, args.duration, content_type)
+            if run["errors"]:
+                sys.exit(f"error: {run['errors']} failed requests to {url}/predict")
+            rounds.append(
+                {
+                    "in_process_p50_us": in_us,
+                    "http_p50_us": run["p50_us"],
+                    "http_rps": run["rps"],
+                    "ratio": run["p50_us"] / in_us,
+                }
+            )
+    return {
+        "model": str(models.relative_to(ROOT)) if models.is_relative_to(ROOT) else "stand-in",
+        "input": model.card.input.example_shape,
+        "jpeg_bytes": len(jpeg),
+        "answers_max_abs_diff": diff,
+        "load_average_before": [round(v, 1) for v in load_before],
+        "load_average_after": [round(v, 1) for v in os.getloadavg()],
+        "rounds": rounds,
+        "ratio": statistics.median(r["ratio"] for r in rounds),
+    }
+
+
+def image_report(results: dict[str, Any], args: argparse.Namespace) -> str:
+    """--image-file's section."""
+    what = (
+        f"the repository's image model ({results['model']})"
+        if results["model"] != "stand-in"
+        else "a stand-in exported as the pipeline exports an image model (timm resnet18, random "
+        "weights, 10 classes, uint8 224x224 RGB in, normalised inside)"
+    )
+    middle = lambda key: statistics.median(r[key] for r in results["rounds"])  # noqa: E731
+    verdict = "met" if results["ratio"] <= IMAGE_GOAL else "NOT met"
+    return "\n".join(
+        [
+            f"{stamp()} Load average (1/5/15 min) before {results['load_average_before']}, after "
+            f"{results['load_average_after']}. Model: {what}, input {list(results['input'])}. One "
+            f"{IMAGE_SIDE}x{IMAGE_SIDE} JPEG ({results['jpeg_bytes']:,} bytes) per request as a "
+            "multipart field `file` (curl -F file=@cat.jpg), concurrency 1, one worker; HTTP and "
+            "in-process answers agree (largest difference in probabilities "
+            f"{results['answers_max_abs_diff']:.1e}); medians of {args.rounds} alternating rounds "
+            f"(wrk {args.duration:g} s each; in-process: the service's decode and ONNX Runtime "
+            "call, timed in this process).",
+            "",
+            "| | p50 latency |",
+            "| --- | --- |",
+            f"| in-process decode + ONNX Runtime | {middle('in_process_p50_us') / 1000:.2f} ms |",
+            f"| HTTP end to end (wrk) | {middle('http_p50_us') / 1000:.2f} ms |",
+            "",
+            f"- HTTP over in-process: {results['ratio']:.2f}x (median of the per-round ratios); "
+            f"goal at most {IMAGE_GOAL:g}x: {verdict}.",
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # wrk counts whole seconds
@@ -594,6 +788,9 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=10_000, help="requests in the soak run")
     parser.add_argument("--table", action="store_true", help="a table model, named records")
     parser.add_argument("--rows", type=int, default=20_000, help="--table: the table's rows")
+    parser.add_argument(
+        "--image-file", action="store_true", help="an image model, one JPEG file per request"
+    )
     parser.add_argument("--json", type=Path, help="write all results here")
     parser.add_argument(
         "--pythonpath",
@@ -611,6 +808,14 @@ def main() -> None:
         args.duration, args.rounds, args.soak, args.rows = 1, 1, 200, 2_000
     if not shutil.which("wrk"):
         sys.exit("error: wrk not found: apt-get install wrk")
+    if args.image_file:
+        with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+            results = measure_image(args, Path(tmp))
+        title = "Serving an image file: HTTP against the in-process decode and ONNX Runtime"
+        write_section("serving-image", title, image_report(results, args))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         scratch = Path(tmp)
         subject = table_subject(scratch / "table", args.rows) if args.table else image_subject()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import itertools
 import json
 import os
@@ -235,6 +236,7 @@ def copy_serving(root: Path) -> None:
         ignore=shutil.ignore_patterns("__pycache__"),
         dirs_exist_ok=True,
     )
+    shutil.copy(ROOT / "kit/mlpipeline/imaging.py", root / "kit/mlpipeline/imaging.py")
 
 
 # the tiny model the serving tests export, and the service's limits in those tests
@@ -282,6 +284,108 @@ def export_tiny_model(directory: Path, n_test: int = 50) -> Path:
     np.save(directory / "reference.npy", outputs)
     reference = profile.Profile(
         input="tensor",
+        rows=len(x),
+        columns=profile.image_columns(x, bins=5),
+        prediction=profile.class_prediction(card["classes"], outputs),
+    )
+    (directory / "profile.json").write_text(
+        reference.model_dump_json(exclude_none=True), encoding="utf-8"
+    )
+    return directory
+
+
+# the tiny image model the serving tests export: RGB images resized to this, three classes
+IMAGE_SIZE = (12, 16)  # height, width
+IMAGE_CLASSES = ["cat", "dog", "fish"]
+
+
+def image_file(
+    seed: int, size: tuple[int, int] = (40, 30), mode: str = "RGB", fmt: str = "PNG"
+) -> bytes:
+    """A small image file of random pixels (`size` is width, height)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4}.get(mode, 1)
+    pixels = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
+    image = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def export_tiny_image_model(directory: Path, n_files: int = 12) -> Path:
+    """Write an image model as the pipeline will (an ONNX model taking uint8 (batch, 3, H, W)
+    that casts and normalises inside, a card whose `input` is of kind `image`), its drift
+    profile, `files/` (PNG and JPEG images of other sizes and modes), and `reference.npy`:
+    ONNX Runtime's probabilities on those files decoded by mlpipeline.imaging, as ingest
+    decodes them."""
+    import onnxruntime as ort
+    import torch
+
+    from mlpipeline.imaging import ImageShape, decode
+    from mlpipeline.serving import profile
+    from mlpipeline.stages.export import OUTPUT, to_onnx
+
+    class UInt8Net(torch.nn.Module):
+        """Cast, normalise, one convolution: the shape of the pipeline's image networks."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.head = torch.nn.Linear(4, len(IMAGE_CLASSES))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = (x.to(torch.float32) - 127.5) / 64.0
+            return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    height, width = IMAGE_SIZE
+    shape = ImageShape(3, height, width, "crop")
+    example = np.zeros((2, 3, height, width), np.uint8)
+    to_onnx(UInt8Net().eval(), example, directory / "model.onnx", opset=17, input_name="image")
+    card: dict[str, Any] = {
+        "name": "tiny-image-model",
+        "version": "0123456789ab",
+        "format": "onnx",
+        "input": {
+            "kind": "image",
+            "name": "image",
+            "dtype": "uint8",
+            "shape": [None, 3, height, width],
+            "image": {
+                "channels": 3,
+                "height": height,
+                "width": width,
+                "resize": "crop",
+                "formats": [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"],
+            },
+            "note": "uint8 RGB (batch, 3, H, W); the shorter side resized to fit, centre cut",
+        },
+        "output": {"name": OUTPUT, "dtype": "float32", "shape": [None, len(IMAGE_CLASSES)]},
+        "classes": IMAGE_CLASSES,
+        "hashes": {"onnx": "0123456789abcdef"},
+    }
+    (directory / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    files = directory / "files"
+    files.mkdir()
+    kinds = [
+        ("RGB", "PNG", "png"),
+        ("L", "PNG", "png"),
+        ("RGB", "JPEG", "jpg"),
+        ("RGBA", "PNG", "png"),
+    ]
+    for i in range(n_files):
+        mode, fmt, suffix = kinds[i % len(kinds)]
+        size = (30 + 7 * i, 20 + 5 * (i % 3))
+        (files / f"img{i:02d}.{suffix}").write_bytes(image_file(i, size, mode, fmt))
+    x = np.stack([decode(path, shape) for path in sorted(files.iterdir())])
+    session = ort.InferenceSession(str(directory / "model.onnx"))
+    outputs = session.run(None, {"image": x})[0]
+    np.save(directory / "reference.npy", outputs)
+    reference = profile.Profile(
+        input="image",
         rows=len(x),
         columns=profile.image_columns(x, bins=5),
         prediction=profile.class_prediction(card["classes"], outputs),

@@ -77,6 +77,9 @@ BENCHES = {
         "orchestration.py", section="orchestration", tools=("airflow",), prepare=link_airflow
     ),
     "serve-table": Bench("serve.py", args=("--table",), section="serving-records", tools=("wrk",)),
+    "serve-image": Bench(
+        "serve.py", args=("--image-file",), section="serving-image", tools=("wrk",)
+    ),
     "pipeline": Bench("pipeline.py", section="pipeline"),
     "tables": Bench("tables.py", section="tables"),
     # --baseline: the copy's own commit as "before", to keep the side-by-side path working

@@ -23,7 +23,16 @@ import numpy as np
 import pytest
 from docker.models.images import Image
 from filelock import FileLock
-from helpers import MAX_BATCH, MAX_BODY, ROOT, ROW, bad_requests, copy_serving, export_tiny_model
+from helpers import (
+    MAX_BATCH,
+    MAX_BODY,
+    ROOT,
+    ROW,
+    bad_requests,
+    copy_serving,
+    export_tiny_image_model,
+    export_tiny_model,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlpipeline.artifacts import md5_file
@@ -209,6 +218,40 @@ def test_smoke_reports_size_and_time_to_ready(
     # the issue's budget: what the image adds to its base (torch or pip creeping in breaks it)
     assert report.image_mb - report.base_mb <= 170
     assert "added" in img.describe(report)
+
+
+@pytest.mark.docker
+def test_an_image_model_in_the_image_takes_uploaded_files(
+    client: docker.DockerClient,
+    image: Image,
+    context: Path,
+    settings: DockerSettings,
+    base_image: str,
+    tmp_path: Path,
+) -> None:
+    """The image built around a model that takes image files (the decoder copied beside the
+    service): every file uploaded as multipart, answered as the reference; torch-free still."""
+    root = Path(
+        shutil.copytree(context, tmp_path / "context", ignore=shutil.ignore_patterns("models"))
+    )
+    models = export_tiny_image_model(root / "models")
+    tag = "mlpipeline-serve:pytest-images"
+    img.build_image(
+        client, root, tag, settings.base_image, settings.docker_network, COMMIT, quiet=True
+    )
+    try:
+        files = sorted((models / "files").iterdir())
+        reference = np.load(models / "reference.npy")
+        report = img.smoke(
+            client, tag, base_image, files, reference, network=settings.docker_network
+        )
+        assert report.rows == len(files) and report.max_abs_diff <= checks.ATOL
+        assert report.health == "healthy"
+        # the issue's budget for an image that decodes images (Pillow added): 200 MB over its base
+        assert report.image_mb - report.base_mb <= 200
+    finally:
+        with contextlib.suppress(docker.errors.DockerException):
+            client.images.remove(tag)
 
 
 @pytest.mark.parametrize(

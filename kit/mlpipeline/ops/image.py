@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             print(f"built {args.tag} ({image.short_id}, {image.attrs['Size'] / MB:.1f} MB)")
             return
-        x, reference = checks.load_check_inputs(args.test, args.reference)
+        x, reference = checks.load_check_inputs(args.test, args.reference, args.images)
         client = connect()
         base = args.base_image or settings.base()
         report = smoke(client, args.tag, base, x, reference, args.port, network)

@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     checks.add_check_inputs(check)
     args = parser.parse_args(argv)
     with exit_on_error("interrupted; the stack was removed"):
-        x, reference = checks.load_check_inputs(args.test, args.reference)
+        x, reference = checks.load_check_inputs(args.test, args.reference, args.images)
         base = args.base_image or settings.base(args.root)
         # the model service's image is the project's (unless MODEL_IMAGE names another)
         images = (

@@ -2,8 +2,10 @@
 
 A table model takes `{"records": [{"column": value, ...}, ...]}` (missing keys and nulls are
 missing values, unseen categories are taken, the training file's columns that the model does
-not take are ignored); an image model takes `{"inputs": [example, ...]}`, each example a
-nested list in the card's input shape without its batch axis (for the digits CNN: `[1, 8, 8]`).
+not take are ignored); a tensor model takes `{"inputs": [example, ...]}`, each example a
+nested list in the card's input shape without its batch axis (for the digits CNN: `[1, 8, 8]`);
+an image model takes image files: multipart form fields named `file` (one per image), one raw
+`image/*` body, or `{"images": ["<base64>", ...]}`, decoded and resized as ingest did.
 Every model answers alike, one entry per input in each list: a classification
 `{"predictions": [class, ...], "probabilities": [{class: p, ...}, ...], "model_version": "..."}`,
 a regression `{"predictions": [value, ...], "model_version": "..."}` (ClassificationAnswer and
@@ -29,10 +31,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mlpipeline.serving.drift import DriftCounters, load_profile
 from mlpipeline.serving.metrics import Metrics, MetricsMiddleware, RequestLog
 from mlpipeline.serving.model import Model, load_model
-from mlpipeline.serving.parsing import ClientError, read_body
+from mlpipeline.serving.parsing import ClientError, accepts, read_body
 from mlpipeline.serving.settings import Settings
-
-JSON_TYPES = ("application/json",)
 
 
 def _error(status: int, message: str) -> Response:
@@ -41,8 +41,7 @@ def _error(status: int, message: str) -> Response:
 
 def _request_schema(model: Model) -> dict[str, Any]:
     """OpenAPI description of the body, which is parsed by hand (see the card's input kind)."""
-    body = model.card.input.body_schema()
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
+    return {"requestBody": {"required": True, "content": model.card.input.request_content()}}
 
 
 class ClassificationAnswer(BaseModel):
@@ -151,14 +150,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=_responses(model),
     )
     async def predict(request: Request) -> Response:
-        """Predictions for a batch of records (a table model) or examples (an image model)."""
+        """Predictions for a batch of records (a table model), examples (a tensor model) or
+        image files (an image model)."""
         try:
-            media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if media_type not in JSON_TYPES:
+            content_type = request.headers.get("content-type", "")
+            media_type = content_type.split(";")[0].strip().lower()
+            if not accepts(media_type, model.card.input.media_types):
                 raise ClientError(
                     415,
                     "content_type",
-                    f"Content-Type must be application/json, not {media_type or 'missing'!r}",
+                    f"Content-Type must be {' or '.join(model.card.input.media_types)}, "
+                    f"not {media_type or 'missing'!r}",
                 )
             encoding = request.headers.get("content-encoding", "identity").strip().lower()
             if encoding not in ("identity", ""):
@@ -169,8 +171,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
             body = await read_body(request, settings.max_body_bytes)
             if settings.log_payload:
-                request.state.payload = body
-            feeds = model.card.input.parse(body, settings.max_batch)
+                # image files would be bytes of noise in a text log: their size says enough
+                json_body = media_type == "application/json"
+                request.state.payload = body if json_body else b"<%d bytes>" % len(body)
+            feeds = model.card.input.parse(body, content_type, settings)
         except ClientError as err:
             metrics.rejected.labels(err.reason).inc()
             request.state.rejected = err.reason

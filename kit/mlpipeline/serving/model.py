@@ -1,9 +1,10 @@
 """The served model: an ONNX Runtime session and the model card that describes it.
 
-Two kinds of input, by the card's `input.kind`, each one class here that parses a request body
-and describes it: `tensor` (images: one float32 input of a fixed example shape) and `records`
-(tables: one input per raw column, the preprocessing inside the model). The app calls their
-methods and never tests which kind it serves; every kind gets the same answer.
+Three kinds of input, by the card's `input.kind`, each one class here that parses a request
+body and describes it: `tensor` (one float32 input of a fixed example shape, as the digits'),
+`records` (tables: one input per raw column, the preprocessing inside the model) and `image`
+(image files, decoded and resized as ingest did into the uint8 batch the model takes). The app
+calls their methods and never tests which kind it serves; every kind gets the same answer.
 The output is class probabilities (`task: classification`) or one value per row (`regression`).
 """
 
@@ -11,14 +12,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mlpipeline.serving.parsing import parse_inputs, parse_records
+from mlpipeline.imaging import IMAGE_SUFFIXES, ImageShape
+from mlpipeline.serving.parsing import image_files, parse_images, parse_inputs, parse_records
 from mlpipeline.serving.settings import Settings
+
+JSON = ("application/json",)
 
 
 class ModelError(Exception):
@@ -31,6 +35,7 @@ class TensorInput(BaseModel):
     kind: Literal["tensor"]
     name: str
     shape: list[int | None] = Field(min_length=2)
+    media_types: ClassVar[tuple[str, ...]] = JSON
 
     @property
     def example_shape(self) -> tuple[int, ...]:
@@ -41,9 +46,9 @@ class TensorInput(BaseModel):
         """The ONNX model's input names."""
         return [self.name]
 
-    def parse(self, body: bytes, max_batch: int) -> dict[str, np.ndarray]:
+    def parse(self, body: bytes, content_type: str, settings: Settings) -> dict[str, np.ndarray]:
         """The model's inputs from a request body; ClientError when it is wrong."""
-        return {self.name: parse_inputs(body, self.example_shape, max_batch)}
+        return {self.name: parse_inputs(body, self.example_shape, settings.max_batch)}
 
     def empty_feeds(self) -> dict[str, np.ndarray]:
         """One example of zeros, for the warm-up."""
@@ -61,6 +66,10 @@ class TensorInput(BaseModel):
             "properties": {"inputs": {"type": "array", "items": example, "minItems": 1}},
         }
 
+    def request_content(self) -> dict[str, Any]:
+        """OpenAPI's `content` of a request body."""
+        return {"application/json": {"schema": self.body_schema()}}
+
 
 class Column(BaseModel):
     name: str
@@ -75,14 +84,16 @@ class RecordsInput(BaseModel):
     columns: list[Column] = Field(min_length=1)
     # the training file's other columns (the label, columns dropped): a record may hold them
     ignored_columns: list[str] = Field(default_factory=list)
+    media_types: ClassVar[tuple[str, ...]] = JSON
+    example_shape: ClassVar[tuple[int, ...]] = ()  # one input per column, no example shape
 
     def names(self) -> list[str]:
         """The ONNX model's input names: the columns'."""
         return [c.name for c in self.columns]
 
-    def parse(self, body: bytes, max_batch: int) -> dict[str, np.ndarray]:
+    def parse(self, body: bytes, content_type: str, settings: Settings) -> dict[str, np.ndarray]:
         """The model's inputs from a request body; ClientError when it is wrong."""
-        return parse_records(body, self.columns, max_batch, self.ignored_columns)
+        return parse_records(body, self.columns, settings.max_batch, self.ignored_columns)
 
     def empty_feeds(self) -> dict[str, np.ndarray]:
         """One row of missing values, for the warm-up."""
@@ -109,6 +120,95 @@ class RecordsInput(BaseModel):
             "properties": {"records": {"type": "array", "items": record, "minItems": 1}},
         }
 
+    def request_content(self) -> dict[str, Any]:
+        """OpenAPI's `content` of a request body."""
+        return {"application/json": {"schema": self.body_schema()}}
+
+
+class ImageSettings(BaseModel):
+    """How ingest turned each file into pixels: the card's `input.image`."""
+
+    channels: Literal[1, 3]
+    height: int = Field(ge=1)
+    width: int = Field(ge=1)
+    resize: Literal["crop", "stretch"] = "crop"
+    formats: list[str] = Field(default_factory=lambda: list(IMAGE_SUFFIXES))
+
+
+class ImageInput(BaseModel):
+    """An image model's input: image files (multipart fields named `file`, a raw `image/*`
+    body, or `{"images": [base64, ...]}`), each decoded and resized by `mlpipeline.imaging`
+    as ingest did, into one uint8 batch (n, C, H, W)."""
+
+    kind: Literal["image"]
+    name: str
+    dtype: Literal["uint8"] = "uint8"
+    shape: list[int | None] = Field(min_length=4, max_length=4)
+    image: ImageSettings
+    media_types: ClassVar[tuple[str, ...]] = ("multipart/form-data", "image/*", *JSON)
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """The shape of one image, without the batch axis: (C, H, W)."""
+        return (self.image.channels, self.image.height, self.image.width)
+
+    def names(self) -> list[str]:
+        """The ONNX model's input names."""
+        return [self.name]
+
+    def parse(self, body: bytes, content_type: str, settings: Settings) -> dict[str, np.ndarray]:
+        """The model's inputs from a request body; ClientError when it is wrong, naming the
+        file that cannot be used."""
+        files = image_files(body, content_type, settings.max_batch)
+        shape = ImageShape(
+            self.image.channels,
+            self.image.height,
+            self.image.width,
+            self.image.resize,
+            settings.max_image_pixels,
+        )
+        return {self.name: parse_images(files, shape)}
+
+    def empty_feeds(self) -> dict[str, np.ndarray]:
+        """One black image, for the warm-up."""
+        return {self.name: np.zeros((1, *self.example_shape), np.uint8)}
+
+    def body_schema(self) -> dict[str, Any]:
+        """The JSON form of a request body (multipart and raw bodies: see _request_schema)."""
+        return {
+            "type": "object",
+            "required": ["images"],
+            "additionalProperties": False,
+            "properties": {
+                "images": {
+                    "type": "array",
+                    "items": {
+                        "type": "string",
+                        "contentEncoding": "base64",
+                        "description": "an image file's bytes in base64 (a data: URL's prefix "
+                        f"is accepted); formats {', '.join(self.image.formats)}",
+                    },
+                    "minItems": 1,
+                }
+            },
+        }
+
+    def request_content(self) -> dict[str, Any]:
+        """OpenAPI's `content` of a request body: each media type it accepts."""
+        files = {"type": "string", "format": "binary"}
+        form = {
+            "type": "object",
+            "required": ["file"],
+            "properties": {
+                "file": {"type": "array", "items": files, "description": "one field per image"}
+            },
+        }
+        return {
+            "multipart/form-data": {"schema": form},
+            "image/*": {"schema": files},
+            "application/json": {"schema": self.body_schema()},
+        }
+
 
 class Card(BaseModel):
     """The fields of the model card (written by the export stage) that the service reads."""
@@ -117,7 +217,7 @@ class Card(BaseModel):
 
     version: str = "unknown"
     task: Literal["classification", "regression"] = "classification"
-    input: Annotated[TensorInput | RecordsInput, Field(discriminator="kind")]
+    input: Annotated[TensorInput | RecordsInput | ImageInput, Field(discriminator="kind")]
     classes: list[str] | None = None
 
     @field_validator("classes", mode="before")
@@ -159,9 +259,8 @@ class Model:
 
     @property
     def example_shape(self) -> tuple[int, ...]:
-        """A tensor model's example shape, without the batch axis."""
-        spec = self.card.input
-        return spec.example_shape if isinstance(spec, TensorInput) else ()
+        """A tensor or image model's example shape, without the batch axis (a table's: ())."""
+        return self.card.input.example_shape
 
     def predict(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The model's output for a batch: probabilities (n, classes) or values (n,)."""

@@ -1,9 +1,12 @@
 """Request bodies: read within a size limit, parsed into the model's inputs (a float32 batch
-for a tensor model, one vector per column for a table model), or refused with a status and a
-one-line message saying what is wrong."""
+for a tensor model, one vector per column for a table model, a uint8 batch of decoded image
+files for an image model), or refused with a status and a one-line message saying what is
+wrong."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import json
 import math
@@ -13,6 +16,13 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import Request
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from mlpipeline.imaging import ImageError, ImageShape, decode
+
+FILE_FIELD = "file"  # the multipart field name of each image
+IMAGES_KEY = "images"  # the JSON body's list of base64 images
 
 
 class ClientError(Exception):
@@ -263,3 +273,135 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ClientError(413, "size", f"body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def accepts(media_type: str, accepted: Sequence[str]) -> bool:
+    """Whether `media_type` (lower case, without parameters) is one of `accepted`, in which
+    `type/*` stands for any subtype of `type`."""
+    return any(
+        media_type == a
+        or (a.endswith("/*") and media_type.startswith(a[:-1]) and a[:-1] != media_type)
+        for a in accepted
+    )
+
+
+def image_files(body: bytes, content_type: str, max_batch: int) -> list[tuple[str, bytes]]:
+    """The image files in a request body, as (how an error names it, its bytes): multipart
+    form fields named `file`, a raw `image/*` body, or JSON `{"images": [base64, ...]}`;
+    ClientError when the body is malformed, empty or holds more than `max_batch` files."""
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        files = _form_files(body, content_type)
+    elif media_type.startswith("image/"):
+        files = [("the body", body)]
+    else:
+        files = _base64_files(body)
+    if not files:
+        raise ClientError(422, "empty", "no image in the request: send at least one file")
+    if len(files) > max_batch:
+        raise ClientError(
+            422, "batch", f"batch of {len(files)} images is over the limit of {max_batch}"
+        )
+    return files
+
+
+def parse_images(files: Sequence[tuple[str, bytes]], shape: ImageShape) -> np.ndarray:
+    """The files decoded and resized as ingest does (mlpipeline.imaging.decode), as one uint8
+    batch (n, C, H, W); ClientError naming the first file that is empty, corrupt, not an
+    image or over the pixel limit (read from its header, before decoding)."""
+    batch = np.empty((len(files), *shape.array_shape), np.uint8)
+    for i, (name, data) in enumerate(files):
+        if not data:
+            raise ClientError(422, "image", f"{name} is empty")
+        try:
+            batch[i] = decode(data, shape)
+        except ImageError as err:
+            raise ClientError(422, "image", f"{name}: {err}") from None
+    return batch
+
+
+def _form_files(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
+    """The multipart body's parts, each of which must be a field named `file`; an error
+    names a file by its position and, when it has one, its form filename."""
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise ClientError(400, "multipart", "multipart/form-data needs a boundary parameter")
+    parts: list[tuple[dict[bytes, bytes], list[bytes]]] = []
+    field, value = bytearray(), bytearray()
+    ended = False
+
+    def header_end() -> None:
+        parts[-1][0][bytes(field).lower()] = bytes(value)
+        field.clear()
+        value.clear()
+
+    def end() -> None:
+        nonlocal ended
+        ended = True
+
+    callbacks: Any = {
+        "on_part_begin": lambda: parts.append(({}, [])),
+        "on_header_field": lambda data, start, stop: field.extend(data[start:stop]),
+        "on_header_value": lambda data, start, stop: value.extend(data[start:stop]),
+        "on_header_end": header_end,
+        "on_part_data": lambda data, start, stop: parts[-1][1].append(data[start:stop]),
+        "on_end": end,
+    }
+    try:
+        parser = MultipartParser(boundary, callbacks)
+        parser.write(body)
+        parser.finalize()
+    except FormParserError as err:
+        raise ClientError(400, "multipart", f"malformed multipart body: {err}") from None
+    if not ended:
+        raise ClientError(400, "multipart", "multipart body ends before its closing boundary")
+    files = []
+    for i, (headers, chunks) in enumerate(parts):
+        _, disposition = parse_options_header(headers.get(b"content-disposition"))
+        name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if name != FILE_FIELD:
+            raise ClientError(
+                422,
+                "schema",
+                f"form field {_label(name)} is not taken: send each image as a field named "
+                f"{FILE_FIELD!r}",
+            )
+        filename = disposition.get(b"filename")
+        label = f"file {i}" + (
+            f" {_label(filename.decode('utf-8', 'replace'))}" if filename else ""
+        )
+        files.append((label, b"".join(chunks)))
+    return files
+
+
+def _base64_files(body: bytes) -> list[tuple[str, bytes]]:
+    """`{"images": ["<base64>", ...]}`'s files (a data: URL's prefix is dropped); an error
+    names an image by its index."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise _json_error(body, err) from None
+    shape = f'body must be a JSON object {{"{IMAGES_KEY}": ["<base64>", ...]}}'
+    if not isinstance(payload, dict) or not isinstance(payload.get(IMAGES_KEY), list):
+        raise ClientError(422, "schema", shape)
+    if extra := sorted(set(payload) - {IMAGES_KEY}):
+        raise ClientError(422, "schema", f"unknown keys {extra}: {shape}")
+    files = []
+    for i, text in enumerate(payload[IMAGES_KEY]):
+        name = f"{IMAGES_KEY}[{i}]"
+        if not isinstance(text, str):
+            raise ClientError(422, "type", f"{name} must be a base64 string, got {_show(text)}")
+        if text.startswith("data:"):
+            text = text.partition(",")[2]
+        try:
+            files.append((name, base64.b64decode(text, validate=True)))
+        except (binascii.Error, ValueError) as err:
+            raise ClientError(422, "image", f"{name} is not valid base64: {err}") from None
+    return files
+
+
+def _label(name: str) -> str:
+    """A client's name for a file or field, quoted on one line and shortened."""
+    text = repr(name)
+    return text if len(text) <= 60 else text[:57] + "..."

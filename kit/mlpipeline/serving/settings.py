@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
     max_batch: int = Field(1024, ge=1, description="most examples in one request")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1, description="largest request body")
+    max_image_pixels: int = Field(
+        50_000_000,
+        ge=1,
+        description="an image model: most pixels (width x height) of one image file, read from "
+        "its header before decoding; more: 422 (decompression bombs)",
+    )
     max_header_bytes: int = Field(
         16 * 1024,
         ge=1024,
