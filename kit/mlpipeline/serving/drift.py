@@ -60,7 +60,7 @@ def load_profile(settings: Settings, model: Model) -> Profile:
 
 def mismatch(profile: Profile, model: Model) -> str | None:
     """What makes `profile` the wrong one for `model`, or None."""
-    kind = "records" if model.records else "tensor"
+    kind = model.card.input.kind
     if profile.input != kind:
         return f"the profile is of {profile.input} inputs, the model takes {kind}"
     if model.records:

@@ -13,8 +13,8 @@ Bins, per kind:
 - categorical column: its most frequent training values by name, then "(other)" (every other
   value, seen in training or not) and "(missing)" (null or absent). Values never seen in
   training are also counted apart, as unseen, when the profile remembers them all (`known`).
-- image (tensor) input: per channel, each example's mean and standard deviation, binned as
-  numeric columns (`channel_0_mean`, `channel_0_std`, ...).
+- image input (a tensor, or image files decoded to uint8): per channel, each example's mean
+  and standard deviation, binned as numeric columns (`channel_0_mean`, `channel_0_std`, ...).
 - predictions: the predicted class by name (classification), or quantile bins of the predicted
   value (regression).
 """
@@ -103,7 +103,7 @@ class Profile(_Part):
     predictions."""
 
     format: Literal[1] = FORMAT
-    input: Literal["records", "tensor"]
+    input: Literal["records", "tensor", "image"]
     rows: int = Field(ge=1)  # training rows profiled
     model_md5: str | None = None  # the model file whose predictions were profiled
     columns: list[Column] = Field(min_length=1)
@@ -204,7 +204,8 @@ def prediction_binner(part: ClassPrediction | ScorePrediction) -> ClassBinner | 
 
 def image_statistics(x: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
     """Per channel (the first axis after the batch), each example's mean and standard
-    deviation, as float64: {(statistic, channel): values}."""
+    deviation, as float64 in the input's units (uint8 pixels: 0..255), whatever its dtype:
+    {(statistic, channel): values}."""
     batch = np.asarray(x)
     if batch.ndim == 2:  # a vector per example: one channel
         batch = batch[:, None, :]
