@@ -32,6 +32,8 @@ EVAL_COLUMNS = {
     "predictions": ["actual", "predicted", "residual"],
 }
 HISTORY = "history"  # a Plot's source when it reads the training history (`paths.history`)
+LARGEST_LOSS = "largest_loss"  # the PNG of the test images with the largest loss
+LARGEST_LOSS_IMAGES = 16  # how many it shows at most
 DEFINITIONS_HEADER = (
     "# Written by the compose stage from the task's plots (mlpipeline.config.tasks): `dvc plots\n"
     "# show` reads it beside dvc.yaml. Do not edit; add plots of your own to dvc.yaml.\n"
@@ -101,6 +103,47 @@ def render_plots(plots: Sequence[Plot], history: Path, eval_dir: Path, out_dir: 
         plt.close(fig)
         written.append(path)
     return written
+
+
+def largest_loss_grid(x: Any, worst: Sequence[tuple[int, str, str]], out_dir: Path) -> Path:
+    """Draw `LARGEST_LOSS`.png in `out_dir`: the test images `x[i]` of `worst` ((row, true
+    label, predicted label), largest loss first; the task's `largest_losses`) in a grid, the
+    labels under each. `x` is (N, C, H, W), 1 or 3 channels: uint8 pixels shown as they are,
+    other values (digits' floats) scaled from the shown images' range."""
+    # a second to import: compose imports this module for the definitions alone
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after use("Agg"): pyplot picks its backend on import
+
+    images = np.asarray(x[[row for row, _, _ in worst]], dtype=np.float64)
+    if np.asarray(x[:0]).dtype == np.uint8:
+        images /= 255.0
+    elif images.size:
+        low, high = images.min(), images.max()
+        images = (images - low) / ((high - low) or 1.0)
+    columns = min(4, max(len(worst), 1))
+    rows = max(-(-len(worst) // columns), 1)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(2.2 * columns, 2.5 * rows + 0.4), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, image, (_, actual, predicted) in zip(axes.flat, images, worst, strict=False):
+        # (C, H, W) to what imshow draws: (H, W) grey levels or (H, W, 3) colours
+        pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+        ax.imshow(pixels, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_axis_on()
+        ax.set(xticks=[], yticks=[])
+        ax.set_xlabel(f"true {actual}\npredicted {predicted}", fontsize=8)
+    fig.suptitle("Test images with the largest loss")
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{LARGEST_LOSS}.png"
+    # no Software entry: the bytes follow from the data alone
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path
 
 
 def _values(rows: list[dict[str, str]], column: str) -> list[float]:

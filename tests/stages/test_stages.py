@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from mlpipeline.artifacts import md5_dir, md5_file, read_json
 from mlpipeline.config.tasks import Classification
+from mlpipeline.data.sources import Digits
 from mlpipeline.data.splits import read_split
 from mlpipeline.errors import PipelineError
 from mlpipeline.models.modelfile import load_model
@@ -82,7 +83,10 @@ def test_evaluate_writes_metrics_and_plot_data(trained) -> None:
     ]
     # its plots as PNGs, one per panel of `dvc plots show`
     figures = sorted(p.name for p in cfg.paths.figures.iterdir())
-    assert figures == sorted(f"{p.name}.png" for p in Classification.plots)
+    # and the data kind's own: digits are images, with a grid of the largest losses
+    assert figures == sorted(
+        f"{n}.png" for n in [*(p.name for p in Classification.plots), *Digits.figures]
+    )
     assert all((cfg.paths.figures / f).read_bytes().startswith(b"\x89PNG") for f in figures)
     first = md5_dir(cfg.paths.figures)
     evaluate(cfg)
@@ -114,7 +118,11 @@ def test_export_matches_pytorch_and_register_logs_a_version(trained) -> None:
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
     assert run.data.metrics["test_accuracy"] == card["metrics"]["accuracy"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
-    assert {"reports/confusion.png", "reports/accuracy.png"} <= artifacts
+    assert {
+        "reports/confusion.png",
+        "reports/accuracy.png",
+        "reports/largest_loss.png",
+    } <= artifacts
     logged_card = client.download_artifacts(run.info.run_id, "model_card.json", str(cfg.paths.eval))
     check = json.loads(Path(logged_card).read_text())["export_check"]
     assert 0 <= check["max_abs_diff"] <= cfg.export.atol

@@ -111,6 +111,24 @@ class Task:
         module mlpipeline.serving.profile (passed in: the core imports no layer above it)."""
         raise NotImplementedError
 
+    def sample_losses(self, outputs: Any, y: np.ndarray) -> np.ndarray:
+        """Each test row's loss (float64), as the task measures it."""
+        raise NotImplementedError
+
+    def labels(
+        self, outputs: Any, y: np.ndarray, classes: list[str] | None, row: int
+    ) -> tuple[str, str]:
+        """Row `row`'s true and predicted label, as a figure shows them."""
+        raise NotImplementedError
+
+    def largest_losses(
+        self, outputs: Any, y: np.ndarray, classes: list[str] | None, count: int
+    ) -> list[tuple[int, str, str]]:
+        """The `count` test rows with the largest loss, largest first (ties by row): (row,
+        true label, predicted label)."""
+        order = np.argsort(-self.sample_losses(outputs, y), kind="stable")[:count]
+        return [(int(i), *self.labels(outputs, y, classes, int(i))) for i in order]
+
 
 class Classification(Task):
     """The label's values are classes; the network outputs a score per class."""
@@ -257,6 +275,19 @@ class Classification(Task):
         """The predicted classes' shares."""
         return profile.class_prediction([str(c) for c in classes or []], outputs)
 
+    def sample_losses(self, outputs: Any, y: np.ndarray) -> np.ndarray:
+        """Cross-entropy: minus the log of the true class's probability."""
+        probs = np.asarray(outputs, dtype=np.float64)
+        return -np.log(np.maximum(probs[np.arange(len(y)), y], 1e-12))
+
+    def labels(
+        self, outputs: Any, y: np.ndarray, classes: list[str] | None, row: int
+    ) -> tuple[str, str]:
+        """The class names, the predicted one with its probability."""
+        names, probs = classes or [], np.asarray(outputs[row])
+        best = int(probs.argmax())
+        return names[int(y[row])], f"{names[best]} ({probs[best]:.2f})"
+
 
 class Regression(Task):
     """A numeric label; the network outputs one value per row."""
@@ -372,6 +403,16 @@ class Regression(Task):
     ) -> Any:
         """The predicted values' quantile bins."""
         return profile.score_prediction(outputs, bins)
+
+    def sample_losses(self, outputs: Any, y: np.ndarray) -> np.ndarray:
+        """The squared error."""
+        return (np.asarray(outputs, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2
+
+    def labels(
+        self, outputs: Any, y: np.ndarray, classes: list[str] | None, row: int
+    ) -> tuple[str, str]:
+        """The values, to four significant digits."""
+        return f"{float(y[row]):.4g}", f"{float(outputs[row]):.4g}"
 
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (Classification, Regression)}

@@ -48,6 +48,7 @@ from mlpipeline.data.splits import (
     write_prepared_table,
 )
 from mlpipeline.errors import PipelineError
+from mlpipeline.plots import LARGEST_LOSS, largest_loss_grid
 
 PARQUET_MAGIC = b"PAR1"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -361,6 +362,7 @@ class Source:
     input_kind: ClassVar[str]  # what the exported model takes: tensor or records
     network_input: ClassVar[str]  # the network's input inside the exported model
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")  # what it can feed
+    figures: ClassVar[tuple[str, ...]] = ()  # the PNGs (by name) `draw_figures` writes
 
     def load(self, raw_dir: Path) -> Dataset | Table:
         """The data in memory (or opened to be read in batches)."""
@@ -411,6 +413,11 @@ class Source:
             )
         ]
 
+    def draw_figures(self, x: Any, worst: list[tuple[int, str, str]], out_dir: Path) -> list[Path]:
+        """The data kind's own PNGs of the test split in `out_dir`, named as `figures` says:
+        `x` is the test features, `worst` the task's `largest_losses` rows. A table: none."""
+        return []
+
     def profile_columns(
         self,
         profile: Any,
@@ -443,6 +450,7 @@ class Digits(Source):
     input_kind = "tensor"
     network_input = "input"
     tasks = ("classification",)
+    figures = (LARGEST_LOSS,)
 
     def __init__(self, kind: Literal["digits"] = "digits") -> None:
         self.kind = kind
@@ -499,6 +507,11 @@ class Digits(Source):
     ) -> list[Any]:
         """Per channel, the binned mean and standard deviation of each image."""
         return list(profile.image_columns(sample, cfg.monitoring.profile.bins))
+
+    def draw_figures(self, x: Any, worst: list[tuple[int, str, str]], out_dir: Path) -> list[Path]:
+        """The test images with the largest loss, labelled (any image array can use
+        `largest_loss_grid`: uint8 pixels as well as these floats)."""
+        return [largest_loss_grid(x, worst, out_dir)]
 
     def profile_summary(self, columns: list[Any]) -> str:
         return f"{len(columns)} image statistics"

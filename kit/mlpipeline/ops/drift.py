@@ -5,11 +5,14 @@ PSI, the same thresholds from conf/monitoring).
     python -m mlpipeline.ops.drift new.csv        (or: make drift DATA=new.csv)
 
 DATA: a CSV or Parquet file with the model's input columns (as clients send them; other
-columns, the label among them, are ignored) for a table model, or a .npy array of images
-(examples first) for an image model. Prints each column's PSI and its status, and exits 1 when
-any is above monitoring.drift.critical, so that a workflow can gate retraining or promotion on
-it; bad input: one `error:` line, exit 1. Predictions are not scored here (that needs the
-model): the service's counters and rules score them online.
+columns, the label among them, are ignored) for a table model; for an image model a .npy array
+of images (examples first), or, for a model that takes image files, a folder of them (in
+subfolders or not; files of other suffixes are ignored), decoded as the pipeline and the
+service decode them (mlpipeline.imaging, with the model card's `input.image`). Prints each
+column's PSI and its status, and exits 1 when any is above monitoring.drift.critical, so that
+a workflow can gate retraining or promotion on it; bad input: one `error:` line, exit 1.
+Predictions are not scored here (that needs the model): the service's counters and rules score
+them online.
 """
 
 from __future__ import annotations
@@ -22,11 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from mlpipeline.artifacts import read_json
 from mlpipeline.config import load_config
 from mlpipeline.data.features import number_values, text_values
 from mlpipeline.data.sources import read_table
 from mlpipeline.errors import PipelineError, exit_on_error
+from mlpipeline.imaging import IMAGE_SUFFIXES, ImageError, ImageShape, decode
 from mlpipeline.serving import profile as bins
+
+SHOWN_BAD_FILES = 3  # the bad image files a refusal names; it counts the rest
 
 
 @dataclass(frozen=True)
@@ -42,10 +49,15 @@ def _status(value: float, warning: float, critical: float) -> str:
     return "critical" if value > critical else "warning" if value > warning else "ok"
 
 
-def read_batch(path: Path) -> Any:
-    """The batch at `path`: an Arrow table (CSV, Parquet) or a numpy array (.npy)."""
+def read_batch(path: Path, card: Path) -> Any:
+    """The batch at `path`: an Arrow table (CSV, Parquet), a numpy array (.npy), or a folder
+    of image files decoded as the model card at `card` says."""
+    if path.is_dir():
+        return read_image_folder(path, card)
     if not path.is_file():
-        raise PipelineError(f"{path} not found: give DATA=<a CSV, Parquet or .npy file>")
+        raise PipelineError(
+            f"{path} not found: give DATA=<a CSV, Parquet or .npy file, or a folder of images>"
+        )
     if path.suffix == ".npy":
         try:
             return np.load(path, allow_pickle=False)
@@ -54,15 +66,53 @@ def read_batch(path: Path) -> Any:
     return read_table(path, "parquet" if path.suffix == ".parquet" else "csv")
 
 
+def read_image_folder(folder: Path, card: Path) -> np.ndarray:
+    """Every image file under `folder` (by suffix, in path order) as uint8 (N, C, H, W),
+    decoded and resized as the model card's `input.image` says; a file that is not a usable
+    image is refused, named."""
+    if not card.is_file():
+        raise PipelineError(f"model card not found at {card}: run `dvc repro` (export writes it)")
+    image = read_json(card)["input"].get("image")
+    if not image:
+        raise PipelineError(
+            f"{folder} is a folder, and the model takes arrays, not image files: give a .npy "
+            "array of its inputs, examples first"
+        )
+    shape = ImageShape(image["channels"], image["height"], image["width"], image["resize"])
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise PipelineError(
+            f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)}): give a folder of them"
+        )
+    batch = np.empty((len(files), *shape.array_shape), np.uint8)
+    bad = []
+    for i, path in enumerate(files):
+        try:
+            batch[i] = decode(path, shape)
+        except ImageError as err:
+            bad.append(f"{path.relative_to(folder)} ({err})")
+    if bad:
+        more = f" and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
+        raise PipelineError(
+            f"{len(bad)} of {len(files)} files under {folder} are not usable images: "
+            f"{', '.join(bad[:SHOWN_BAD_FILES])}{more}; remove or replace them"
+        )
+    return batch
+
+
 def column_counts(profile: bins.Profile, batch: Any, source: Path) -> dict[str, np.ndarray]:
     """Per profiled column, the batch's counts per reference bin."""
     counts: dict[str, np.ndarray] = {}
-    if profile.input == "tensor":
+    if profile.input != "records":  # an array: a tensor, or decoded image files
         if not isinstance(batch, np.ndarray) or batch.ndim < 2 or not batch.size:
             raise PipelineError(
                 f"{source}: the model takes images: give a .npy array of them, examples first"
+                + (", or a folder of image files" if profile.input == "image" else "")
             )
-        stats = bins.image_statistics(batch.astype(np.float32, copy=False))
+        # in the network input's units and precision, as the profile binned them: uint8 pixels
+        # as they are, other numbers as float32
+        pixels = batch.dtype == np.uint8
+        stats = bins.image_statistics(batch if pixels else batch.astype(np.float32, copy=False))
         for column in profile.columns:
             assert isinstance(column, bins.NumericColumn)  # image statistics are numeric
             key = (column.statistic or "mean", column.channel or 0)
@@ -112,9 +162,12 @@ def check(profile: bins.Profile, batch: Any, source: Path, drift: Any) -> list[S
 def main(argv: list[str] | None = None) -> None:
     """CLI: print the scores; exit 1 when one is above the critical threshold."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data", type=Path, help="CSV, Parquet (records) or .npy (images)")
+    parser.add_argument(
+        "data", type=Path, help="CSV, Parquet (records), .npy or a folder of image files (images)"
+    )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--profile", type=Path, help="default: the config's paths.profile")
+    parser.add_argument("--card", type=Path, help="default: the config's paths.card")
     args = parser.parse_args(argv)
     with exit_on_error():
         cfg = load_config(args.params)
@@ -124,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         except bins.ProfileError as err:
             raise PipelineError(f"{err}: run `dvc repro` (its profile stage writes it)") from None
         drift = cfg.monitoring.drift
-        batch = read_batch(args.data)
+        batch = read_batch(args.data, args.card or cfg.paths.card)
         scores = check(profile, batch, args.data, drift)
         rows = len(batch) if isinstance(batch, np.ndarray) else batch.num_rows
         width = max(len(s.column) for s in scores)

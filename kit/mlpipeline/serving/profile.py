@@ -204,7 +204,8 @@ def prediction_binner(part: ClassPrediction | ScorePrediction) -> ClassBinner | 
 
 def image_statistics(x: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
     """Per channel (the first axis after the batch), each example's mean and standard
-    deviation, as float64: {(statistic, channel): values}."""
+    deviation, as float64 in the input's units (uint8 pixels: 0..255), whatever its dtype:
+    {(statistic, channel): values}."""
     batch = np.asarray(x)
     if batch.ndim == 2:  # a vector per example: one channel
         batch = batch[:, None, :]

@@ -5,7 +5,8 @@ Writes `paths.metrics` (for `dvc metrics`), the task's plot files into `paths.ev
 (actual, predicted per sample), roc.csv and pr.csv (micro-averaged curves), per_class.csv
 (precision, recall, F1, support per class); with a configured positive class of a binary task
 also its precision, recall, F1 and PR-AUC. For regression: MAE, RMSE and R^2, and
-predictions.csv (actual, predicted, residual per sample).
+predictions.csv (actual, predicted, residual per sample). The data kind adds its own PNGs
+(images: the test images with the largest loss, labelled); a table none.
 When the `crossval` stage ran (`cv.folds`), its mean and std join the metrics as `cv_*`.
 """
 
@@ -20,9 +21,10 @@ from mlpipeline.artifacts import atomic_path, read_json, write_csv, write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
 from mlpipeline.config.tasks import task_for
+from mlpipeline.data.sources import source_for
 from mlpipeline.data.splits import read_meta, read_split
 from mlpipeline.determinism import use_portable_kernels
-from mlpipeline.plots import EVAL_COLUMNS, EVAL_PLOTS, render_plots
+from mlpipeline.plots import EVAL_COLUMNS, EVAL_PLOTS, LARGEST_LOSS_IMAGES, render_plots
 
 PLOTTED_ROWS = 10_000  # test rows in the per-sample plot files at most
 
@@ -57,7 +59,7 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     from mlpipeline.models.modelfile import load_model
 
     use_portable_kernels(cfg.cpu_threads)
-    task = task_for(cfg.task)
+    task, source = task_for(cfg.task), source_for(cfg)
     network, _ = load_model(cfg.paths.model)
     meta = read_meta(cfg.paths.features)
     x, y = read_split(cfg.paths.features, "test", mmap=True)
@@ -72,6 +74,8 @@ def evaluate(cfg: Config) -> dict[str, Any]:
             write_csv(eval_dir / EVAL_PLOTS[name], rows, EVAL_COLUMNS[name])
         with atomic_path(cfg.paths.figures, is_dir=True) as figures:
             render_plots(task.plots, cfg.paths.history, eval_dir, figures)
+            worst = task.largest_losses(outputs, y, meta["classes"], LARGEST_LOSS_IMAGES)
+            source.draw_figures(x, worst, figures)
     shown = "  ".join(f"{k} {v if isinstance(v, int) else f'{v:.4g}'}" for k, v in scalars.items())
     print(f"evaluated: {shown} -> {cfg.paths.metrics}")
     return {"scalars": scalars, "files": files}

@@ -40,7 +40,8 @@ def register(cfg: Config) -> dict[str, Any]:
     hashes = card["hashes"]
     check = card["export_check"] | {"max_abs_diff": onnx_difference(cfg, card)}
     example, signature = model_signature(cfg, card)
-    figures = [cfg.paths.figures / f"{p.name}.png" for p in task_for(cfg.task).plots]
+    names = [p.name for p in task_for(cfg.task).plots] + list(source_for(cfg).figures)
+    figures = [cfg.paths.figures / f"{name}.png" for name in names]
     if missing := [str(f) for f in figures if not f.is_file()]:
         raise PipelineError(f"{missing[0]} not found: run the evaluate stage first (dvc repro)")
     logged = tracking.log_pipeline_run(
