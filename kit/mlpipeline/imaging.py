@@ -63,8 +63,8 @@ def decode(source: bytes | Path, shape: ImageShape) -> np.ndarray:
             image = ImageOps.exif_transpose(image)
             if not shape.upscale and (image.width < shape.width or image.height < shape.height):
                 raise ImageTooSmall(
-                    f"{image.width}x{image.height} pixels is smaller than the configured "
-                    f"{shape.width}x{shape.height}"
+                    f"{image.width}x{image.height} pixels (width x height) is smaller than "
+                    f"the configured {shape.width}x{shape.height}"
                 )
             image = _to_mode(image, "L" if shape.channels == 1 else "RGB")
             image = _resize(image, shape)

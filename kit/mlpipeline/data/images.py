@@ -333,7 +333,7 @@ class ImageFolder(Source):
         if len(small) == len(problems):
             return (
                 f"{_count(len(small), 'image')} in {self.path} smaller than data.source.size "
-                f"{self.shape.height}x{self.shape.width} (height x width): {_named(small)}: "
+                f"[{self.shape.height}, {self.shape.width}] (height, width): {_named(small)}: "
                 "lower data.source.size, or remove them (data.source.on_bad_file=skip leaves "
                 "them out)"
             )
