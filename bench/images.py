@@ -132,8 +132,10 @@ def memory(files: list[Path], sizes: list[int], scratch: Path) -> list[dict[str,
             target.hardlink_to(path)
         proc = subprocess.run(
             [sys.executable, __file__, "--memory-run", str(folder), str(scratch / f"out-{n}")],
-            check=True, capture_output=True, text=True,
+            check=False, capture_output=True, text=True,
         )  # fmt: skip
+        if proc.returncode:
+            raise SystemExit(f"ingest and prepare of {n} images failed:\n{proc.stderr}")
         peak = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append({"images": n, "array": n * 3 * SIZE[0] * SIZE[1], **peak})
     return results
