@@ -71,6 +71,8 @@ def decode(source: bytes | Path, shape: ImageShape) -> np.ndarray:
             pixels = np.asarray(image, dtype=np.uint8)
     except UnidentifiedImageError:
         raise ImageError("not an image file Pillow can read") from None
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         if isinstance(err, ImageError):
             raise

@@ -273,6 +273,18 @@ def many_bad(raw: Path) -> Path:
     return raw / "x"
 
 
+def label_file(raw: Path, rows: list[str], header: str = "path,label") -> Path:
+    """A CSV label file in raw/x beside 12 PNG images, img/0.png .. img/11.png."""
+    (raw / "x" / "img").mkdir(parents=True)
+    for i in range(12):
+        Image.fromarray(picture(i)).save(raw / "x" / "img" / f"{i}.png")
+    (raw / "x" / "labels.csv").write_text("\n".join([header, *rows]) + "\n")
+    return raw / "x" / "labels.csv"
+
+
+GOOD_ROWS = [f"img/{i}.png,{'ab'[i % 2]}" for i in range(12)]
+
+
 def loose_files(raw: Path) -> Path:
     (raw / "x").mkdir()
     Image.fromarray(picture(0)).save(raw / "x" / "a.png")
@@ -301,6 +313,23 @@ def loose_files(raw: Path) -> Path:
         (lambda raw: raw / "nothing", (), r"nothing not found: put your images there"),
         (loose_files, (), r"has no class subfolders \(1 files directly in it\)"),
         (
+            lambda raw: label_file(raw, GOOD_ROWS, "file,label"),
+            (),
+            r"column 'path' not in .*labels\.csv; .*set data\.source\.path_column to one of: "
+            r"file, label",
+        ),
+        (lambda raw: label_file(raw, []), (), r"labels\.csv has no rows"),
+        (
+            lambda raw: label_file(raw, [*GOOD_ROWS, "img/99.png,a"]),
+            (),
+            r"^1 file in .*labels\.csv is not a usable image: img/99\.png \(file not found\)",
+        ),
+        (
+            lambda raw: label_file(raw, [*GOOD_ROWS, "../../secret.png,a"]),
+            (),
+            r"image paths of .*labels\.csv lead outside .*raw/ \(1 row, e\.g\. \.\./\.\./secret",
+        ),
+        (
             lambda raw: write_mixed_folder(raw / "x", corrupt=False),
             ("task=regression",),
             r"task regression needs a number per image, and a folder's subfolders are classes",
@@ -308,7 +337,8 @@ def loose_files(raw: Path) -> Path:
     ],
     ids=[
         "one-class", "empty-class", "bad-files", "too-small", "outside-raw", "missing",
-        "no-subfolders", "folder-regression",
+        "no-subfolders", "file-no-path-column", "file-no-rows", "file-missing-image",
+        "file-path-outside", "folder-regression",
     ],
 )  # fmt: skip
 def test_refusals_are_one_line(make_cfg, tmp_path: Path, setup, overrides, message) -> None:

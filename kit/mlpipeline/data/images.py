@@ -11,6 +11,8 @@ import re
 import shutil
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -75,7 +77,7 @@ def _visible(path: Path) -> bool:
 
 
 def _count(n: int, noun: str) -> str:
-    """ "1 file", "3 files"."""
+    """The count and the noun, plural unless one: 1 file, 3 files."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
@@ -98,11 +100,9 @@ def _decode_job(job: tuple[str, int, int, int, list[str], ImageShape]) -> list[t
             failed.append((start + i, f"too small: {err}"))
         except ImageError as err:
             failed.append((start + i, str(err)))
-    descriptor = os.open(out, os.O_WRONLY)
-    try:
-        os.pwrite(descriptor, pixels.tobytes(), offset + start * row_bytes)
-    finally:
-        os.close(descriptor)
+    with open(out, "r+b") as handle:  # each worker writes its own rows of the one file
+        handle.seek(offset + start * row_bytes)
+        handle.write(pixels.data)
     return failed
 
 
@@ -138,8 +138,15 @@ def decode_all(
     # fork starts a worker in milliseconds, with this module loaded; elsewhere (macOS,
     # Windows) forking is unsafe or absent and the workers import it anew
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with context.Pool(workers) as pool:
-        return {row: why for failed in pool.imap(_decode_job, jobs) for row, why in failed}
+    # an executor, not a Pool: a worker that dies (out of memory) fails the run, never hangs it
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        try:
+            return {row: why for failed in pool.map(_decode_job, jobs) for row, why in failed}
+        except BrokenProcessPool:
+            raise PipelineError(
+                "a process decoding the images died (out of memory?): free memory, or lower "
+                "data.source.size"
+            ) from None
 
 
 def _compact(path: Path, keep: np.ndarray, shape: tuple[int, ...]) -> None:
@@ -244,6 +251,8 @@ class ImageFolder(Source):
                     f"column '{column}' not in {path}; {suggest(column, table.column_names)}"
                     f"set data.source.{key} to one of: {', '.join(table.column_names)}"
                 )
+        if table.num_rows == 0:
+            raise PipelineError(f"{path} has no rows: list one image path and label per row")
         names, labels = table.column(self.path_column), table.column(self.label_column)
         missing = names.null_count + labels.null_count
         if missing:
@@ -260,8 +269,8 @@ class ImageFolder(Source):
         ]
         if outside:
             raise PipelineError(
-                f"{len(outside)} image paths of {path} lead outside {raw_dir}/ (e.g. "
-                f"{outside[0]}): move the images under it, so DVC tracks them"
+                f"image paths of {path} lead outside {raw_dir}/ ({_count(len(outside), 'row')}, "
+                f"e.g. {outside[0]}): move the images under it, so DVC tracks them"
             )
         return ImageList(root, files, None, labels.combine_chunks(), None, "file")
 
