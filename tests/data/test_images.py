@@ -363,6 +363,10 @@ def test_the_card_input_and_signature_are_uint8(make_cfg, tmp_path: Path) -> Non
     assert example.dtype == np.uint8
     assert schema.inputs[0].type == np.dtype(np.uint8)
     assert source.preprocessing(result.meta)["normalization"] == result.meta["normalization"]
+    from mlpipeline.serving import profile
+
+    columns = source.profile_columns(profile, cfg, result.meta, np.arange(5), feeds[0]["image"])
+    assert source.profile_summary(columns) == "6 image statistics"
 
 
 def test_natural_order() -> None:
