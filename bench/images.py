@@ -34,7 +34,8 @@ SOURCE = (375, 500)  # height, width of each generated photo
 
 def make_files(folder: Path, count: int, classes: int = 4) -> list[Path]:
     """`count` JPEG photos of 500x375, smooth colour gradients with some noise (as a camera's
-    pictures compress), spread over `classes` subfolders; their paths in natural order."""
+    pictures compress), spread over `classes` subfolders in turn; their paths in the order they
+    were made, so that the first few hold every class."""
     rng = np.random.default_rng(0)
     rows, cols = np.mgrid[0 : SOURCE[0], 0 : SOURCE[1]].astype(np.float32)
     files = []
@@ -47,7 +48,7 @@ def make_files(folder: Path, count: int, classes: int = 4) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(path, quality=90)
         files.append(path)
-    return sorted(files, key=lambda p: (p.parent.name, int(p.stem)))
+    return files
 
 
 def plain_loop(files: list[Path]) -> np.ndarray:
