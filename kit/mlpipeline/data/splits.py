@@ -117,7 +117,7 @@ def prepare_arrays(
 
 
 # bytes of uint8 images read at a time when they are split: bounds prepare's memory
-IMAGE_CHUNK_BYTES = 64 << 20
+IMAGE_CHUNK_BYTES = 16 << 20
 
 
 def normalizer_from_histograms(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
