@@ -117,6 +117,7 @@ bench: install-dev airflow-install ## run the benchmarks under bench/; they rewr
 	$(BIN)/python bench/kernels.py
 	$(BIN)/python bench/throughput.py --table
 	$(BIN)/python bench/tables.py --rows $(TABLE_ROWS)
+	$(BIN)/python bench/images.py
 	$(BIN)/python bench/orchestration.py
 	$(BIN)/python bench/suite.py
 	$(BIN)/python bench/startup.py

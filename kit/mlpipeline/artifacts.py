@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,51 @@ def write_rows(path: Path, chunks: Iterator[np.ndarray], rows: int, columns: int
             written += len(chunk)
     if written != rows:
         raise ValueError(f"{written} rows written to {path}, {rows} announced")
+
+
+@contextlib.contextmanager
+def array_writer(
+    path: Path, shape: tuple[int, ...], dtype: Any
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """A function that appends rows (along the first axis) to a new .npy file of `shape` and
+    `dtype`, which then holds the bytes `np.save` writes for the whole array; the rows are
+    written as they come, never held together. Raises ValueError unless exactly shape[0] rows
+    were written."""
+    dtype = np.dtype(dtype)
+    written = 0
+    with open(path, "wb") as handle:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(handle, {**header, "shape": tuple(shape)})
+
+        def write(rows: np.ndarray) -> None:
+            nonlocal written
+            if rows.dtype != dtype or rows.shape[1:] != tuple(shape[1:]):
+                raise ValueError(f"rows of {rows.dtype} {rows.shape}, expected {dtype} {shape}")
+            handle.write(np.ascontiguousarray(rows).data)  # no copy of a contiguous chunk
+            written += len(rows)
+
+        yield write
+    if written != shape[0]:
+        raise ValueError(f"{written} rows written to {path}, {shape[0]} announced")
+
+
+def array_chunks(path: Path, rows: int) -> Iterator[np.ndarray]:
+    """The rows of an .npy file, `rows` at a time, read rather than mapped: the process holds
+    one chunk, however large the file."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(handle)
+        if fortran:
+            raise ValueError(f"{path} is in Fortran order: rows cannot be read in chunks")
+        row = (shape[1:], int(np.prod(shape[1:], dtype=np.int64)))
+        for start in range(0, shape[0], rows):
+            count = min(rows, shape[0] - start)
+            yield np.fromfile(handle, dtype, count * row[1]).reshape(count, *row[0])
 
 
 def parquet_reader(path: Path) -> Any:

@@ -23,6 +23,10 @@ class ImageError(ValueError):
     """A file that is not a usable image: the message says why, in one line."""
 
 
+class ImageTooSmall(ImageError):
+    """An image smaller than the configured size, where enlarging it is refused."""
+
+
 @dataclass(frozen=True)
 class ImageShape:
     """What every image becomes: `channels` (1: grayscale, 3: RGB) of `height` x `width`
@@ -34,6 +38,7 @@ class ImageShape:
     width: int
     resize: Literal["crop", "stretch"] = "crop"
     max_pixels: int = 50_000_000  # larger files are refused before decoding (decompression bombs)
+    upscale: bool = True  # False: an image smaller than height x width raises ImageTooSmall
 
     @property
     def array_shape(self) -> tuple[int, int, int]:
@@ -45,19 +50,29 @@ def decode(source: bytes | Path, shape: ImageShape) -> np.ndarray:
     """The image in `source` (a file's bytes, or its path) as uint8 pixels of
     `shape.array_shape`: EXIF orientation applied, converted to the channels (alpha dropped,
     16-bit scaled to 8), resized with Pillow's bilinear filter. Raises ImageError for anything
-    that is not an image Pillow can decode, or one over `shape.max_pixels`."""
+    that is not an image Pillow can decode, or one over `shape.max_pixels` (ImageTooSmall for
+    one that would be enlarged, where `shape.upscale` is False)."""
     try:
+        if not (len(source) if isinstance(source, bytes) else source.stat().st_size):
+            raise ImageError("empty file (0 bytes)")
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             if image.width * image.height > shape.max_pixels:
                 raise ImageError(
                     f"{image.width}x{image.height} pixels is over the limit of {shape.max_pixels}"
                 )
             image = ImageOps.exif_transpose(image)
+            if not shape.upscale and (image.width < shape.width or image.height < shape.height):
+                raise ImageTooSmall(
+                    f"{image.width}x{image.height} pixels (width x height) is smaller than "
+                    f"the configured {shape.width}x{shape.height}"
+                )
             image = _to_mode(image, "L" if shape.channels == 1 else "RGB")
             image = _resize(image, shape)
             pixels = np.asarray(image, dtype=np.uint8)
     except UnidentifiedImageError:
         raise ImageError("not an image file Pillow can read") from None
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         if isinstance(err, ImageError):
             raise

@@ -82,6 +82,7 @@ BENCHES = {
     ),
     "pipeline": Bench("pipeline.py", section="pipeline"),
     "tables": Bench("tables.py", section="tables"),
+    "images": Bench("images.py", section="images"),
     # --baseline: the copy's own commit as "before", to keep the side-by-side path working
     "serve": Bench(
         "serve.py", ("--baseline", "HEAD"), section="serving", tools=("wrk",), prepare=register

@@ -14,6 +14,8 @@ import numpy as np
 
 from mlpipeline.artifacts import (
     TABLE_BATCH_ROWS,
+    array_chunks,
+    array_writer,
     atomic_path,
     load_array,
     parquet_reader,
@@ -111,6 +113,81 @@ def prepare_arrays(
         "sizes": {name: len(i) for name, i in parts.items()},
         "seed": seed,
     }
+    return Prepared(splits, out_meta)
+
+
+# bytes of uint8 images read at a time when they are split: bounds prepare's memory
+IMAGE_CHUNK_BYTES = 16 << 20
+
+
+def normalizer_from_histograms(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per channel, shaped as `fit_normalizer` gives them (C, 1, 1), from each
+    channel's histogram of its uint8 values (C, 256): exact, whatever order the images were
+    counted in."""
+    values = np.arange(counts.shape[1], dtype=np.float64)
+    total = counts.sum(axis=1)
+    mean = (counts * values).sum(axis=1) / total
+    std = np.sqrt((counts * (values - mean[:, None]) ** 2).sum(axis=1) / total)
+    std[std < 1e-8] = 1.0  # a constant channel carries no signal; avoid dividing by zero
+    return mean.astype(np.float32)[:, None, None], std.astype(np.float32)[:, None, None]
+
+
+def prepare_images(
+    x_path: Path,
+    y: np.ndarray,
+    meta: dict[str, Any],
+    split: Split,
+    seed: int,
+    task: Task,
+    directory: Path,
+) -> Prepared:
+    """Split uint8 images (N, C, H, W) read in chunks from the .npy file `x_path` into
+    `directory` (per split x.npy and y.npy, meta.json), as `prepare_arrays` splits arrays held
+    in memory; the per-channel normalisation is fitted on train from the pixels' histograms,
+    counted as the chunks pass. `meta`: the ingested meta.json, whose `classes` are the
+    labels' names (None for a regression) and `files` each row's file. Returns the splits
+    mapped from disk."""
+    task.check_labels(y, meta["classes"], split, meta.get("label_column") or "label")
+    parts = split_indices(y, split, seed, task)
+    shape = tuple(meta["input_shape"])
+    chunk = max(1, IMAGE_CHUNK_BYTES // int(np.prod(shape)))
+    counts = np.zeros((shape[0], 256), dtype=np.int64)
+    with atomic_path(directory, is_dir=True) as out, ExitStack() as stack:
+        writers = {}
+        for name, index in parts.items():
+            (out / name).mkdir()
+            writers[name] = stack.enter_context(
+                array_writer(out / name / "x.npy", (len(index), *shape), np.uint8)
+            )
+        start = 0
+        for x in array_chunks(x_path, chunk):
+            for name, index in parts.items():
+                lo, hi = np.searchsorted(index, [start, start + len(x)])
+                rows = x[index[lo:hi] - start]
+                writers[name](rows)
+                if name == "train":
+                    for c in range(shape[0]):
+                        counts[c] += np.bincount(rows[:, c].ravel(), minlength=256)
+            start += len(x)
+        stack.close()
+        for name, index in parts.items():
+            save_arrays(out / name, y=y[index])
+        mean, std = normalizer_from_histograms(counts)
+        files = meta["files"]
+        out_meta = {
+            "classes": meta["classes"],
+            "feature_names": None,
+            "input_shape": list(shape),
+            "input_dtype": "uint8",
+            "image": meta["image"],
+            "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+            "sizes": {name: len(i) for name, i in parts.items()},
+            "files": {name: [files[i] for i in index] for name, index in parts.items()},
+            "seed": seed,
+            **task.target_meta(y[parts["train"]]),
+        }
+        write_json(out / "meta.json", out_meta)
+    splits = {name: read_split(directory, name, mmap=True) for name in parts}
     return Prepared(splits, out_meta)
 
 
