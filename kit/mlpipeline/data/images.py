@@ -35,6 +35,7 @@ from mlpipeline.data.sources import Source, read_table
 from mlpipeline.data.splits import SPLITS, prepare_images, read_meta, read_split
 from mlpipeline.errors import PipelineError
 from mlpipeline.imaging import IMAGE_SUFFIXES, ImageError, ImageShape, ImageTooSmall, decode
+from mlpipeline.plots import LARGEST_LOSS, largest_loss_grid
 
 # files decoded by one worker at a time: large enough to hide the pool's overhead, small
 # enough to keep every core busy to the end
@@ -169,6 +170,7 @@ class ImageFolder(Source):
     input_kind = "image"
     network_input = "image"
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
+    figures = (LARGEST_LOSS,)
 
     def __init__(
         self,
@@ -452,6 +454,10 @@ class ImageFolder(Source):
     ) -> list[Any]:
         """Per channel, the binned mean and standard deviation of each image."""
         return list(profile.image_columns(np.asarray(sample), cfg.monitoring.profile.bins))
+
+    def draw_figures(self, x: Any, worst: list[tuple[int, str, str]], out_dir: Path) -> list[Path]:
+        """The test images with the largest loss, labelled."""
+        return [largest_loss_grid(x, worst, out_dir)]
 
     def profile_summary(self, columns: list[Any]) -> str:
         return f"{len(columns)} image statistics"
