@@ -351,8 +351,8 @@ class ImageFolder(Source):
         return (
             f"{_count(len(problems), 'file')} in {self.path} "
             f"{'is not a usable image' if len(problems) == 1 else 'are not usable images'}: "
-            f"{_named(problems)}: "
-            "replace or remove them, or set data.source.on_bad_file=skip to leave them out"
+            f"{_named(problems)}: replace or remove {'it' if len(problems) == 1 else 'them'}, "
+            "or set data.source.on_bad_file=skip to leave them out"
         )
 
     def _image(self) -> dict[str, Any]:

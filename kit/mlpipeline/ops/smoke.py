@@ -173,4 +173,5 @@ def image_root(params: Path) -> Path:
         raise PipelineError(
             f"{params} names no data.source.path: run `dvc repro`, or pass --images"
         ) from None
-    return source if source.is_dir() else source.parent
+    # relative to the repository (the folder params.yaml is in), whatever the working directory
+    return source if (params.parent / source).is_dir() else source.parent
