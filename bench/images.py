@@ -165,7 +165,7 @@ def main() -> None:
         return
     args = smoke.parse_args(parser)
     if args.smoke:
-        args.images, args.rounds, args.memory = 40, 1, (20, 40)
+        args.images, args.rounds, args.memory = 40, 1, (40, 80)
     from record import stamp, write_section
 
     from mlpipeline.data.images import _workers
