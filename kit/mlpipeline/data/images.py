@@ -8,7 +8,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
-import shutil
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -31,11 +30,10 @@ from mlpipeline.artifacts import (
 )
 from mlpipeline.config import Config
 from mlpipeline.config.schema import suggest
-from mlpipeline.data.sources import Source, read_table
-from mlpipeline.data.splits import SPLITS, prepare_images, read_meta, read_split
+from mlpipeline.data.sources import ImageArrays, read_table
+from mlpipeline.data.splits import prepare_images
 from mlpipeline.errors import PipelineError
 from mlpipeline.imaging import IMAGE_SUFFIXES, ImageError, ImageShape, ImageTooSmall, decode
-from mlpipeline.plots import LARGEST_LOSS, largest_loss_grid
 
 # files decoded by one worker at a time: large enough to hide the pool's overhead, small
 # enough to keep every core busy to the end
@@ -161,7 +159,7 @@ def _compact(path: Path, keep: np.ndarray, shape: tuple[int, ...]) -> None:
     kept.replace(path)
 
 
-class ImageFolder(Source):
+class ImageFolder(ImageArrays):
     """Your own image files under `paths.raw`: a folder with one subfolder per class (the
     names are the classes, in natural order), or a CSV/Parquet file of image paths (relative
     to its folder) and a label column (a class, or a number for task=regression). JPEG, PNG,
@@ -170,7 +168,6 @@ class ImageFolder(Source):
     input_kind = "image"
     network_input = "image"
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
-    figures = (LARGEST_LOSS,)
 
     def __init__(
         self,
@@ -403,16 +400,6 @@ class ImageFolder(Source):
         classes = result.meta["classes"]
         return result, f"{len(classes)} classes" if classes else "a target"
 
-    def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
-        """The prepared arrays as they are: the network takes uint8 and normalises itself."""
-        source = cfg.paths.prepared
-        meta = read_meta(source)
-        with atomic_path(cfg.paths.features, is_dir=True) as out:
-            for split in SPLITS:
-                shutil.copytree(source / split, out / split)
-            write_json(out / "meta.json", meta)
-        return meta, f"images as prepared -> {cfg.paths.features}"
-
     def model_input(self, meta: dict[str, Any]) -> dict[str, Any]:
         """What the served model takes (image files) and the bare ONNX model (uint8 NCHW)."""
         image = meta["image"]
@@ -443,37 +430,3 @@ class ImageFolder(Source):
             "normalization": meta["normalization"],
             "decode": "mlpipeline.imaging.decode",
         }
-
-    def profile_columns(
-        self,
-        profile: Any,
-        cfg: Config,
-        meta: dict[str, Any],
-        rows: np.ndarray,
-        sample: np.ndarray,
-    ) -> list[Any]:
-        """Per channel, the binned mean and standard deviation of each image."""
-        return list(profile.image_columns(np.asarray(sample), cfg.monitoring.profile.bins))
-
-    def draw_figures(self, x: Any, worst: list[tuple[int, str, str]], out_dir: Path) -> list[Path]:
-        """The test images with the largest loss, labelled."""
-        return [largest_loss_grid(x, worst, out_dir)]
-
-    def profile_summary(self, columns: list[Any]) -> str:
-        return f"{len(columns)} image statistics"
-
-    def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
-        """The test split, a batch of images at a time, as the exported model takes them."""
-        x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
-        batch = max(1, (64 << 20) // max(1, int(np.prod(x.shape[1:]))))
-        for start in range(0, len(x), batch):
-            yield {card["input"]["name"]: np.asarray(x[start : start + batch])}
-
-    def signature(self, cfg: Config, card: dict[str, Any]) -> tuple[Any, Any]:
-        # MLflow takes seconds to import, and only the register stage asks for a signature
-        from mlflow.types import Schema, TensorSpec
-
-        x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
-        example = np.asarray(x[:2])
-        name = card["input"]["name"]
-        return example, Schema([TensorSpec(np.dtype(np.uint8), (-1, *example.shape[1:]), name)])

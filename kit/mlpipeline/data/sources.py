@@ -444,13 +444,65 @@ class Source:
         raise NotImplementedError
 
 
-class Digits(Source):
+class ImageArrays(Source):
+    """What every kind of image source shares once ingest has made arrays (N, C, H, W): the
+    features are the prepared arrays as they are (the network normalises its own input), the
+    profile bins per-channel image statistics, evaluate draws the largest-loss grid, and the
+    exported model takes the arrays' dtype."""
+
+    figures = (LARGEST_LOSS,)
+
+    def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
+        """The prepared arrays as they are: the network normalises its own input."""
+        source = cfg.paths.prepared
+        meta = read_meta(source)
+        with atomic_path(cfg.paths.features, is_dir=True) as out:
+            for split in SPLITS:
+                shutil.copytree(source / split, out / split)
+            write_json(out / "meta.json", meta)
+        return meta, f"images as prepared -> {cfg.paths.features}"
+
+    def profile_columns(
+        self,
+        profile: Any,
+        cfg: Config,
+        meta: dict[str, Any],
+        rows: np.ndarray,
+        sample: np.ndarray,
+    ) -> list[Any]:
+        """Per channel, the binned mean and standard deviation of each image."""
+        return list(profile.image_columns(np.asarray(sample), cfg.monitoring.profile.bins))
+
+    def profile_summary(self, columns: list[Any]) -> str:
+        return f"{len(columns)} image statistics"
+
+    def draw_figures(self, x: Any, worst: list[tuple[int, str, str]], out_dir: Path) -> list[Path]:
+        """The test images with the largest loss, labelled."""
+        return [largest_loss_grid(x, worst, out_dir)]
+
+    def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+        """The test split, about 64 MiB of images at a time, as the exported model takes them."""
+        x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
+        batch = max(1, (64 << 20) // max(1, int(np.prod(x.shape[1:])) * x.itemsize))
+        for start in range(0, len(x), batch):
+            yield {card["input"]["name"]: np.asarray(x[start : start + batch])}
+
+    def signature(self, cfg: Config, card: dict[str, Any]) -> tuple[Any, Any]:
+        # MLflow takes seconds to import, and only the register stage asks for a signature
+        from mlflow.types import Schema, TensorSpec
+
+        x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
+        example = np.asarray(x[:2])
+        name = card["input"]["name"]
+        return example, Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]), name)])
+
+
+class Digits(ImageArrays):
     """scikit-learn's bundled 8x8 digit images, as image tensors (a classification)."""
 
     input_kind = "tensor"
     network_input = "input"
     tasks = ("classification",)
-    figures = (LARGEST_LOSS,)
 
     def __init__(self, kind: Literal["digits"] = "digits") -> None:
         self.kind = kind
@@ -472,16 +524,6 @@ class Digits(Source):
         write_prepared(result, cfg.paths.prepared)
         return result, f"{len(meta['classes'])} classes"
 
-    def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
-        """The prepared arrays as they are: the network normalises its own input."""
-        source = cfg.paths.prepared
-        meta = read_meta(source)
-        with atomic_path(cfg.paths.features, is_dir=True) as out:
-            for split in SPLITS:
-                shutil.copytree(source / split, out / split)
-            write_json(out / "meta.json", meta)
-        return meta, f"images as prepared -> {cfg.paths.features}"
-
     def model_input(self, meta: dict[str, Any]) -> dict[str, Any]:
         return {
             "kind": self.input_kind,
@@ -496,39 +538,6 @@ class Digits(Source):
             "note": "send raw pixels; the model subtracts mean and divides by std itself",
             "normalization": meta["normalization"],
         }
-
-    def profile_columns(
-        self,
-        profile: Any,
-        cfg: Config,
-        meta: dict[str, Any],
-        rows: np.ndarray,
-        sample: np.ndarray,
-    ) -> list[Any]:
-        """Per channel, the binned mean and standard deviation of each image."""
-        return list(profile.image_columns(sample, cfg.monitoring.profile.bins))
-
-    def draw_figures(self, x: Any, worst: list[tuple[int, str, str]], out_dir: Path) -> list[Path]:
-        """The test images with the largest loss, labelled (any image array can use
-        `largest_loss_grid`: uint8 pixels as well as these floats)."""
-        return [largest_loss_grid(x, worst, out_dir)]
-
-    def profile_summary(self, columns: list[Any]) -> str:
-        return f"{len(columns)} image statistics"
-
-    def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
-
-        x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
-        yield {card["input"]["name"]: np.asarray(x)}
-
-    def signature(self, cfg: Config, card: dict[str, Any]) -> tuple[Any, Any]:
-        # MLflow takes seconds to import, and only the register stage asks for a signature
-        from mlflow.types import Schema, TensorSpec
-
-        x, _ = read_split(cfg.paths.prepared, "test", mmap=True)
-        example = np.asarray(x[:2])
-        name = card["input"]["name"]
-        return example, Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]), name)])
 
 
 class TableFile(Source):
