@@ -16,8 +16,10 @@ from render import (
     is_template_own,
     project_files,
     render,
+    template_copy,
     twins,
     working_tree,
+    write_twins,
 )
 
 
@@ -42,6 +44,27 @@ def test_each_twins_plain_file_is_its_default_rendering(default_project: Path) -
     assert {"Makefile", "README.md", "conf/config.yaml"} <= set(twins())
     stale = [n for n in twins() if (ROOT / n).read_bytes() != (default_project / n).read_bytes()]
     assert stale == [], f"run `make template`: {stale} differ from their twins' rendering"
+
+
+def test_make_template_rewrites_a_stale_plain_file_and_keeps_jinjas_delimiters_in_the_makefile(
+    tmp_path: Path,
+) -> None:
+    root = template_copy(tmp_path / "template")
+    # a maintainer adds a recipe line with bash's ${#x} and braces to the twin, not to the
+    # plain Makefile; README.md is edited by hand, against its twin
+    line = "\t@x=abc; echo $${#x} {{ x }} {% y %} {# z #}\n"
+    twin = root / "Makefile.jinja"
+    twin.write_text(insert_before_last(twin.read_text(), "{% endraw %}", line))
+    (root / "README.md").write_text("stale\n")
+    assert write_twins(root) == ["Makefile", "README.md"]
+    assert (root / "Makefile").read_text().endswith(line)
+    assert (root / "README.md").read_bytes() == (ROOT / "README.md").read_bytes()
+    assert write_twins(root) == []
+
+
+def insert_before_last(text: str, marker: str, insert: str) -> str:
+    head, _, tail = text.rpartition(marker)
+    return head + insert + marker + tail
 
 
 def test_the_answers_file_records_the_defaults(default_project: Path) -> None:
@@ -122,7 +145,13 @@ STACK = [
     "tests/ops/test_stack.py",
 ]
 WORKFLOWS = [".github/workflows/ci.yml", "scripts/lint-workflows.sh", "tests/ci/test_workflows.py"]
-DEMO_RESULTS = ["dvc.lock", "reports/metrics.json", "reports/figures/confusion.png"]
+DEMO_RESULTS = [
+    "dvc.lock",
+    "params.yaml",
+    "reports/dvc.yaml",
+    "reports/metrics.json",
+    "reports/figures/confusion.png",
+]
 TEMPLATE_OWN = [
     "copier.yml",
     "tests/template/render.py",
