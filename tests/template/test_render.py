@@ -240,3 +240,12 @@ def test_no_serving_image_leaves_out_the_stack_and_deploying_it(
     check_files(project, [".github/workflows/ci.yml", "Makefile"], [*IMAGE, *STACK])
     makefile = (project / "Makefile").read_text()
     assert "\nimage:" not in makefile and "\nserve:" in makefile
+
+
+def test_make_help_names_each_target_once_the_template_mk_is_included() -> None:
+    listing = subprocess.run(
+        ["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    targets = [line.split()[1] for line in listing.splitlines()]
+    assert "template" in targets and "help" in targets
+    assert not [t for t in targets if t in ("Makefile", "tests/template/template.mk")]
