@@ -22,6 +22,8 @@ from render import (
     write_twins,
 )
 
+from mlpipeline.config import compose_config
+
 
 def executable(path: Path) -> bool:
     return bool(path.stat().st_mode & 0o100)
@@ -197,6 +199,12 @@ def test_a_table_regression_without_orchestration_or_monitoring(
         [*IMAGE, *WORKFLOWS, "data/raw/table.csv", "conf/data/tabular.yaml", ANSWERS],
         [*AIRFLOW, *STACK, *DEMO_RESULTS, *TEMPLATE_OWN],
     )
+    composed = compose_config(project / "conf")[1]
+    assert (composed.task, composed.data.source.kind, composed.project) == (
+        "regression",
+        "csv",
+        None,
+    )
     conf = yaml.safe_load((project / "conf/config.yaml").read_text())
     defaults = conf["defaults"]
     assert {"data": "tabular"} in defaults and {"task": "regression"} in defaults
@@ -226,6 +234,11 @@ def test_an_image_folder_with_every_part(template: Path, tmp_path: Path) -> None
     classes = sorted(p.name for p in (project / "data/raw/images").iterdir())
     assert len(classes) == 3
     assert all(len(list((project / "data/raw/images" / c).glob("*.png"))) >= 10 for c in classes)
+    composed = compose_config(project / "conf")[1]
+    assert (composed.data.source.kind, str(composed.data.source.path)) == (
+        "images",
+        "data/raw/images",
+    )
     conf = yaml.safe_load((project / "conf/config.yaml").read_text())
     assert {"data": "images"} in conf["defaults"] and {"model": "cnn"} in conf["defaults"]
     assert conf["project"] == "shapes"
