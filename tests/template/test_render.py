@@ -200,10 +200,11 @@ def test_a_table_regression_without_orchestration_or_monitoring(
         [*AIRFLOW, *STACK, *DEMO_RESULTS, *TEMPLATE_OWN],
     )
     composed = compose_config(project / "conf")[1]
+    # a blank project: the model is named after the data's file
     assert (composed.task, composed.data.source.kind, composed.project) == (
         "regression",
         "csv",
-        None,
+        "table",
     )
     conf = yaml.safe_load((project / "conf/config.yaml").read_text())
     defaults = conf["defaults"]
