@@ -28,7 +28,7 @@ CUDA_PACKAGES = $(sort $(shell sed -n 's/^name = "\(nvidia-[^"]*\|cuda-[^"]*\|tr
 .PHONY: help install install-dev lock pipeline exps test test-all test-slow lint audit bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # Set-up and the pipeline
 

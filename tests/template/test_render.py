@@ -16,9 +16,13 @@ from render import (
     is_template_own,
     project_files,
     render,
+    template_copy,
     twins,
     working_tree,
+    write_twins,
 )
+
+from mlpipeline.config import compose_config
 
 
 def executable(path: Path) -> bool:
@@ -42,6 +46,27 @@ def test_each_twins_plain_file_is_its_default_rendering(default_project: Path) -
     assert {"Makefile", "README.md", "conf/config.yaml"} <= set(twins())
     stale = [n for n in twins() if (ROOT / n).read_bytes() != (default_project / n).read_bytes()]
     assert stale == [], f"run `make template`: {stale} differ from their twins' rendering"
+
+
+def test_make_template_rewrites_a_stale_plain_file_and_keeps_jinjas_delimiters_in_the_makefile(
+    tmp_path: Path,
+) -> None:
+    root = template_copy(tmp_path / "template")
+    # a maintainer adds a recipe line with bash's ${#x} and braces to the twin, not to the
+    # plain Makefile; README.md is edited by hand, against its twin
+    line = "\t@x=abc; echo $${#x} {{ x }} {% y %} {# z #}\n"
+    twin = root / "Makefile.jinja"
+    twin.write_text(insert_before_last(twin.read_text(), "{% endraw %}", line))
+    (root / "README.md").write_text("stale\n")
+    assert write_twins(root) == ["Makefile", "README.md"]
+    assert (root / "Makefile").read_text().endswith(line)
+    assert (root / "README.md").read_bytes() == (ROOT / "README.md").read_bytes()
+    assert write_twins(root) == []
+
+
+def insert_before_last(text: str, marker: str, insert: str) -> str:
+    head, _, tail = text.rpartition(marker)
+    return head + insert + marker + tail
 
 
 def test_the_answers_file_records_the_defaults(default_project: Path) -> None:
@@ -122,7 +147,13 @@ STACK = [
     "tests/ops/test_stack.py",
 ]
 WORKFLOWS = [".github/workflows/ci.yml", "scripts/lint-workflows.sh", "tests/ci/test_workflows.py"]
-DEMO_RESULTS = ["dvc.lock", "reports/metrics.json", "reports/figures/confusion.png"]
+DEMO_RESULTS = [
+    "dvc.lock",
+    "params.yaml",
+    "reports/dvc.yaml",
+    "reports/metrics.json",
+    "reports/figures/confusion.png",
+]
 TEMPLATE_OWN = [
     "copier.yml",
     "tests/template/render.py",
@@ -168,6 +199,13 @@ def test_a_table_regression_without_orchestration_or_monitoring(
         [*IMAGE, *WORKFLOWS, "data/raw/table.csv", "conf/data/tabular.yaml", ANSWERS],
         [*AIRFLOW, *STACK, *DEMO_RESULTS, *TEMPLATE_OWN],
     )
+    composed = compose_config(project / "conf")[1]
+    # a blank project: the model is named after the data's file
+    assert (composed.task, composed.data.source.kind, composed.project) == (
+        "regression",
+        "csv",
+        "table",
+    )
     conf = yaml.safe_load((project / "conf/config.yaml").read_text())
     defaults = conf["defaults"]
     assert {"data": "tabular"} in defaults and {"task": "regression"} in defaults
@@ -197,6 +235,11 @@ def test_an_image_folder_with_every_part(template: Path, tmp_path: Path) -> None
     classes = sorted(p.name for p in (project / "data/raw/images").iterdir())
     assert len(classes) == 3
     assert all(len(list((project / "data/raw/images" / c).glob("*.png"))) >= 10 for c in classes)
+    composed = compose_config(project / "conf")[1]
+    assert (composed.data.source.kind, str(composed.data.source.path)) == (
+        "images",
+        "data/raw/images",
+    )
     conf = yaml.safe_load((project / "conf/config.yaml").read_text())
     assert {"data": "images"} in conf["defaults"] and {"model": "cnn"} in conf["defaults"]
     assert conf["project"] == "shapes"
@@ -211,3 +254,12 @@ def test_no_serving_image_leaves_out_the_stack_and_deploying_it(
     check_files(project, [".github/workflows/ci.yml", "Makefile"], [*IMAGE, *STACK])
     makefile = (project / "Makefile").read_text()
     assert "\nimage:" not in makefile and "\nserve:" in makefile
+
+
+def test_make_help_names_each_target_once_the_template_mk_is_included() -> None:
+    listing = subprocess.run(
+        ["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    targets = [line.split()[1] for line in listing.splitlines()]
+    assert "template" in targets and "help" in targets
+    assert not [t for t in targets if t in ("Makefile", "tests/template/template.mk")]
