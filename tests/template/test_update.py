@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.version import InvalidVersion, Version
+from render import ANSWERS, ROOT, working_tree
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 VERSION_FILE = "kit/mlpipeline/__init__.py"
-ANSWERS = ".copier-answers.yml"
 # the project's `make test` installs the whole lock and runs the fast tier: far longer than a
 # render, and bounded so that a hang fails the test
 MAKE_TIMEOUT_S = 3600
@@ -148,12 +147,6 @@ def previous_release(current: Version) -> tuple[str, Version] | None:
     return None
 
 
-def working_tree_files() -> list[str]:
-    """What a commit of the working tree would hold: tracked and untracked-not-ignored files."""
-    listed = git("ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=ROOT)
-    return sorted({p for p in listed.decode().split("\0") if p and (ROOT / p).is_file()})
-
-
 def template_repository(tmp: Path, previous: str, old: Version, new: Version) -> Path:
     """A git repository holding the previous release (tagged) and the working tree on top
     (tagged with the current version), as the template's history will."""
@@ -169,7 +162,7 @@ def template_repository(tmp: Path, previous: str, old: Version, new: Version) ->
     for path in git("ls-files", "-z", cwd=repo).decode().split("\0"):
         if path:
             (repo / path).unlink()
-    for path in working_tree_files():
+    for path in working_tree():
         (repo / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / path, repo / path, follow_symlinks=False)
     git("add", "--all", cwd=repo)
