@@ -59,6 +59,7 @@ def summarize(metrics: Path, out: Path) -> None:
     values = json.loads(metrics.read_text())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(" ".join(f"{k}={v}" for k, v in sorted(values.items())) + "\\n")
+    print(f"summary: {len(values)} metrics -> {out}")
 
 
 def main() -> None:
