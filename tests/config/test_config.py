@@ -64,6 +64,14 @@ def test_committed_plot_definitions_are_the_composition_of_conf() -> None:
     assert (ROOT / cfg.paths.plots).read_text() == expected, "run `dvc repro` and commit it"
 
 
+def test_a_projects_own_stage_declares_its_paths_beside_the_kits(tmp_path: Path) -> None:
+    """README's "a stage of your own": its paths go in conf/paths/, as dvc.yaml's ${paths.*}."""
+    out = tmp_path / "params.yaml"
+    cfg = compose_stage(ROOT / "conf", out, tmp_path / "stamp", ["+paths.summary=reports/s.txt"])
+    assert cfg.paths.summary == Path("reports/s.txt")
+    assert load_config(out).paths.summary == Path("reports/s.txt")
+
+
 def test_the_plot_definitions_must_be_a_dvc_file(tmp_path: Path) -> None:
     assert "named dvc.yaml only" in compose_error(tmp_path, "paths.plots=reports/plots.yaml")
 

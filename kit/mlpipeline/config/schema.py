@@ -44,7 +44,12 @@ class Target(BaseModel):
 
 class Paths(Section):
     """Every file or folder that more than one place reads or writes; dvc.yaml names the same
-    (tests/test_dvc_yaml.py checks it)."""
+    (tests/test_dvc_yaml.py checks it). Keys beyond these are the paths of a project's own
+    stages (README: a stage of your own), each a path."""
+
+    # a project's own stage declares its paths here too, as the kit's stages do
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, Path] = Field(init=False)
 
     raw: Path
     ingested: Path
