@@ -3,6 +3,7 @@ the repository, conf/ edits, and a tiny exported model for the serving tests."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gzip
 import io
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,49 @@ REQUIRED = os.environ.get("MLPIPELINE_REQUIRE_DOCKER") == "1"
 RUN_TIMEOUT_S = 600
 # the stages of dvc.yaml, in its order
 STAGES = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+
+# The digits demo's entries in conf/config.yaml's defaults list. The kit's own tests run on the
+# demo whatever data a generated project's conf names: they test the machinery, and the
+# project's own data gets its run from `make pipeline`.
+DEMO_DEFAULTS = {"data": "digits", "task": "classification", "model": "cnn"}
+
+
+def demo_config(config: dict[str, Any]) -> dict[str, Any]:
+    """conf/config.yaml's content `config` pointed at the digits demo: its defaults, no data
+    settings in the body (a project's path and label), the project unnamed."""
+
+    def entry(item: Any) -> Any:
+        key = next(iter(item)) if isinstance(item, dict) else None
+        return {key: DEMO_DEFAULTS[key]} if key in DEMO_DEFAULTS else item
+
+    body = {k: v for k, v in config.items() if k != "data"}
+    return {**body, "defaults": [entry(item) for item in config["defaults"]], "project": None}
+
+
+def as_demo(conf: Path) -> Path:
+    """Point `conf`/config.yaml at the digits demo, leaving it untouched where it already is
+    (the repository itself); returns `conf`."""
+    path = conf / "config.yaml"
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if (demo := demo_config(config)) != config:
+        path.write_text(yaml.safe_dump(demo, sort_keys=False), encoding="utf-8")
+    return conf
+
+
+def demo_conf_dir() -> Path:
+    """conf/ where it composes the demo, else a copy of it pointed at the demo (a generated
+    project's), removed at exit."""
+    conf = CONF
+    config = yaml.safe_load((conf / "config.yaml").read_text(encoding="utf-8"))
+    if demo_config(config) == config:
+        return conf
+    scratch = Path(tempfile.mkdtemp(prefix="demo-conf-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    return as_demo(Path(shutil.copytree(conf, scratch / "conf")))
+
+
+# what the kit's own tests compose: conf/ as the demo (CONF itself in this repository)
+CONF = demo_conf_dir()
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -160,7 +205,7 @@ def tiny_params(base: Path, *overrides: str) -> tuple[Path, Any]:
     from mlpipeline.config import compose_config, validate_config
 
     (base / "raw").mkdir(parents=True, exist_ok=True)
-    cfg = tiny(compose_config(ROOT / "conf", ["trainer.max_epochs=2", *overrides])[1], base)
+    cfg = tiny(compose_config(CONF, ["trainer.max_epochs=2", *overrides])[1], base)
     params = base / "params.yaml"
     params.write_text(yaml.safe_dump(cfg.dump(), sort_keys=False), encoding="utf-8")
     return params, validate_config(yaml.safe_load(params.read_text()))
@@ -594,7 +639,7 @@ def run_stages_in_process(base: Path, *overrides: str) -> Any:
     from mlpipeline.stages.profile import profile
     from mlpipeline.stages.train import train
 
-    cfg = tiny(compose_config(ROOT / "conf", list(overrides))[1], base)
+    cfg = tiny(compose_config(CONF, list(overrides))[1], base)
     for stage in (ingest, prepare, features, train, evaluate, export, profile):
         stage(cfg)
     return cfg

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from helpers import ROOT, copy_tracked_files, make_command, one_line_error, run
+from helpers import CONF, ROOT, copy_tracked_files, make_command, one_line_error, run
 
 from mlpipeline.config import compose_config
 from mlpipeline.ops.rules import RULES_FILE, rules_text
@@ -21,7 +21,7 @@ RULE_TESTS = RULES.with_name("rules.test.yml")
 
 
 def test_the_committed_rules_are_what_make_rules_writes_from_the_default_config() -> None:
-    _, cfg = compose_config(ROOT / "conf")
+    _, cfg = compose_config(CONF)
     assert RULES.read_text(encoding="utf-8") == rules_text(cfg.monitoring), "run `make rules`"
 
 
@@ -36,7 +36,7 @@ def test_make_rules_writes_them_from_params_yaml(tmp_path) -> None:
 def test_the_thresholds_and_window_come_from_the_config() -> None:
     overrides = ["monitoring.drift.window=10m", "monitoring.drift.critical=0.4",
                  "monitoring.alerts.job=scorer", "monitoring.drift.min_rows=7"]  # fmt: skip
-    _, cfg = compose_config(ROOT / "conf", overrides)
+    _, cfg = compose_config(CONF, overrides)
     groups = yaml.safe_load(rules_text(cfg.monitoring, "5s"))["groups"]
     assert {g["interval"] for g in groups} == {"5s"}
     by_name = {r.get("record") or r["alert"]: r for g in groups for r in g["rules"]}

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import (
+    CONF,
     ROOT,
     STAGES,
     UP_TO_DATE,
@@ -181,7 +182,7 @@ def test_bad_input_stops_the_stage_with_one_line_and_no_output(tmp_path: Path, c
         "-m",
         "mlpipeline.stages.compose",
         "--conf",
-        str(ROOT / "conf"),
+        str(CONF),
         *overrides,
     ]
     composed = run(compose, tmp_path, check=stage != "compose")
