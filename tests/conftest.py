@@ -16,7 +16,6 @@ from filelock import FileLock
 from helpers import (
     BIN,
     CONF,
-    as_demo,
     commit_all,
     copy_tracked_files,
     free_port,
@@ -82,8 +81,7 @@ def tiny_baseline(shared_dir: Path) -> Path:
         if (repo.parent / "done").is_file():  # written last: another worker made it
             return repo
         shutil.rmtree(repo.parent, ignore_errors=True)
-        copy_tracked_files(repo)
-        as_demo(repo / "conf")  # the kit's pipeline on the demo, whatever data conf/ names
+        copy_tracked_files(repo, demo=True)
         set_in_conf(repo, "trainer/default.yaml", "max_epochs", 2)
         # its log, for tests that compare what ran elsewhere with what plain `dvc repro` ran
         repro = run(["dvc", "repro"], repo)

@@ -156,9 +156,10 @@ def one_line_error(proc: subprocess.CompletedProcess, *parts: str, prefix: str =
     return errors[0]
 
 
-def copy_tracked_files(dest: Path) -> Path:
+def copy_tracked_files(dest: Path, demo: bool = False) -> Path:
     """The git-tracked files of this repository (as they are in the working tree), committed
-    in a fresh git repository."""
+    in a fresh git repository; conf/ pointed at the digits demo if `demo`. A new project's
+    params.yaml, which its first `make pipeline` composes, is composed first."""
     files = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -170,6 +171,10 @@ def copy_tracked_files(dest: Path) -> Path:
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
+    if demo:
+        as_demo(dest / "conf")
+    if not (dest / "params.yaml").is_file():
+        run(["python", "-m", "mlpipeline.stages.compose"], dest)
     run(["git", "init", "-q"], dest)
     commit_all(dest, "copy")
     return dest
