@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import gzip
 import io
 import itertools
@@ -77,8 +78,20 @@ def demo_conf_dir() -> Path:
     return as_demo(Path(shutil.copytree(conf, scratch / "conf")))
 
 
-# what the kit's own tests compose: conf/ as the demo (CONF itself in this repository)
+# what the kit's own tests compose: conf/ as the demo (ROOT / "conf" itself in this repository)
 CONF = demo_conf_dir()
+
+
+@functools.cache
+def demo_params() -> Path:
+    """params.yaml composed from CONF, in a temporary folder removed at exit: for the CLIs
+    that read one (a new project has none before its first run)."""
+    from mlpipeline.config import compose_config
+
+    scratch = Path(tempfile.mkdtemp(prefix="demo-params-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    (scratch / "params.yaml").write_text(compose_config(CONF)[0], encoding="utf-8")
+    return scratch / "params.yaml"
 
 
 def stop(proc: subprocess.Popen) -> None:
