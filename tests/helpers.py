@@ -69,7 +69,7 @@ def as_demo(conf: Path) -> Path:
 def demo_conf_dir() -> Path:
     """conf/ where it composes the demo, else a copy of it pointed at the demo (a generated
     project's), removed at exit."""
-    conf = CONF
+    conf = ROOT / "conf"
     config = yaml.safe_load((conf / "config.yaml").read_text(encoding="utf-8"))
     if demo_config(config) == config:
         return conf
