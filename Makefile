@@ -191,3 +191,7 @@ mlflow-server: install ## MLflow tracking server on 127.0.0.1:$MLFLOW_PORT (defa
 
 stack-smoke: install ## build and start docker-compose.yml's stack, check both services, remove it (env BASE_IMAGE)
 	$(BIN)/python -m mlpipeline.ops.stack smoke
+
+# the template's maintainers' targets (make template): in the template repository alone, never
+# in a project made from it
+-include tests/template/template.mk
