@@ -11,6 +11,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,25 +45,33 @@ STAGES = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 DEMO_DEFAULTS = {"data": "digits", "task": "classification", "model": "cnn"}
 
 
-def demo_config(config: dict[str, Any]) -> dict[str, Any]:
-    """conf/config.yaml's content `config` pointed at the digits demo: its defaults, no data
-    settings in the body (a project's path and label), the project unnamed."""
-
-    def entry(item: Any) -> Any:
-        key = next(iter(item)) if isinstance(item, dict) else None
-        return {key: DEMO_DEFAULTS[key]} if key in DEMO_DEFAULTS else item
-
-    body = {k: v for k, v in config.items() if k != "data"}
-    return {**body, "defaults": [entry(item) for item in config["defaults"]], "project": None}
+def demo_config(text: str) -> str:
+    """conf/config.yaml's text pointed at the digits demo: its defaults, no data settings in
+    the body (a project's path and label), the project unnamed; every other line as it is, so
+    that tests may edit the text as in the repository."""
+    lines, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        if skipping and (line.startswith((" ", "\t")) or not line.strip()):
+            continue
+        skipping = line.startswith("data:")
+        if skipping:
+            continue
+        if match := re.match(r"(\s*- )(\w+)(: )\S+", line):
+            if match[2] in DEMO_DEFAULTS:
+                line = f"{match[1]}{match[2]}{match[3]}{DEMO_DEFAULTS[match[2]]}\n"
+        elif line.startswith("project:"):
+            line = "project: null\n"
+        lines.append(line)
+    return "".join(lines)
 
 
 def as_demo(conf: Path) -> Path:
     """Point `conf`/config.yaml at the digits demo, leaving it untouched where it already is
     (the repository itself); returns `conf`."""
     path = conf / "config.yaml"
-    config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if (demo := demo_config(config)) != config:
-        path.write_text(yaml.safe_dump(demo, sort_keys=False), encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    if (demo := demo_config(text)) != text:
+        path.write_text(demo, encoding="utf-8")
     return conf
 
 
@@ -70,8 +79,8 @@ def demo_conf_dir() -> Path:
     """conf/ where it composes the demo, else a copy of it pointed at the demo (a generated
     project's), removed at exit."""
     conf = ROOT / "conf"
-    config = yaml.safe_load((conf / "config.yaml").read_text(encoding="utf-8"))
-    if demo_config(config) == config:
+    text = (conf / "config.yaml").read_text(encoding="utf-8")
+    if demo_config(text) == text:
         return conf
     scratch = Path(tempfile.mkdtemp(prefix="demo-conf-"))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
@@ -236,6 +245,12 @@ def stages_run(output: str) -> list[str]:
     ]
 
 
+# DVC's own lines and the lines a stage may print beside its one: per epoch, per composed setting
+QUIET_PREFIXES = (
+    "Generating lock file", "Updating lock file", "Use `dvc push`", "epoch ", "compose: "
+)  # fmt: skip
+
+
 def assert_one_line_per_stage(proc: subprocess.CompletedProcess) -> None:
     """What a user reads of `dvc repro` (or `dvc exp run`): nothing on stderr (no warning, no
     library's info line), and each stage that ran printed one line, beside train's one per epoch
@@ -245,11 +260,7 @@ def assert_one_line_per_stage(proc: subprocess.CompletedProcess) -> None:
     for line in lines:
         if line.startswith("Running stage '"):
             next(lines)  # DVC's "> <command>"
-            said = [
-                s
-                for s in itertools.takewhile(bool, lines)
-                if not s.startswith(("Updating lock file", "Use `dvc push`", "epoch ", "compose: "))
-            ]
+            said = [s for s in itertools.takewhile(bool, lines) if not s.startswith(QUIET_PREFIXES)]
             assert len(said) == 1, f"{line}\n" + "\n".join(said)
 
 
