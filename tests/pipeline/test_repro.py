@@ -41,8 +41,9 @@ def test_dvc_repro_trains_exports_registers_and_the_app_answers(
     fitted two epochs with Lightning, exported ONNX after its parity check, registered a version
     in MLflow, and left nothing stale; the real app then answers as the export stage did."""
     log = (tiny_baseline.parent / "dvc-repro.log").read_text()
-    # an image's features are its prepared arrays as they are: DVC restores them from the cache
-    assert set(stages_run(log)) == set(STAGES) - {"features"}, log
+    # an image's features are its prepared arrays as they are: where the copy has the demo's
+    # dvc.lock DVC restores them from the cache, else the stage runs (a project on its own data)
+    assert set(STAGES) - {"features"} <= set(stages_run(log)), log
     assert run(["dvc", "status"], tiny_repo).stdout == UP_TO_DATE
     params = (tiny_repo / "params.yaml").read_text()
     assert "max_epochs: 2" in params and "_target_: myproject.models.nets.CNN" in params
