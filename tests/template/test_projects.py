@@ -55,11 +55,11 @@ def test_a_generated_project_passes_its_own_make_test_and_pipeline(
 ) -> None:
     answers, pipeline = ANSWER_SETS[name]
     project = render(template, tmp_path / name, answers)
+    print(f"{name}: {answers}\n" + "\n".join(project_files(project)))
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copier copy"]):
         subprocess.run(
             ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=project, check=True
         )
-    print(f"{name}: {answers}\n" + "\n".join(project_files(project)))
     assert make(project, "test").returncode == 0, f"{name}: make test failed (log above)"
     if pipeline:
         assert make(project, "pipeline").returncode == 0, f"{name}: make pipeline failed"
