@@ -69,7 +69,9 @@ endif
 lock: ## resolve pyproject.toml into uv.lock (with hashes); commit both
 	$(UV) lock
 
-pipeline: install ## reproduce the pipeline (dvc repro) on the built-in dataset
+# a new project's first run composes params.yaml before DVC reads dvc.yaml, whose paths come from it
+pipeline: install ## reproduce the pipeline (dvc repro) on the data conf/ names
+	@test -f params.yaml || $(BIN)/python -m mlpipeline.stages.compose
 	$(BIN)/dvc repro
 	@$(BIN)/dvc metrics show
 

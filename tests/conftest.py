@@ -15,7 +15,7 @@ import pytest
 from filelock import FileLock
 from helpers import (
     BIN,
-    ROOT,
+    CONF,
     commit_all,
     copy_tracked_files,
     free_port,
@@ -53,9 +53,7 @@ def make_cfg(tmp_path: Path) -> Callable[..., Config]:
     (tmp_path / "raw").mkdir(exist_ok=True)
 
     def make(*overrides: str) -> Config:
-        return tiny(
-            compose_config(ROOT / "conf", ["trainer.max_epochs=2", *overrides])[1], tmp_path
-        )
+        return tiny(compose_config(CONF, ["trainer.max_epochs=2", *overrides])[1], tmp_path)
 
     return make
 
@@ -76,14 +74,14 @@ def shared_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path
 
 @pytest.fixture(scope="session")
 def tiny_baseline(shared_dir: Path) -> Path:
-    """Built once per run: the repository with two-epoch training, reproduced by `dvc repro`
-    and committed. Tests take copies of it (tiny_repo), never this one."""
+    """Built once per run: the repository on the digits demo with two-epoch training,
+    reproduced by `dvc repro` and committed. Tests take copies of it (tiny_repo), never this one."""
     repo = shared_dir / "tiny-baseline" / "repo"
     with FileLock(shared_dir / "tiny-baseline.lock"):
         if (repo.parent / "done").is_file():  # written last: another worker made it
             return repo
         shutil.rmtree(repo.parent, ignore_errors=True)
-        copy_tracked_files(repo)
+        copy_tracked_files(repo, demo=True)
         set_in_conf(repo, "trainer/default.yaml", "max_epochs", 2)
         # its log, for tests that compare what ran elsewhere with what plain `dvc repro` ran
         repro = run(["dvc", "repro"], repo)

@@ -3,16 +3,20 @@ the repository, conf/ edits, and a tiny exported model for the serving tests."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import gzip
 import io
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,69 @@ REQUIRED = os.environ.get("MLPIPELINE_REQUIRE_DOCKER") == "1"
 RUN_TIMEOUT_S = 600
 # the stages of dvc.yaml, in its order
 STAGES = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+
+# The digits demo's entries in conf/config.yaml's defaults list. The kit's own tests run on the
+# demo whatever data a generated project's conf names: they test the machinery, and the
+# project's own data gets its run from `make pipeline`.
+DEMO_DEFAULTS = {"data": "digits", "task": "classification", "model": "cnn"}
+
+
+def demo_config(text: str) -> str:
+    """conf/config.yaml's text pointed at the digits demo: its defaults, no data settings in
+    the body (a project's path and label), the project unnamed; every other line as it is, so
+    that tests may edit the text as in the repository."""
+    lines, skipping = [], False
+    for line in text.splitlines(keepends=True):
+        if skipping and (line.startswith((" ", "\t")) or not line.strip()):
+            continue
+        skipping = line.startswith("data:")
+        if skipping:
+            continue
+        if match := re.match(r"(\s*- )(\w+)(: )\S+", line):
+            if match[2] in DEMO_DEFAULTS:
+                line = f"{match[1]}{match[2]}{match[3]}{DEMO_DEFAULTS[match[2]]}\n"
+        elif line.startswith("project:"):
+            line = "project: null\n"
+        lines.append(line)
+    return "".join(lines)
+
+
+def as_demo(conf: Path) -> Path:
+    """Point `conf`/config.yaml at the digits demo, leaving it untouched where it already is
+    (the repository itself); returns `conf`."""
+    path = conf / "config.yaml"
+    text = path.read_text(encoding="utf-8")
+    if (demo := demo_config(text)) != text:
+        path.write_text(demo, encoding="utf-8")
+    return conf
+
+
+def demo_conf_dir() -> Path:
+    """conf/ where it composes the demo, else a copy of it pointed at the demo (a generated
+    project's), removed at exit."""
+    conf = ROOT / "conf"
+    text = (conf / "config.yaml").read_text(encoding="utf-8")
+    if demo_config(text) == text:
+        return conf
+    scratch = Path(tempfile.mkdtemp(prefix="demo-conf-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    return as_demo(Path(shutil.copytree(conf, scratch / "conf")))
+
+
+# what the kit's own tests compose: conf/ as the demo (ROOT / "conf" itself in this repository)
+CONF = demo_conf_dir()
+
+
+@functools.cache
+def demo_params() -> Path:
+    """params.yaml composed from CONF, in a temporary folder removed at exit: for the CLIs
+    that read one (a new project has none before its first run)."""
+    from mlpipeline.config import compose_config
+
+    scratch = Path(tempfile.mkdtemp(prefix="demo-params-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    (scratch / "params.yaml").write_text(compose_config(CONF)[0], encoding="utf-8")
+    return scratch / "params.yaml"
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -111,9 +178,10 @@ def one_line_error(proc: subprocess.CompletedProcess, *parts: str, prefix: str =
     return errors[0]
 
 
-def copy_tracked_files(dest: Path) -> Path:
+def copy_tracked_files(dest: Path, demo: bool = False) -> Path:
     """The git-tracked files of this repository (as they are in the working tree), committed
-    in a fresh git repository."""
+    in a fresh git repository; conf/ pointed at the digits demo if `demo`. A new project's
+    params.yaml, which its first `make pipeline` composes, is composed first."""
     files = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -125,6 +193,10 @@ def copy_tracked_files(dest: Path) -> Path:
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
+    if demo:
+        as_demo(dest / "conf")
+    if not (dest / "params.yaml").is_file():
+        run(["python", "-m", "mlpipeline.stages.compose"], dest)
     run(["git", "init", "-q"], dest)
     commit_all(dest, "copy")
     return dest
@@ -160,7 +232,7 @@ def tiny_params(base: Path, *overrides: str) -> tuple[Path, Any]:
     from mlpipeline.config import compose_config, validate_config
 
     (base / "raw").mkdir(parents=True, exist_ok=True)
-    cfg = tiny(compose_config(ROOT / "conf", ["trainer.max_epochs=2", *overrides])[1], base)
+    cfg = tiny(compose_config(CONF, ["trainer.max_epochs=2", *overrides])[1], base)
     params = base / "params.yaml"
     params.write_text(yaml.safe_dump(cfg.dump(), sort_keys=False), encoding="utf-8")
     return params, validate_config(yaml.safe_load(params.read_text()))
@@ -173,6 +245,12 @@ def stages_run(output: str) -> list[str]:
     ]
 
 
+# DVC's own lines and the lines a stage may print beside its one: per epoch, per composed setting
+QUIET_PREFIXES = (
+    "Generating lock file", "Updating lock file", "Use `dvc push`", "epoch ", "compose: "
+)  # fmt: skip
+
+
 def assert_one_line_per_stage(proc: subprocess.CompletedProcess) -> None:
     """What a user reads of `dvc repro` (or `dvc exp run`): nothing on stderr (no warning, no
     library's info line), and each stage that ran printed one line, beside train's one per epoch
@@ -182,11 +260,7 @@ def assert_one_line_per_stage(proc: subprocess.CompletedProcess) -> None:
     for line in lines:
         if line.startswith("Running stage '"):
             next(lines)  # DVC's "> <command>"
-            said = [
-                s
-                for s in itertools.takewhile(bool, lines)
-                if not s.startswith(("Updating lock file", "Use `dvc push`", "epoch ", "compose: "))
-            ]
+            said = [s for s in itertools.takewhile(bool, lines) if not s.startswith(QUIET_PREFIXES)]
             assert len(said) == 1, f"{line}\n" + "\n".join(said)
 
 
@@ -594,7 +668,7 @@ def run_stages_in_process(base: Path, *overrides: str) -> Any:
     from mlpipeline.stages.profile import profile
     from mlpipeline.stages.train import train
 
-    cfg = tiny(compose_config(ROOT / "conf", list(overrides))[1], base)
+    cfg = tiny(compose_config(CONF, list(overrides))[1], base)
     for stage in (ingest, prepare, features, train, evaluate, export, profile):
         stage(cfg)
     return cfg

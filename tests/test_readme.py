@@ -1,5 +1,5 @@
 """The README is a manual a newcomer can follow: every command of its quickstart
-and of its "where to change what" table runs, in a test here or in .ci/run."""
+and of its "where to change what" table runs, in a test here or on the CI machine (.ci/run)."""
 
 from __future__ import annotations
 
@@ -49,15 +49,19 @@ def as_python(command: str) -> str:
     return f"make_command({', '.join(words[1:])})" if words[0] == '"make"' else ", ".join(words)
 
 
+# what the template's CI machine runs on the repository (.ci/run: the template's own file, which
+# tests/template/test_projects.py holds to this list; a generated project has no .ci/)
+RUN_BY_CI = ("make lint", "make test-all", "make test", "make pipeline", "make smoke")
+
+
 def test_every_command_of_the_quickstart_and_the_table_is_run_somewhere() -> None:
-    ci = (ROOT / ".ci/run").read_text()
     tests = "".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
     # the quickstart's curl line and the table's own-data command are run below, as written
     here = ("curl ", "dvc exp run -S data=tabular")
     commands = [c for c in quickstart() + table_commands() if not c.startswith(here)]
     assert commands
-    not_run = [c for c in commands if c not in ci and as_python(c) not in tests]
-    assert not not_run, f"run these in a test or in .ci/run: {not_run}"
+    not_run = [c for c in commands if c not in RUN_BY_CI and as_python(c) not in tests]
+    assert not not_run, f"run these in a test or in .ci/run (RUN_BY_CI): {not_run}"
 
 
 @pytest.mark.slow

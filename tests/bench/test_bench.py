@@ -73,8 +73,18 @@ BENCHES = {
     "cross-cpu": Bench("cross_cpu.py", section="cross-cpu", tools=("qemu-x86_64",)),
     "sweeps": Bench("sweeps.py", section="sweeps"),
     "warm-workers": Bench("warm_workers.py", section="warm-workers"),
-    "orchestration": Bench(
-        "orchestration.py", section="orchestration", tools=("airflow",), prepare=link_airflow
+    # bench/orchestration.py comes with Airflow: a project made without it has none
+    **(
+        {
+            "orchestration": Bench(
+                "orchestration.py",
+                section="orchestration",
+                tools=("airflow",),
+                prepare=link_airflow,
+            )
+        }
+        if (ROOT / "bench/orchestration.py").is_file()
+        else {}
     ),
     "serve-table": Bench("serve.py", args=("--table",), section="serving-records", tools=("wrk",)),
     "serve-image": Bench(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, one_line_error, run
+from helpers import CONF, ROOT, one_line_error, run
 
 from mlpipeline.config import check_targets, compose_config, instantiate, validate_config
 from mlpipeline.errors import PipelineError
@@ -29,7 +29,7 @@ COMPOSE = [sys.executable, "-m", "mlpipeline.stages.compose"]
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """A directory with a copy of conf/, where the compose stage runs."""
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    shutil.copytree(CONF, tmp_path / "conf")
     return tmp_path
 
 
@@ -238,7 +238,7 @@ def dvc_plugin(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], Any]:
 
     def composed(overrides: list[str]) -> Any:
         runpy.run_path(str(DVC_PLUGIN))
-        with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+        with initialize_config_dir(str(CONF), version_base=None):
             return compose(config_name="config", overrides=overrides)
 
     return composed

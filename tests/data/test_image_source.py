@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import ROOT
+from helpers import CONF
 from PIL import Image
 
 from mlpipeline.config import compose_config
@@ -376,7 +376,7 @@ def test_natural_order() -> None:
 
 
 def test_project_null_is_named_after_the_folder(tmp_path: Path) -> None:
-    _, cfg = compose_config(ROOT / "conf", ["data=images", "data.source.path=data/raw/My Pets"])
+    _, cfg = compose_config(CONF, ["data=images", "data.source.path=data/raw/My Pets"])
     assert cfg.project == "my-pets" and cfg.tracking.registered_model == "my-pets"
     # `kind: images` alone names the class, as `kind: csv` does
     section = Source.model_validate({"kind": "images", "path": "data/raw/x"})

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import ROOT
+from helpers import CONF, ROOT
 
 from mlpipeline.data.sources import load_digits, read_ingested, source_for
 from mlpipeline.errors import PipelineError
@@ -226,7 +226,7 @@ def test_a_users_own_source_kind_is_one_class_and_one_conf_file(
 
     (tmp_path / "usersource.py").write_text(USER_SOURCE, encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
-    conf = Path(shutil.copytree(ROOT / "conf", tmp_path / "conf"))
+    conf = Path(shutil.copytree(CONF, tmp_path / "conf"))
     config = conf / "config.yaml"
     config.write_text(
         config.read_text().replace("allowed_targets: [", "allowed_targets: [usersource, ")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from helpers import ROOT, tiny, tiny_params
+from helpers import CONF, tiny, tiny_params
 
 from mlpipeline.config import compose_config, validate_config
 from mlpipeline.errors import PipelineError
@@ -66,7 +66,7 @@ def own_conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "src/mymodules").mkdir(parents=True)
     (tmp_path / "src/mymodules/__init__.py").write_text(OWN_MODULES)
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
-    conf = Path(shutil.copytree(ROOT / "conf", tmp_path / "conf"))
+    conf = Path(shutil.copytree(CONF, tmp_path / "conf"))
     config = conf / "config.yaml"
     text = config.read_text().replace("allowed_targets: [", "allowed_targets: [mymodules, ")
     config.write_text(text)
@@ -148,8 +148,8 @@ def test_a_modules_arguments_are_checked_against_its_class(
 
 def test_the_task_chooses_its_module() -> None:
     regression = ["task=regression", "data=tabular", "model=mlp"]
-    assert compose_config(ROOT / "conf")[1].module.target.endswith("module.Classifier")
-    cfg = compose_config(ROOT / "conf", regression)[1]
+    assert compose_config(CONF)[1].module.target.endswith("module.Classifier")
+    cfg = compose_config(CONF, regression)[1]
     assert cfg.task == "regression" and cfg.module.target.endswith("module.Regressor")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import yaml
-from helpers import ROOT, free_port, stop, wait_for_server
+from helpers import CONF, free_port, stop, wait_for_server
 
 from mlpipeline.config import compose_config
 from mlpipeline.ops.rules import rules_text
@@ -108,7 +108,7 @@ def monitored(binary: str, model: Path, work: Path, workers: int = 2) -> Iterato
     Prometheus `binary`, scraping it and evaluating the rules; stop both at the end."""
     work.mkdir(parents=True, exist_ok=True)
     model_port, prometheus_port = free_port(), free_port()
-    monitoring = compose_config(ROOT / "conf", MONITORING)[1].monitoring
+    monitoring = compose_config(CONF, MONITORING)[1].monitoring
     (work / "rules.yml").write_text(rules_text(monitoring, f"{INTERVAL_S:g}s"), encoding="utf-8")
     config = {
         "global": {"scrape_interval": f"{INTERVAL_S:g}s", "evaluation_interval": "1s"},

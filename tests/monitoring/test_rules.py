@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from helpers import ROOT, copy_tracked_files, make_command, one_line_error, run
+from helpers import CONF, ROOT, copy_tracked_files, make_command, one_line_error, run
 
 from mlpipeline.config import compose_config
 from mlpipeline.ops.rules import RULES_FILE, rules_text
@@ -21,7 +21,7 @@ RULE_TESTS = RULES.with_name("rules.test.yml")
 
 
 def test_the_committed_rules_are_what_make_rules_writes_from_the_default_config() -> None:
-    _, cfg = compose_config(ROOT / "conf")
+    _, cfg = compose_config(CONF)
     assert RULES.read_text(encoding="utf-8") == rules_text(cfg.monitoring), "run `make rules`"
 
 
@@ -36,7 +36,7 @@ def test_make_rules_writes_them_from_params_yaml(tmp_path) -> None:
 def test_the_thresholds_and_window_come_from_the_config() -> None:
     overrides = ["monitoring.drift.window=10m", "monitoring.drift.critical=0.4",
                  "monitoring.alerts.job=scorer", "monitoring.drift.min_rows=7"]  # fmt: skip
-    _, cfg = compose_config(ROOT / "conf", overrides)
+    _, cfg = compose_config(CONF, overrides)
     groups = yaml.safe_load(rules_text(cfg.monitoring, "5s"))["groups"]
     assert {g["interval"] for g in groups} == {"5s"}
     by_name = {r.get("record") or r["alert"]: r for g in groups for r in g["rules"]}
@@ -97,9 +97,3 @@ def test_the_install_script_leaves_an_installed_prometheus_alone(promtool: str) 
     # CI calls it before the tests (.ci/run, ci.yml); where both binaries exist it does nothing
     proc = run(["bash", str(ROOT / "scripts" / "install-test-tools.sh"), "prometheus"], ROOT)
     assert proc.stdout == "" and proc.stderr == ""
-
-
-def test_the_install_script_refuses_an_unknown_package_in_one_line() -> None:
-    script = str(ROOT / "scripts" / "install-test-tools.sh")
-    proc = run(["bash", script, "prometheus", "grafana"], ROOT, check=False)
-    assert proc.returncode == 2 and "unknown package 'grafana'" in proc.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.csv as pv
 import pytest
-from helpers import ROOT, make_command, mixed_table, one_line_error, run
+from helpers import ROOT, demo_params, make_command, mixed_table, one_line_error, run
 
 from mlpipeline.data.features import number_values, text_values
 from mlpipeline.serving import profile as bins
@@ -42,7 +42,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def check(data: Path, profile: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mlpipeline.ops.drift", str(data), "--profile", str(profile)],
+        [sys.executable, "-m", "mlpipeline.ops.drift", str(data), "--profile", str(profile),
+         "--params", str(demo_params())],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
 

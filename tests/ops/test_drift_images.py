@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, one_line_error
+from helpers import ROOT, demo_params, one_line_error
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
@@ -79,7 +79,7 @@ def check(data: Path, reference: tuple[Path, Path]) -> subprocess.CompletedProce
     profile, card = reference
     return subprocess.run(
         [sys.executable, "-m", "mlpipeline.ops.drift", str(data), "--profile", str(profile),
-         "--card", str(card)],
+         "--card", str(card), "--params", str(demo_params())],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
 

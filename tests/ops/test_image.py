@@ -270,7 +270,8 @@ def test_cli_without_a_daemon_says_so_in_one_line(
     extra = ["--test", str(tmp_path), "--reference", str(x)] if command == "smoke" else []
     proc = subprocess.run(
         [sys.executable, "-m", module, command, *extra],
-        env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"},
+        # a tag given: a new project has no params.yaml to name the image from before its first run
+        env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock", "IMAGE_TAG": "t:1"},
         capture_output=True,
         text=True,
         check=False,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import (
+    CONF,
     ROOT,
     STAGES,
     UP_TO_DATE,
@@ -40,8 +41,9 @@ def test_dvc_repro_trains_exports_registers_and_the_app_answers(
     fitted two epochs with Lightning, exported ONNX after its parity check, registered a version
     in MLflow, and left nothing stale; the real app then answers as the export stage did."""
     log = (tiny_baseline.parent / "dvc-repro.log").read_text()
-    # an image's features are its prepared arrays as they are: DVC restores them from the cache
-    assert set(stages_run(log)) == set(STAGES) - {"features"}, log
+    # an image's features are its prepared arrays as they are: where the copy has the demo's
+    # dvc.lock DVC restores them from the cache, else the stage runs (a project on its own data)
+    assert set(STAGES) - {"features"} <= set(stages_run(log)), log
     assert run(["dvc", "status"], tiny_repo).stdout == UP_TO_DATE
     params = (tiny_repo / "params.yaml").read_text()
     assert "max_epochs: 2" in params and "_target_: myproject.models.nets.CNN" in params
@@ -181,7 +183,7 @@ def test_bad_input_stops_the_stage_with_one_line_and_no_output(tmp_path: Path, c
         "-m",
         "mlpipeline.stages.compose",
         "--conf",
-        str(ROOT / "conf"),
+        str(CONF),
         *overrides,
     ]
     composed = run(compose, tmp_path, check=stage != "compose")

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import CONF
 
 from mlpipeline.errors import PipelineError
 from mlpipeline.sweep.grid import prevalidate
@@ -29,7 +29,7 @@ from mlpipeline.sweep.grid import prevalidate
 def test_a_sweep_override_with_a_forbidden_target_or_resolver_is_refused(
     tmp_path: Path, argv: list[str]
 ) -> None:
-    conf = Path(shutil.copytree(ROOT / "conf", tmp_path / "conf"))
+    conf = Path(shutil.copytree(CONF, tmp_path / "conf"))
     with pytest.raises(PipelineError) as err:
         prevalidate(conf, argv)
     message = str(err.value)

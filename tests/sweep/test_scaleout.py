@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from helpers import ROOT, run, tiny_params
+from helpers import CONF, run, tiny_params
 
 from mlpipeline.stages.evaluate import evaluate
 from mlpipeline.stages.features import features
@@ -44,7 +44,7 @@ def test_two_process_cpu_ddp_matches_one_process(tmp_path: Path) -> None:
 
 
 def test_multirun_with_ddp_gives_one_directory_and_run_per_trial(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    shutil.copytree(CONF, tmp_path / "conf")
     cmd = ["python", "-m", "mlpipeline.sweep", "-m", "optimizer.lr=0.003,0.01", "trainer=ddp_cpu"]
     out = run([*cmd, "trainer.max_epochs=2", "hydra.sweep.dir=sweep"], tmp_path)
     # a failing rank 1 need not fail the sweep (in the last trial it dies after rank 0 is done)
@@ -61,7 +61,7 @@ def test_multirun_with_ddp_gives_one_directory_and_run_per_trial(tmp_path: Path)
 def test_sweep_through_submitit_runs_each_trial_as_a_job(tmp_path: Path) -> None:
     """hydra/launcher=submitit_local pickles the trial function, submits one job per trial and
     collects their results, as submitit_slurm does through sbatch on a cluster."""
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    shutil.copytree(CONF, tmp_path / "conf")
     cmd = ["python", "-m", "mlpipeline.sweep", "-m", "optimizer.lr=0.003,0.01"]
     launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
     out = run([*cmd, "trainer.max_epochs=1", "hydra.sweep.dir=sweep", *launcher], tmp_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from helpers import ROOT, one_line_error, run
+from helpers import CONF, one_line_error, run
 
 from mlpipeline.artifacts import md5_file
 
@@ -28,7 +28,7 @@ def mlflow_runs(repo: Path):
     ids=["basic", "joblib"],
 )
 def test_grid_sweep_nests_one_run_per_trial(tmp_path: Path, launcher: list[str]) -> None:
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    shutil.copytree(CONF, tmp_path / "conf")
     cmd = ["python", "-m", "mlpipeline.sweep", "-m", "optimizer.lr=0.003,0.01", "model=cnn,mlp"]
     out = run([*cmd, "trainer.max_epochs=2", "hydra.sweep.dir=sweep", *launcher], tmp_path).stdout
     assert "best:" in out
@@ -49,7 +49,7 @@ def test_grid_sweep_nests_one_run_per_trial(tmp_path: Path, launcher: list[str])
 
 
 def test_a_cross_validated_sweep_records_mean_and_std_per_trial(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    shutil.copytree(CONF, tmp_path / "conf")
     cmd = ["python", "-m", "mlpipeline.sweep", "-m", "optimizer.lr=0.003,0.01", "cv.folds=5"]
     run([*cmd, "trainer.max_epochs=1", "sweep.metric=val_acc", "sweep.direction=maximize",
          "hydra.sweep.dir=sweep"], tmp_path)  # fmt: skip
@@ -69,7 +69,7 @@ def test_a_cross_validated_sweep_records_mean_and_std_per_trial(tmp_path: Path) 
 
 
 def test_optuna_search_optimises_the_configured_metric(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    shutil.copytree(CONF, tmp_path / "conf")
     cmd = ["python", "-m", "mlpipeline.sweep", "hparams_search=optuna", "hydra.sweeper.n_trials=3"]
     run([*cmd, "trainer.max_epochs=2", "hydra.sweep.dir=sweep"], tmp_path)
     best = yaml.safe_load((tmp_path / "sweep/best.yaml").read_text())
@@ -97,7 +97,7 @@ def test_optuna_search_optimises_the_configured_metric(tmp_path: Path) -> None:
     ],
 )
 def test_sweep_validates_every_trial_before_any_work(tmp_path: Path, args, message) -> None:
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    shutil.copytree(CONF, tmp_path / "conf")
     proc = run(["python", "-m", "mlpipeline.sweep", *args], tmp_path, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0
