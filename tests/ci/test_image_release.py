@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -15,14 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import ROOT, run
-from test_workflows import load
-
-WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
-SCRIPTS = ROOT / "scripts"
-PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
-VERSION_COMMENT = re.compile(r"#\s*v\d+\.\d+\.\d+\s*$")
-MAKE_TARGET = re.compile(r"^([a-z][a-z-]*):", re.MULTILINE)
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+from test_workflows import SCRIPTS, load
 
 
 def test_release_jobs_hold_only_what_they_need() -> None:

@@ -9,6 +9,7 @@ Imports the standard library and copier alone: it runs before anything else is i
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -52,24 +53,56 @@ def twins(root: Path = ROOT) -> list[str]:
     ]
 
 
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=template", "-c", "user.email=template@localhost", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-    )
+GIT_ID = {
+    "GIT_AUTHOR_NAME": "template test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "template test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+}
+
+
+def git(repo: Path, *args: str) -> bytes:
+    """git in `repo` with a fixed identity; its stdout, or an error with git's message."""
+    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, env=os.environ | GIT_ID)
+    if proc.returncode:
+        raise RuntimeError(f"git {' '.join(args)}: {proc.stderr.decode()[-2000:]}")
+    return proc.stdout
+
+
+def commit_all(repo: Path, message: str) -> None:
+    """Commit every file of `repo`, a git repository made first if it is none yet."""
+    if not (repo / ".git").exists():
+        git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "--all")
+    git(repo, "commit", "-q", "--no-verify", "-m", message)
+
+
+def copy_tree(dest: Path, root: Path = ROOT) -> None:
+    """Copy root's working tree (`working_tree`) into `dest`."""
+    for name in working_tree(root):
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, dest / name, follow_symlinks=False)
 
 
 def template_copy(dest: Path, root: Path = ROOT) -> Path:
     """A git repository at `dest` holding root's working tree in one commit; `dest`."""
-    for name in working_tree(root):
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(root / name, dest / name)
-    _git(dest, "init", "-q", "-b", "main")
-    _git(dest, "add", "-A")
-    _git(dest, "commit", "-q", "--no-verify", "-m", "template")
+    copy_tree(dest, root)
+    commit_all(dest, "template")
     return dest
+
+
+def as_a_user(cmd: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
+    """Run `cmd` in a project as its user would: without this test run's variables (pytest's,
+    the venv's, MLflow's, the template's own make's flags); TORCH_INDEX passes through."""
+    own = ("PYTEST_", "MLFLOW_", "VIRTUAL_ENV")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(own) and k not in {"PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
+    }
+    return subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env | GIT_ID
+    )
 
 
 def render(template: Path, dest: Path, answers: Mapping[str, object] | None = None) -> Path:

@@ -5,12 +5,11 @@ torch is downloaded once, if at all."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from render import ROOT, project_files, render
+from render import ROOT, as_a_user, commit_all, project_files, render
 from test_readme import RUN_BY_CI
 
 # the issue's three answer sets: the answers, and whether `make pipeline` runs too (the defaults'
@@ -28,27 +27,14 @@ MAKE_TIMEOUT_S = 3600
 
 
 def make(project: Path, target: str) -> subprocess.CompletedProcess:
-    """`make <target>` in `project` as its user runs it, with the caller's TORCH_INDEX (the
-    template's own make's variables and flags stay out of it); its output goes to the log."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    env = {k: v for k, v in env.items() if not k.startswith(("VIRTUAL_ENV", "MLFLOW_"))}
-    torch = [f"TORCH_INDEX={os.environ['TORCH_INDEX']}"] if "TORCH_INDEX" in os.environ else []
-    proc = subprocess.run(
-        ["make", target, *torch],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=MAKE_TIMEOUT_S,
-        check=False,
-    )
+    """`make <target>` in `project` as its user runs it; its output goes to the log."""
+    proc = as_a_user(["make", target], project, MAKE_TIMEOUT_S)
     print(
         f"$ make {target}  (exit {proc.returncode})\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
     )
     return proc
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ANSWER_SETS)
 def test_a_generated_project_passes_its_own_make_test_and_pipeline(
     template: Path, tmp_path: Path, name: str
@@ -56,10 +42,7 @@ def test_a_generated_project_passes_its_own_make_test_and_pipeline(
     answers, pipeline = ANSWER_SETS[name]
     project = render(template, tmp_path / name, answers)
     print(f"{name}: {answers}\n" + "\n".join(project_files(project)))
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copier copy"]):
-        subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=project, check=True
-        )
+    commit_all(project, "copier copy")
     assert make(project, "test").returncode == 0, f"{name}: make test failed (log above)"
     if pipeline:
         assert make(project, "pipeline").returncode == 0, f"{name}: make pipeline failed"

@@ -10,7 +10,6 @@ import difflib
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.version import InvalidVersion, Version
-from render import ANSWERS, ROOT, working_tree
+from render import ANSWERS, ROOT, as_a_user, commit_all, copy_tree, git, working_tree
 
 pytestmark = pytest.mark.slow
 
@@ -27,12 +26,6 @@ VERSION_FILE = "kit/mlpipeline/__init__.py"
 # the project's `make test` installs the whole lock and runs the fast tier: far longer than a
 # render, and bounded so that a hang fails the test
 MAKE_TIMEOUT_S = 3600
-GIT_ID = {
-    "GIT_AUTHOR_NAME": "template test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "template test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-}
 
 # the user's edits: a network of their own, a stage of their own (its module and its dvc.yaml
 # entry; its output outside the kit's folders, as a release before 0.3.0 took no path of a
@@ -92,26 +85,10 @@ def test_wide_maps_a_batch_to_one_score_per_class() -> None:
 CONF_FILE, CONF_FROM, CONF_TO = "conf/optimizer/adamw.yaml", "lr: 0.003\n", "lr: 0.002\n"
 
 
-def git(*args: str, cwd: Path, data: bytes | None = None) -> bytes:
-    """Run git in `cwd` with a fixed identity; fail with its message."""
-    proc = subprocess.run(
-        ["git", *args], cwd=cwd, input=data, capture_output=True, env=os.environ | GIT_ID
-    )
-    assert proc.returncode == 0, f"git {' '.join(args)}: {proc.stderr.decode()[-2000:]}"
-    return proc.stdout
-
-
 def run(cmd: list[str], cwd: Path, timeout: int = 600) -> str:
-    """Run a command outside this test's environment (no pytest or venv variables): as a user
-    would in their project; fail with its output's tail."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PYTEST_", "MLFLOW_")) and k not in {"VIRTUAL_ENV", "PYTHONPATH"}
-    }
-    proc = subprocess.run(
-        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env | GIT_ID
-    )
+    """Run a command as the project's user would (`render.as_a_user`); fail with its output's
+    tail."""
+    proc = as_a_user(cmd, cwd, timeout)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-6000:]}"
     return output
@@ -126,7 +103,7 @@ def previous_release(current: Version) -> tuple[str, Version] | None:
     """The commit of the release before `current`: the newest tag `vX.Y.Z` older than it, else
     the newest commit in history with an older kit version and a copier.yml."""
     tags = []
-    for tag in git("tag", "--list", "v*", cwd=ROOT).decode().split():
+    for tag in git(ROOT, "tag", "--list", "v*").decode().split():
         try:
             tags.append((Version(tag[1:]), tag))
         except InvalidVersion:
@@ -134,8 +111,8 @@ def previous_release(current: Version) -> tuple[str, Version] | None:
     older = sorted(t for t in tags if t[0] < current)
     if older:
         version, tag = older[-1]
-        return git("rev-parse", f"{tag}^{{commit}}", cwd=ROOT).decode().strip(), version
-    for commit in git("rev-list", "HEAD", cwd=ROOT).decode().split():
+        return git(ROOT, "rev-parse", f"{tag}^{{commit}}").decode().strip(), version
+    for commit in git(ROOT, "rev-list", "HEAD").decode().split():
         shown = subprocess.run(
             ["git", "show", f"{commit}:{VERSION_FILE}"], cwd=ROOT, capture_output=True, text=True
         )
@@ -153,22 +130,16 @@ def template_repository(tmp: Path, previous: str, old: Version, new: Version) ->
     (tagged with the current version), as the template's history will."""
     repo = tmp / "template"
     repo.mkdir()
-    git("init", "--quiet", "--initial-branch=main", cwd=repo)
-    archive = git("archive", "--format=tar", previous, cwd=ROOT)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+    with tarfile.open(fileobj=io.BytesIO(git(ROOT, "archive", "--format=tar", previous))) as tar:
         tar.extractall(repo, filter="tar")
-    git("add", "--all", cwd=repo)
-    git("commit", "--quiet", "-m", f"release {old}", cwd=repo)
-    git("tag", f"v{old}", cwd=repo)
-    for path in git("ls-files", "-z", cwd=repo).decode().split("\0"):
+    commit_all(repo, f"release {old}")
+    git(repo, "tag", f"v{old}")
+    for path in git(repo, "ls-files", "-z").decode().split("\0"):
         if path:
             (repo / path).unlink()
-    for path in working_tree():
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / path, repo / path, follow_symlinks=False)
-    git("add", "--all", cwd=repo)
-    git("commit", "--quiet", "-m", f"release {new}", cwd=repo)
-    git("tag", f"v{new}", cwd=repo)
+    copy_tree(repo)
+    commit_all(repo, f"release {new}")
+    git(repo, "tag", f"v{new}")
     return repo
 
 
@@ -178,14 +149,7 @@ def copier(*args: str, cwd: Path) -> str:
 
 def snapshot(project: Path) -> dict[str, bytes]:
     """Every file a commit of `project` would hold, but Copier's answers file."""
-    listed = git("ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=project)
-    paths = {p for p in listed.decode().split("\0") if p and (project / p).is_file()}
-    return {p: (project / p).read_bytes() for p in sorted(paths - {ANSWERS})}
-
-
-def commit_all(project: Path, message: str) -> None:
-    git("add", "--all", cwd=project)
-    git("commit", "--quiet", "-m", message, cwd=project)
+    return {p: (project / p).read_bytes() for p in working_tree(project) if p != ANSWERS}
 
 
 def edit_as_a_user(project: Path) -> None:
@@ -236,7 +200,6 @@ def test_a_users_project_takes_the_next_release_with_copier_update(tmp_path: Pat
     project = tmp_path / "my-project"
     copier("copy", "--trust", "--defaults", "--vcs-ref", f"v{old}", str(template), str(project),
            cwd=tmp_path)  # fmt: skip
-    git("init", "--quiet", "--initial-branch=main", cwd=project)
     commit_all(project, "generated")
     generated = snapshot(project)
     edit_as_a_user(project)
@@ -247,13 +210,13 @@ def test_a_users_project_takes_the_next_release_with_copier_update(tmp_path: Pat
     fresh = tmp_path / "fresh"
     copier("copy", "--trust", "--defaults", "--vcs-ref", f"v{current}", str(template), str(fresh),
            cwd=tmp_path)  # fmt: skip
-    git("init", "--quiet", cwd=fresh)
+    git(fresh, "init", "--quiet")
     released = snapshot(fresh)
 
     print(copier("update", "--trust", "--defaults", cwd=project))
-    git("add", "--all", cwd=project)
+    git(project, "add", "--all")
     print(f"what the user sees (v{old} -> v{current}):")
-    print(git("diff", "--cached", "--stat", cwd=project).decode())
+    print(git(project, "diff", "--cached", "--stat").decode())
     updated = snapshot(project)
 
     rejected = sorted(p for p in updated if p.endswith(".rej"))
