@@ -35,6 +35,7 @@ def make(project: Path, target: str) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ANSWER_SETS)
 def test_a_generated_project_passes_its_own_make_test_and_pipeline(
     template: Path, tmp_path: Path, name: str
