@@ -13,6 +13,7 @@ from helpers import mixed_table
 
 from mlpipeline.artifacts import md5_dir, read_json
 from mlpipeline.data.splits import SPLITS
+from mlpipeline.errors import PipelineError
 from mlpipeline.stages.data_report import data_report
 from mlpipeline.stages.ingest import ingest
 from mlpipeline.stages.prepare import prepare
@@ -146,3 +147,10 @@ def test_a_regression_reports_the_targets_distribution(make_cfg, tmp_path) -> No
     assert len(train["histogram"]["edges"]) == cfg.data_report.bins + 1
     assert report["columns"]["width"]["association"]["measure"] == "|Pearson r|"
     assert report["columns"]["color"]["association"]["measure"] == "correlation ratio (eta)"
+
+
+def test_without_prepared_data_it_says_to_prepare_first(make_cfg) -> None:
+    cfg = make_cfg()
+    with pytest.raises(PipelineError, match="run the prepare stage first"):
+        data_report(cfg)
+    assert not cfg.paths.data_report.exists()

@@ -49,12 +49,13 @@ SPLIT_COLOURS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868"}
 @dataclass(frozen=True)
 class Scan:
     """One split as the report reads it: each column's kind (numeric or categorical) and
-    type, the row count, and its batches (column name -> float64 values with NaN missing for
-    a numeric column, a pyarrow array for a categorical one)."""
+    type, the row count, and its batches: each its row count and its columns one at a time,
+    (name, values): float64 with NaN missing for a numeric column, a pyarrow array of text for
+    a categorical one, converted as they are asked for (one column's copy held at a time)."""
 
     columns: dict[str, tuple[str, str]]
     rows: int
-    batches: Callable[[], Iterator[dict[str, Any]]]
+    batches: Callable[[], Iterator[tuple[int, Iterator[tuple[str, Any]]]]]
     extra: dict[str, Any] = field(default_factory=dict)  # top-level keys of report.json
 
 
@@ -89,11 +90,13 @@ def table_scan(directory: Path, split: str, batch_rows: int = TABLE_BATCH_ROWS) 
     schema = parquet.schema_arrow
     columns = {f.name: (_table_kind(f.type), str(f.type)) for f in schema}
 
-    def batches() -> Iterator[dict[str, Any]]:
+    def values(batch: Any) -> Iterator[tuple[str, Any]]:
+        for name, (kind, _) in columns.items():
+            yield name, _table_values(batch.column(name), kind)
+
+    def batches() -> Iterator[tuple[int, Iterator[tuple[str, Any]]]]:
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=list(columns)):
-            yield {
-                name: _table_values(batch.column(name), kind) for name, (kind, _) in columns.items()
-            }
+            yield batch.num_rows, values(batch)
 
     return Scan(columns, parquet.metadata.num_rows, batches)
 
@@ -111,9 +114,10 @@ def image_scan(directory: Path, split: str, statistics: Callable[[np.ndarray], A
     rows = len(x)
     del x  # the chunks are read, not mapped: the process holds one at a time
 
-    def batches() -> Iterator[dict[str, Any]]:
+    def batches() -> Iterator[tuple[int, Iterator[tuple[str, Any]]]]:
         for images in array_chunks(path, chunk):
-            yield {names[key]: values for key, values in statistics(images).items()}
+            found = statistics(images)
+            yield len(images), ((names[key], values) for key, values in found.items())
 
     columns = {name: (NUMERIC, "double") for name in sorted(names.values())}
     return Scan(columns, rows, batches, {"image": {"shape": shape}})
@@ -255,11 +259,10 @@ def scan_split(scan: Scan, settings: Any, seed: int) -> SplitScan:
     index = sample_rows(scan.rows, settings.sample_rows, seed)
     parts: dict[str, list[Any]] = {name: [] for name in scan.columns}
     start = 0
-    for batch in scan.batches():
-        size = len(next(iter(batch.values()))) if batch else 0
+    for size, batch in scan.batches():
         lo, hi = np.searchsorted(index, [start, start + size])
         taken = index[lo:hi] - start
-        for name, values in batch.items():
+        for name, values in batch:
             counts[name].add(values)
             parts[name].append(
                 values[taken] if isinstance(values, np.ndarray) else values.take(taken)
