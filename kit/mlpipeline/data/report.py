@@ -608,7 +608,10 @@ def _grouped_bars(ax: Any, names: list[str], shares: dict[str, list[float]]) -> 
         ax.bar(positions, values, width, label=split, color=SPLIT_COLOURS.get(split))
     ax.set_xticks(np.arange(len(names)), [n[:18] for n in names], rotation=45, ha="right")
     ax.set_ylabel("share")
-    ax.legend()
+    # headroom above the tallest bar for the legend, which would otherwise hide bars
+    tallest = max((max(v, default=0.0) for v in shares.values()), default=0.0)
+    ax.set_ylim(0, 1.25 * (tallest or 1.0))
+    ax.legend(loc="upper center", ncol=len(shares))
 
 
 def _histograms(ax: Any, edges: list[float], shares: dict[str, list[float]]) -> None:
