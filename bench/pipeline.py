@@ -50,6 +50,8 @@ LAZY_IMPORTS = {
     # the digits file is read without importing scikit-learn
     "ingest": "pyarrow.parquet",
     "prepare": "pyarrow.parquet sklearn.model_selection",
+    "data_report": "pyarrow.parquet pyarrow.compute matplotlib.pyplot "
+    "matplotlib.backends.backend_agg",
     "features": "",  # images are copied as prepared
     "crossval": "",  # off by default (cv.folds: 0)
     "train": "lightning torch torchmetrics hydra.utils mlpipeline.data.datamodule "

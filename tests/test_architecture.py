@@ -219,6 +219,7 @@ NOT_TRAINING = [
     "compose",
     "ingest",
     "prepare",
+    "data_report",
     "features",
     "evaluate",
     "export",

@@ -18,7 +18,7 @@ PATHS = {
 KIT = "kit/mlpipeline"
 # the project's code: its data sources (what the data stages may run) and all of it
 PROJECT_DATA, PROJECT = "src/myproject/data", "src/myproject"
-DATA_STAGES = ("ingest", "prepare", "features")
+DATA_STAGES = ("ingest", "prepare", "data_report", "features")
 
 
 def entries(stage: str, *kinds: str) -> set[str]:
@@ -36,6 +36,7 @@ def test_each_path_is_written_by_the_stage_that_owns_it() -> None:
     assert PATHS["raw"] in entries("ingest", "deps")
     assert outputs("ingest") == {PATHS["ingested"]}
     assert outputs("prepare") == {PATHS["prepared"]}
+    assert outputs("data_report") == {PATHS["data_report"]}
     assert outputs("train") == {PATHS["model"], PATHS["history"]}
     assert outputs("evaluate") == {PATHS["metrics"], PATHS["eval"], PATHS["figures"]}
     assert outputs("export") == {PATHS["onnx"], PATHS["card"], PATHS["reference"]}

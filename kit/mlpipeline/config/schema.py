@@ -54,6 +54,7 @@ class Paths(Section):
     raw: Path
     ingested: Path
     prepared: Path
+    data_report: Path
     features: Path
     model: Path
     history: Path
@@ -228,6 +229,16 @@ class Callbacks(BaseModel):
         return {k: v for k, v in (self.model_extra or {}).items() if v is not None}
 
 
+class DataReport(Section):
+    """The data report the `data_report` stage writes (paths.data_report)."""
+
+    sample_rows: int = Field(ge=100)  # a seeded sample of at most this many rows per split
+    distinct_cap: int = Field(ge=1)  # distinct values counted exactly up to this many
+    top_values: int = Field(ge=1, le=200)  # categorical: the most frequent values listed
+    bins: int = Field(ge=2, le=200)  # histogram bins per numeric column and target
+    max_plots: int = Field(ge=0)  # column histograms drawn, the most associated first
+
+
 class Evaluate(Section):
     batch_size: int = Field(ge=1)
     calibration_bins: int = Field(ge=2)
@@ -333,6 +344,7 @@ class Config(Section):
     trainer: Trainer
     callbacks: Callbacks
     cv: CrossValidation
+    data_report: DataReport
     evaluate: Evaluate
     export: Export
     tracking: Tracking

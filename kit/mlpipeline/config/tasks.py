@@ -111,6 +111,23 @@ class Task:
         module mlpipeline.serving.profile (passed in: the core imports no layer above it)."""
         raise NotImplementedError
 
+    def label_report(
+        self, labels: dict[str, np.ndarray], classes: list[str] | None, bins: int
+    ) -> dict[str, dict[str, Any]]:
+        """The data report's label per split (`labels`: split -> its encoded labels, train
+        first): class shares, or the target's distribution."""
+        raise NotImplementedError
+
+    def numeric_association(self, values: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        """How strongly a numeric column (present values only) goes with the label, 0..1:
+        {"measure": its name, "value": it}."""
+        raise NotImplementedError
+
+    def categorical_association(self, codes: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        """How strongly a categorical column (`codes`: one integer per value, missing one of
+        them) goes with the label, 0..1: {"measure": its name, "value": it}."""
+        raise NotImplementedError
+
     def sample_losses(self, outputs: Any, y: np.ndarray) -> np.ndarray:
         """Each test row's loss (float64), as the task measures it."""
         raise NotImplementedError
@@ -269,6 +286,28 @@ class Classification(Task):
         }
         return scalars, files
 
+    def label_report(
+        self, labels: dict[str, np.ndarray], classes: list[str] | None, bins: int
+    ) -> dict[str, dict[str, Any]]:
+        """Each class's share of the split's rows."""
+        names = classes or []
+        return {
+            split: {
+                "classes": dict(
+                    zip(names, _shares(np.bincount(y, minlength=len(names))), strict=True)
+                )
+            }
+            for split, y in labels.items()
+        }
+
+    def numeric_association(self, values: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        """The correlation ratio (eta) of the column's values grouped by class."""
+        return {"measure": "correlation ratio (eta)", "value": correlation_ratio(values, y)}
+
+    def categorical_association(self, codes: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        """Cramér's V of the column's values against the classes."""
+        return {"measure": "Cramér's V", "value": cramers_v(codes, y)}
+
     def profile_prediction(
         self, profile: Any, outputs: np.ndarray, classes: list[str] | None, bins: int
     ) -> Any:
@@ -398,6 +437,37 @@ class Regression(Task):
         ]
         return regression_metrics(outputs, y), {"predictions": rows}
 
+    def label_report(
+        self, labels: dict[str, np.ndarray], classes: list[str] | None, bins: int
+    ) -> dict[str, dict[str, Any]]:
+        """The target's mean, standard deviation, quantiles, and histogram on `bins` bins
+        spanning the training split's range, the same edges for every split."""
+        train = np.asarray(labels["train"], dtype=np.float64)
+        edges = np.histogram_bin_edges(train, bins) if len(train) else np.linspace(0, 1, bins + 1)
+        report = {}
+        for split, y in labels.items():
+            y = np.asarray(y, dtype=np.float64)
+            counts = np.histogram(np.clip(y, edges[0], edges[-1]), edges)[0]
+            report[split] = {
+                "mean": float(y.mean()) if len(y) else None,
+                "std": float(y.std()) if len(y) else None,
+                "quantiles": quantiles(y),
+                "histogram": {"edges": edges.tolist(), "shares": _shares(counts)},
+            }
+        return report
+
+    def numeric_association(self, values: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        """The absolute Pearson correlation of the column and the target."""
+        values, y = np.asarray(values, np.float64), np.asarray(y, np.float64)
+        if len(y) < 2 or values.std() == 0 or y.std() == 0:
+            return {"measure": "|Pearson r|", "value": 0.0}
+        value = abs(float(np.corrcoef(values, y)[0, 1]))
+        return {"measure": "|Pearson r|", "value": value}
+
+    def categorical_association(self, codes: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        """The correlation ratio (eta) of the target grouped by the column's values."""
+        return {"measure": "correlation ratio (eta)", "value": correlation_ratio(y, codes)}
+
     def profile_prediction(
         self, profile: Any, outputs: np.ndarray, classes: list[str] | None, bins: int
     ) -> Any:
@@ -413,6 +483,52 @@ class Regression(Task):
     ) -> tuple[str, str]:
         """The values, to four significant digits."""
         return f"{float(y[row]):.4g}", f"{float(outputs[row]):.4g}"
+
+
+# the quantiles the data report gives of a numeric column or target
+QUANTILES = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95,
+             "p99": 0.99}  # fmt: skip
+
+
+def quantiles(values: np.ndarray) -> dict[str, float | None]:
+    """QUANTILES of `values` (finite floats); None each when there are none."""
+    if not len(values):
+        return dict.fromkeys(QUANTILES)
+    found = np.quantile(values, list(QUANTILES.values()))
+    return {name: float(v) for name, v in zip(QUANTILES, found, strict=True)}
+
+
+def _shares(counts: np.ndarray) -> list[float]:
+    return (np.asarray(counts, np.float64) / max(int(np.sum(counts)), 1)).tolist()
+
+
+def correlation_ratio(values: np.ndarray, groups: np.ndarray) -> float:
+    """Eta: the square root of the share of `values`' variance that lies between the means
+    of `groups` (integer codes); 0 for constant values or fewer than two rows."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return 0.0
+    _, codes = np.unique(groups, return_inverse=True)
+    counts = np.bincount(codes)
+    means = np.bincount(codes, weights=values) / counts
+    total = float(((values - values.mean()) ** 2).sum())
+    between = float((counts * (means - values.mean()) ** 2).sum())
+    return float(np.sqrt(between / total)) if total > 0 else 0.0
+
+
+def cramers_v(a: np.ndarray, b: np.ndarray) -> float:
+    """Cramér's V of two integer-coded variables (no bias correction); 0 when either has a
+    single value."""
+    _, a = np.unique(a, return_inverse=True)
+    _, b = np.unique(b, return_inverse=True)
+    rows, columns = a.max(initial=-1) + 1, b.max(initial=-1) + 1
+    if min(rows, columns) < 2:
+        return 0.0
+    table = np.zeros((rows, columns), dtype=np.float64)
+    np.add.at(table, (a, b), 1.0)
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+    chi2 = float(((table - expected) ** 2 / expected).sum())
+    return float(np.sqrt(chi2 / (table.sum() * (min(rows, columns) - 1))))
 
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (Classification, Regression)}

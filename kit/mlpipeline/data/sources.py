@@ -36,6 +36,7 @@ from mlpipeline.artifacts import (
 )
 from mlpipeline.config import Config, locate
 from mlpipeline.config.schema import suggest
+from mlpipeline.data.report import Scan, image_scan, scans_of, table_scan
 from mlpipeline.data.splits import (
     SPLITS,
     prepare_arrays,
@@ -363,6 +364,7 @@ class Source:
     network_input: ClassVar[str]  # the network's input inside the exported model
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")  # what it can feed
     figures: ClassVar[tuple[str, ...]] = ()  # the PNGs (by name) `draw_figures` writes
+    report_kind: ClassVar[str]  # the data report's "kind": table or images
 
     def load(self, raw_dir: Path) -> Dataset | Table:
         """The data in memory (or opened to be read in batches)."""
@@ -435,6 +437,14 @@ class Source:
         """What the profile's input bins are, for the stage's line."""
         raise NotImplementedError
 
+    def report_scans(
+        self, cfg: Config, profile: Any, batch_rows: int = TABLE_BATCH_ROWS
+    ) -> dict[str, Scan]:
+        """The data report's reading of each prepared split (mlpipeline.data.report.Scan),
+        `batch_rows` rows at a time where the kind reads rows; `profile` is the service's
+        profile module (passed in, as for `profile_columns`)."""
+        raise NotImplementedError
+
     def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
         """The exported model's inputs for the prepared test split, in batches."""
         raise NotImplementedError
@@ -451,6 +461,7 @@ class ImageArrays(Source):
     exported model takes the arrays' dtype."""
 
     figures = (LARGEST_LOSS,)
+    report_kind = "images"
 
     def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
         """The prepared arrays as they are: the network normalises its own input."""
@@ -475,6 +486,14 @@ class ImageArrays(Source):
 
     def profile_summary(self, columns: list[Any]) -> str:
         return f"{len(columns)} image statistics"
+
+    def report_scans(
+        self, cfg: Config, profile: Any, batch_rows: int = TABLE_BATCH_ROWS
+    ) -> dict[str, Scan]:
+        """Per channel, each image's mean and standard deviation, as numeric columns."""
+        return scans_of(
+            cfg.paths.prepared, lambda d, split: image_scan(d, split, profile.image_statistics)
+        )
 
     def draw_figures(self, x: Any, worst: list[tuple[int, str, str]], out_dir: Path) -> list[Path]:
         """The test images with the largest loss, labelled."""
@@ -547,6 +566,7 @@ class TableFile(Source):
 
     input_kind = "records"
     network_input = "features"  # mlpipeline.data.features.OUTPUT
+    report_kind = "table"
 
     def __init__(
         self,
@@ -672,6 +692,13 @@ class TableFile(Source):
     def profile_summary(self, columns: list[Any]) -> str:
         kinds = {k: sum(c.kind == k for c in columns) for k in ("numeric", "categorical")}
         return f"{kinds['numeric']} numeric and {kinds['categorical']} categorical columns"
+
+    def report_scans(
+        self, cfg: Config, profile: Any, batch_rows: int = TABLE_BATCH_ROWS
+    ) -> dict[str, Scan]:
+        """The columns as prepared (those the features stage may drop too): numbers numeric,
+        everything else categorical."""
+        return scans_of(cfg.paths.prepared, lambda d, split: table_scan(d, split, batch_rows))
 
     def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
         # the table features import scikit-learn (seconds); digits never need them
