@@ -221,6 +221,7 @@ NOT_TRAINING = [
     "prepare",
     "features",
     "evaluate",
+    "explain",
     "export",
     "profile",
     "register",

@@ -48,6 +48,7 @@ from mlpipeline.data.splits import (
     write_prepared_table,
 )
 from mlpipeline.errors import PipelineError
+from mlpipeline.explain import ColumnAblation, Explainer, RegionOcclusion
 from mlpipeline.plots import LARGEST_LOSS, largest_loss_grid
 
 PARQUET_MAGIC = b"PAR1"
@@ -435,6 +436,11 @@ class Source:
         """What the profile's input bins are, for the stage's line."""
         raise NotImplementedError
 
+    def explainer(self, meta: dict[str, Any]) -> Explainer:
+        """How the explain stage perturbs this kind's inputs and names their parts
+        (`meta`: features/meta.json)."""
+        raise NotImplementedError
+
     def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
         """The exported model's inputs for the prepared test split, in batches."""
         raise NotImplementedError
@@ -475,6 +481,11 @@ class ImageArrays(Source):
 
     def profile_summary(self, columns: list[Any]) -> str:
         return f"{len(columns)} image statistics"
+
+    def explainer(self, meta: dict[str, Any]) -> Explainer:
+        """Occlusion of square windows; attributions per region of a 3x3 grid."""
+        channels, height, width = meta["input_shape"]
+        return RegionOcclusion((channels, height, width))
 
     def draw_figures(self, x: Any, worst: list[tuple[int, str, str]], out_dir: Path) -> list[Path]:
         """The test images with the largest loss, labelled."""
@@ -672,6 +683,15 @@ class TableFile(Source):
     def profile_summary(self, columns: list[Any]) -> str:
         kinds = {k: sum(c.kind == k for c in columns) for k in ("numeric", "categorical")}
         return f"{kinds['numeric']} numeric and {kinds['categorical']} categorical columns"
+
+    def explainer(self, meta: dict[str, Any]) -> Explainer:
+        """Ablation of whole source columns: their inputs grouped by features/meta.json."""
+        if "feature_columns" not in meta:
+            raise PipelineError(
+                "features/meta.json does not say which column each input came from (written "
+                "by an older kit): run the features stage again (dvc repro --force -s features)"
+            )
+        return ColumnAblation([c["name"] for c in meta["columns"]], meta["feature_columns"])
 
     def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
         # the table features import scikit-learn (seconds); digits never need them
