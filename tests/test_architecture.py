@@ -263,6 +263,7 @@ HEAVY = {
     "torchmetrics": "seconds to import; only evaluate computes metrics",
     "mlflow": "seconds to import; only register and the sweep log runs",
     "matplotlib": "a second to import; only evaluate renders plots",
+    "captum": "a second to import (matplotlib with it); only the explain stage attributes",
     "dvc": "not installed in Airflow's environment, which imports the DAG's modules",
     "networkx": "DVC's dependency: as dvc",
     "timm": "seconds to import; only a timm network needs it, and the project imports the api",

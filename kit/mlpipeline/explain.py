@@ -126,6 +126,7 @@ class ColumnAblation(Explainer):
     def attribute(
         self, forward: Callable, x: Any, baseline: Any, target: Any, per_eval: int
     ) -> Any:
+        # torch and Captum (matplotlib with it) take seconds; importing this module is free
         import torch
         from captum.attr import FeatureAblation
 
@@ -175,6 +176,7 @@ class RegionOcclusion(Explainer):
     def attribute(
         self, forward: Callable, x: Any, baseline: Any, target: Any, per_eval: int
     ) -> Any:
+        # Captum takes a second to import (matplotlib with it); importing this module is free
         from captum.attr import Occlusion
 
         window = self.window()
@@ -239,6 +241,7 @@ def explain_rows(
     """Attribute `task`'s explained output of `network` on the rows `x`, against the baseline
     from `train`, `batch_size` inputs per forward pass at most (the rows are taken a batch at
     a time, each batch perturbed `batch_size // rows` ways per pass)."""
+    # torch takes seconds to import; the sources import this module, and most stages never run it
     import torch
 
     sample = torch.as_tensor(np.asarray(x, dtype=np.float32))
