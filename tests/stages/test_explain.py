@@ -190,3 +190,21 @@ def test_the_baseline_is_the_training_mean_read_in_chunks(monkeypatch) -> None:
     assert per_channel.shape == (1, 2, 1, 1)
     assert np.allclose(per_channel.ravel(), x.mean(axis=(0, 2, 3)), atol=1e-5)
     assert np.allclose(training_mean(x.reshape(50, -1), ()), x.reshape(50, -1).mean(0), atol=1e-5)
+
+
+def test_a_grid_without_rows_is_still_drawn_and_says_so(tmp_path: Path) -> None:
+    """No wrong prediction in the sample: heatmaps_wrong.png is written, its title says so."""
+    import torch
+
+    from mlpipeline.config.tasks import Classification
+    from mlpipeline.explain import picked_rows
+
+    outputs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
+    picked = picked_rows(Classification(), outputs, np.array([0, 1, 0]), ["cat", "dog"], 2)
+    assert picked[0] == ("Correct predictions (test sample): image and attribution",
+                         [(0, "cat", "cat (0.90)"), (1, "dog", "dog (0.80)")])  # fmt: skip
+    assert picked[1] == ("Wrong predictions: none among the 3 explained test rows", [])
+    x = np.random.default_rng(0).uniform(0, 1, (3, 3, 16, 16)).astype(np.float32)
+    written = RegionOcclusion((3, 16, 16)).draw(x, np.zeros((3, 3, 16, 16)), picked, tmp_path)
+    assert [p.name for p in written] == ["heatmaps_correct.png", "heatmaps_wrong.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in written)
