@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 DVC = str(Path(PYTHON).parent / "dvc")
 STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
-GOALS = {"cold_s": 60.0, "noop_ratio": 1.5}
+GOALS = {"cold_s": 60.0, "noop_ratio": 1.5, "explain_ratio": 0.20}
 
 # What each stage imports inside its functions on the default pipeline, on top of
 # `import mlpipeline.stages.<stage>`: kept by hand, so check it when a stage's imports change.
@@ -60,6 +60,8 @@ LAZY_IMPORTS = {
     "evaluate": "torch torchmetrics.functional.classification mlpipeline.models.modelfile "
     "mlpipeline.determinism",
     "export": "torch torch.onnx onnxruntime mlpipeline.models.modelfile mlpipeline.determinism",
+    "explain": "torch captum.attr matplotlib.pyplot matplotlib.backends.backend_agg "
+    "mlpipeline.models.modelfile mlpipeline.determinism",
     "profile": "torch mlpipeline.models.modelfile mlpipeline.determinism",
     "register": "onnx onnxruntime mlflow.onnx mlflow.pyfunc mlflow.models "
     "mlflow.store.tracking.sqlalchemy_store mlflow.store.model_registry.sqlalchemy_store "
@@ -253,6 +255,17 @@ def report(results: Results, args: argparse.Namespace, loadavg: str) -> str:
         f"| DVC itself (repro - stages) | {results.cold_s - stage_total:.2f} | | | |",
         "",
     ]
+    if "explain" in results.stages and "train" in results.stages:
+        explain, train = results.stages["explain"], results.stages["train"]
+        explain_ratio = explain.wall_s / train.wall_s
+        work_ratio = (explain.wall_s - explain.import_s) / (train.wall_s - train.import_s)
+        lines += [
+            f"The explain stage took {explain_ratio:.2f} of the train stage's wall time (goal <= "
+            f"{GOALS['explain_ratio']:.2f}: "
+            f"{verdict(explain_ratio <= GOALS['explain_ratio'], cold_quiet)}); its work alone "
+            f"(wall - imports) {work_ratio:.2f} of train's.",
+            "",
+        ]
     full = statistics.median(f for f, _ in results.noop)
     one = statistics.median(o for _, o in results.noop)
     ratio = full / one

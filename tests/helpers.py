@@ -658,9 +658,10 @@ def export_image_model(base: Path, *overrides: str) -> Any:
 
 def run_stages_in_process(base: Path, *overrides: str) -> Any:
     """Compose conf/ with `overrides`, paths under `base`, and run the stages ingest to
-    export, and profile, in this process; returns the config."""
+    export, explain and profile, in this process; returns the config."""
     from mlpipeline.config import compose_config
     from mlpipeline.stages.evaluate import evaluate
+    from mlpipeline.stages.explain import explain
     from mlpipeline.stages.export import export
     from mlpipeline.stages.features import features
     from mlpipeline.stages.ingest import ingest
@@ -669,7 +670,7 @@ def run_stages_in_process(base: Path, *overrides: str) -> Any:
     from mlpipeline.stages.train import train
 
     cfg = tiny(compose_config(CONF, list(overrides))[1], base)
-    for stage in (ingest, prepare, features, train, evaluate, export, profile):
+    for stage in (ingest, prepare, features, train, evaluate, explain, export, profile):
         stage(cfg)
     return cfg
 

@@ -38,6 +38,7 @@ def test_each_path_is_written_by_the_stage_that_owns_it() -> None:
     assert outputs("prepare") == {PATHS["prepared"]}
     assert outputs("data_report") == {PATHS["data_report"]}
     assert outputs("train") == {PATHS["model"], PATHS["history"]}
+    assert outputs("explain") == {PATHS["attributions"], PATHS["explain"]}
     assert outputs("evaluate") == {PATHS["metrics"], PATHS["eval"], PATHS["figures"]}
     assert outputs("export") == {PATHS["onnx"], PATHS["card"], PATHS["reference"]}
     assert outputs("profile") == {PATHS["profile"]}
@@ -58,11 +59,12 @@ def test_compose_runs_on_every_repro() -> None:
     assert STAGES["compose"].get("always_changed") is True
 
 
-def test_the_test_metrics_are_the_one_metrics_file() -> None:
+def test_the_metrics_files_are_the_test_metrics_and_the_attributions() -> None:
     """`dvc metrics show` has a row per metrics file, of dashes when it holds no number: the
-    crossval stage's file (off by default) is a plain output, which evaluate reads."""
+    crossval stage's file (off by default) is a plain output, which evaluate reads; the
+    attributions are numbers on every run, so `dvc metrics diff` shows how importance moved."""
     declared = {s: entries(s, "metrics") for s in STAGES if entries(s, "metrics")}
-    assert declared == {"evaluate": {PATHS["metrics"]}}
+    assert declared == {"evaluate": {PATHS["metrics"]}, "explain": {PATHS["attributions"]}}
     assert entries("crossval", "outs") == {PATHS["cv"]}
     assert PATHS["cv"] in entries("evaluate", "deps")
 

@@ -99,3 +99,14 @@ def test_an_unreachable_store_is_named_with_its_password_masked(
     message = str(caught.value)
     assert message.startswith("MLflow tracking store http://user:***@127.0.0.1:"), message
     assert "s3cret" not in message and "\n" not in message
+
+
+def test_attributions_of_columns_named_with_any_characters_are_valid_metric_names() -> None:
+    from mlflow.utils.validation import _validate_metric_name
+
+    names = ["bill_length_mm", "price ($)", "a/b", "..", "x:y", "top_left", "é"]
+    metrics = tracking.attribution_metrics({n: 0.5 for n in names})
+    assert list(metrics)[:2] == ["attribution/bill_length_mm", "attribution/price ___"]
+    for name in metrics:
+        _validate_metric_name(name)  # raises on a name MLflow refuses
+    assert len(metrics) == len(names)

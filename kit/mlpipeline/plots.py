@@ -31,6 +31,10 @@ EVAL_COLUMNS = {
     "per_class": ["class", "precision", "recall", "f1", "support"],
     "predictions": ["actual", "predicted", "residual"],
 }
+# the explain stage's plot file in `paths.explain`, and its columns
+EXPLAIN_PLOTS = {"importance": "importance.csv"}
+EXPLAIN_COLUMNS = {"importance": ["name", "importance"]}
+HEATMAPS = ("heatmaps_correct", "heatmaps_wrong")  # the PNGs of images and their attributions
 HISTORY = "history"  # a Plot's source when it reads the training history (`paths.history`)
 LARGEST_LOSS = "largest_loss"  # the PNG of the test images with the largest loss
 LARGEST_LOSS_IMAGES = 16  # how many it shows at most
@@ -52,21 +56,38 @@ class Plot:
     y: tuple[str, ...]
     template: str = "linear"  # DVC's: linear, simple, scatter, confusion or bar_horizontal
 
-    def path(self, history: Path, eval_dir: Path) -> Path:
+    def path(self, history: Path, eval_dir: Path, explain_dir: Path | None = None) -> Path:
         """The CSV file it reads."""
+        if self.source in EXPLAIN_PLOTS:
+            return (explain_dir or eval_dir) / EXPLAIN_PLOTS[self.source]
         return history if self.source == HISTORY else eval_dir / EVAL_PLOTS[self.source]
 
 
-def definitions(plots: Sequence[Plot], history: Path, eval_dir: Path, at: Path) -> str:
+# the explain stage's bar plot, drawn for every task and data kind
+IMPORTANCE = Plot(
+    "importance",
+    "Mean |attribution| (test sample)",
+    "importance",
+    "importance",
+    ("name",),
+    "bar_horizontal",
+)
+
+
+def definitions(
+    plots: Sequence[Plot], history: Path, eval_dir: Path, at: Path, explain_dir: Path | None = None
+) -> str:
     """The text of a dvc.yaml at `at` that declares `plots` (paths relative to it, as DVC
-    reads them)."""
+    reads them; the explain stage's in `explain_dir`)."""
     entries = [
         {
             p.name: {
                 "title": p.title,
                 "template": p.template,
                 "x": p.x,
-                "y": {os.path.relpath(p.path(history, eval_dir), at.parent): list(p.y)},
+                "y": {
+                    os.path.relpath(p.path(history, eval_dir, explain_dir), at.parent): list(p.y)
+                },
             }
         }
         for p in plots
@@ -74,10 +95,12 @@ def definitions(plots: Sequence[Plot], history: Path, eval_dir: Path, at: Path) 
     return DEFINITIONS_HEADER + yaml.safe_dump({"plots": entries}, sort_keys=False)
 
 
-def write_definitions(plots: Sequence[Plot], history: Path, eval_dir: Path, at: Path) -> None:
+def write_definitions(
+    plots: Sequence[Plot], history: Path, eval_dir: Path, at: Path, explain_dir: Path | None = None
+) -> None:
     """Write the plot definitions for `dvc plots` to `at` (a dvc.yaml), atomically; an
     unchanged file is left as it is (the compose stage runs on every `dvc repro`)."""
-    write_text(at, definitions(plots, history, eval_dir, at))
+    write_text(at, definitions(plots, history, eval_dir, at, explain_dir))
 
 
 def render_plots(plots: Sequence[Plot], history: Path, eval_dir: Path, out_dir: Path) -> list[Path]:
@@ -140,6 +163,57 @@ def largest_loss_grid(x: Any, worst: Sequence[tuple[int, str, str]], out_dir: Pa
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{LARGEST_LOSS}.png"
+    # no Software entry: the bytes follow from the data alone
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def heatmap_grid(
+    x: Any, heatmaps: Any, picked: Sequence[tuple[int, str, str]], title: str, path: Path
+) -> Path:
+    """Draw `path` (a PNG): for each of `picked` ((row, true label, predicted label)) the image
+    `x[row]` beside its heatmap `heatmaps[row]` (H, W; red for what raised the explained
+    output, blue for what lowered it, on one scale for the grid); with nothing picked, the
+    title alone says so. Images drawn as `largest_loss_grid` draws them."""
+    # a second to import: compose imports this module for the definitions alone
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after use("Agg"): pyplot picks its backend on import
+
+    rows = [row for row, _, _ in picked]
+    images = np.asarray(x[rows], dtype=np.float64)
+    if np.asarray(x[:0]).dtype == np.uint8:
+        images /= 255.0
+    elif images.size:
+        low, high = images.min(), images.max()
+        images = (images - low) / ((high - low) or 1.0)
+    maps = np.asarray(heatmaps[rows], dtype=np.float64)
+    scale = float(np.abs(maps).max()) if maps.size else 1.0
+    pairs = min(2, max(len(picked), 1))  # image-heatmap pairs side by side
+    lines = max(-(-len(picked) // pairs), 1)
+    fig, axes = plt.subplots(
+        lines, 2 * pairs, figsize=(2.0 * 2 * pairs, 2.3 * lines + 0.5), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, (image, heat, (_, actual, predicted)) in enumerate(
+        zip(images, maps, picked, strict=True)
+    ):
+        shown, heated = axes.flat[2 * i], axes.flat[2 * i + 1]
+        pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+        shown.imshow(pixels, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        heated.imshow(heat, cmap="bwr", vmin=-(scale or 1.0), vmax=scale or 1.0,
+                      interpolation="nearest")  # fmt: skip
+        for ax in (shown, heated):
+            ax.set_axis_on()
+            ax.set(xticks=[], yticks=[])
+        shown.set_xlabel(f"true {actual}\npredicted {predicted}", fontsize=8)
+        heated.set_xlabel("attribution", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     # no Software entry: the bytes follow from the data alone
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)

@@ -26,6 +26,18 @@ REGISTRY_NEWS = re.compile(
     r"(Successfully registered model |Registered model .* already exists|Created version )"
 )
 
+ATTRIBUTION_PREFIX = "attribution/"  # the explain stage's values, as MLflow metrics
+EXPLAIN_ARTIFACTS = "explain"  # the run's folder of the explain stage's PNGs
+# what MLflow allows in a metric's path part without resolving to another (`..`, `a/`): any
+# other character of a column's name becomes "_"
+METRIC_NAME_OUTSIDE = re.compile(r"[^\w\- ]")
+
+
+def attribution_metrics(values: dict[str, float]) -> dict[str, float]:
+    """The explain stage's values (per column or region) as MLflow metrics
+    `attribution/<name>`, each name spelled as MLflow allows."""
+    return {f"{ATTRIBUTION_PREFIX}{METRIC_NAME_OUTSIDE.sub('_', k)}": v for k, v in values.items()}
+
 
 def repo_root() -> Path:
     """The main repository root, also from inside `dvc exp run --temp/--queue` workspaces
@@ -130,11 +142,14 @@ def log_pipeline_run(
     input_example: Any,
     signature: Any,
     model_files: Iterable[Path] = (),
+    attributions: dict[str, float] | None = None,
+    explain_figures: Iterable[Path] = (),
 ) -> dict[str, str]:
     """One MLflow run: params, per-epoch and test metrics, plots, the ONNX model registered
     as a new version of `registered_model` with its `signature` (an mlflow ModelSignature) and
-    `input_example`; `model_files` (the drift profile) beside the card. Returns run id and
-    model version."""
+    `input_example`; `model_files` (the drift profile) beside the card; the explain stage's
+    `attributions` as metrics `attribution/<name>` and its PNGs under `explain/`. Returns run
+    id and model version."""
     # only registration needs them, and the sweep's processes import this module too
     import onnx
     import onnxruntime
@@ -147,9 +162,12 @@ def log_pipeline_run(
         mlflow.log_metrics(
             {k if k.startswith("cv_") else f"test_{k}": float(v) for k, v in metrics.items()}
         )
+        mlflow.log_metrics(attribution_metrics(attributions or {}))
         mlflow.set_tags(tags)
         for path in artifacts:
             mlflow.log_artifact(str(path), artifact_path="reports")
+        for path in explain_figures:
+            mlflow.log_artifact(str(path), artifact_path=EXPLAIN_ARTIFACTS)
         mlflow.log_dict(card, "model_card.json")
         for path in model_files:
             mlflow.log_artifact(str(path))

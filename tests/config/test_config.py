@@ -20,7 +20,7 @@ from mlpipeline.config import (
 from mlpipeline.config import targets as target_checks
 from mlpipeline.errors import PipelineError
 from mlpipeline.ops.docker import DockerSettings, serve_image_tag
-from mlpipeline.plots import definitions
+from mlpipeline.plots import IMPORTANCE, definitions
 from mlpipeline.stages.compose import STAMP_TEXT, changes, compose_stage
 
 
@@ -54,9 +54,11 @@ def test_compose_stage_writes_the_tasks_plot_definitions_beside_params(tmp_path:
         "Validation error",
         "Predicted vs actual (test)",
         "Residuals (test)",
+        "Mean |attribution| (test sample)",  # the explain stage's, for every task
     ]
     # paths relative to the file, as DVC reads a dvc.yaml's
     assert panels["residuals"]["y"] == {"eval/predictions.csv": ["residual"]}
+    assert panels["importance"]["y"] == {"explain/importance.csv": ["name"]}
     assert panels["loss"]["y"] == {"train/history.csv": ["train_loss", "val_loss"]}
 
 
@@ -64,8 +66,8 @@ def test_plot_definitions_are_the_composition_of_conf() -> None:
     """The task's plot definitions, where composed (with params.yaml), are conf/'s task's."""
     _, cfg = compose_config(ROOT / "conf")
     expected = definitions(
-        task_for(cfg.task).plots, ROOT / cfg.paths.history, ROOT / cfg.paths.eval,
-        ROOT / cfg.paths.plots,
+        [*task_for(cfg.task).plots, IMPORTANCE], ROOT / cfg.paths.history, ROOT / cfg.paths.eval,
+        ROOT / cfg.paths.plots, ROOT / cfg.paths.explain,
     )  # fmt: skip
     if (ROOT / cfg.paths.plots).is_file():
         assert (ROOT / cfg.paths.plots).read_text() == expected, "run `dvc repro` and commit it"
@@ -138,6 +140,9 @@ def compose_error(tmp_path: Path, *overrides: str) -> str:
         (["trainer.max_epochs=0"], "trainer.max_epochs: Input should be greater than or equal"),
         (["data.split.val=0.3"], "must sum to 1"),
         (["data.batch_size=many"], "data.batch_size: Input should be a valid integer"),
+        (["explain.rows=0"], "explain.rows: Input should be greater than or equal to 1 (got 0)"),
+        (["explain.shown=0"], "explain.shown: Input should be greater than or equal to 1"),
+        (["explain.batch_size=0"], "explain.batch_size: Input should be greater than or equal"),
         (["data.source.kind=xlsx"], "'digits', 'csv', 'parquet'"),
         # data.source names a Source class, which says the tasks it feeds and takes its keys
         (["task=regression"], "Digits feeds task classification, not regression"),

@@ -23,6 +23,7 @@ from mlpipeline.models.modelfile import load_model
 from mlpipeline.models.training import HISTORY_COLUMNS
 from mlpipeline.serving.profile import read_profile
 from mlpipeline.stages.evaluate import evaluate
+from mlpipeline.stages.explain import explain
 from mlpipeline.stages.export import export
 from mlpipeline.stages.features import features
 from mlpipeline.stages.ingest import ingest
@@ -107,6 +108,7 @@ def test_export_matches_pytorch_and_register_logs_a_version(trained) -> None:
     assert json.loads(cfg.paths.card.read_text()) == card
 
     profile(cfg)
+    attributions = explain(cfg)["attribution"]
     receipt = register(cfg)
     assert read_json(cfg.paths.registration) == receipt
     assert receipt["onnx_md5"] == card["hashes"]["onnx"]
@@ -123,6 +125,13 @@ def test_export_matches_pytorch_and_register_logs_a_version(trained) -> None:
         "reports/accuracy.png",
         "reports/largest_loss.png",
     } <= artifacts
+    # the explain stage's attributions as metrics, its PNGs under explain/
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith("attribution/")} == {
+        f"attribution/{name}": value for name, value in attributions.items()
+    }
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "explain")} == {
+        "explain/heatmaps_correct.png", "explain/heatmaps_wrong.png", "explain/importance.png",
+    }  # fmt: skip
     logged_card = client.download_artifacts(run.info.run_id, "model_card.json", str(cfg.paths.eval))
     check = json.loads(Path(logged_card).read_text())["export_check"]
     assert 0 <= check["max_abs_diff"] <= cfg.export.atol

@@ -62,6 +62,8 @@ class Paths(Section):
     cv: Path
     eval: Path
     figures: Path
+    attributions: Path
+    explain: Path
     plots: Path
     onnx: Path
     card: Path
@@ -247,6 +249,14 @@ class Evaluate(Section):
     positive_class: str | None = None
 
 
+class Explain(Section):
+    """The `explain` stage: attributions of a seeded sample of the test split."""
+
+    rows: int = Field(ge=1)  # test rows explained at most (a seeded sample)
+    shown: int = Field(ge=1, le=32)  # images: correct and wrong rows per heatmap grid, each
+    batch_size: int = Field(ge=1)  # inputs per forward pass (a perturbed input counts as one)
+
+
 class Export(Section):
     opset: int = Field(ge=13)
     atol: float = Field(gt=0)
@@ -346,6 +356,7 @@ class Config(Section):
     cv: CrossValidation
     data_report: DataReport
     evaluate: Evaluate
+    explain: Explain
     export: Export
     tracking: Tracking
     sweep: Sweep

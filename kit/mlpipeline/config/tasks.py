@@ -30,6 +30,8 @@ class Task:
     sweep_metrics: ClassVar[tuple[str, ...]]  # the validation metrics a sweep may optimise
     plots: ClassVar[tuple[Plot, ...]]  # its panels in `dvc plots` and its PNGs
     has_classes: ClassVar[bool]  # whether the label's values are classes
+    explained_as: ClassVar[str]  # what the explain stage attributes, in words
+    outcomes: ClassVar[tuple[str, str]]  # the rows `well_predicted` splits into, as grids name them
 
     @property
     def files(self) -> list[str]:
@@ -138,6 +140,21 @@ class Task:
         """Row `row`'s true and predicted label, as a figure shows them."""
         raise NotImplementedError
 
+    def explained_output(self, network: Any) -> Any:
+        """The function of the network's input whose attributions the explain stage computes:
+        one value per row and class, or per row."""
+        raise NotImplementedError
+
+    def explained_target(self, outputs: Any) -> Any:
+        """Captum's `target` for rows whose unperturbed `predict` outputs are `outputs`: which
+        of `explained_output`'s values is explained per row (None: its only one)."""
+        return None
+
+    def well_predicted(self, outputs: Any, y: np.ndarray) -> np.ndarray:
+        """Which rows count as well predicted (bool per row) in the heatmap grids, whose
+        titles `outcomes` names (well predicted first)."""
+        raise NotImplementedError
+
     def largest_losses(
         self, outputs: Any, y: np.ndarray, classes: list[str] | None, count: int
     ) -> list[tuple[int, str, str]]:
@@ -165,6 +182,8 @@ class Classification(Task):
              "bar_horizontal"),
     )  # fmt: skip
     has_classes = True
+    explained_as = "the probability (softmax) of the class predicted on the unperturbed input"
+    outcomes = ("Correct predictions", "Wrong predictions")
 
     def output_size(self, classes: list[str] | None) -> int:
         return len(classes or [])
@@ -319,6 +338,18 @@ class Classification(Task):
         probs = np.asarray(outputs, dtype=np.float64)
         return -np.log(np.maximum(probs[np.arange(len(y)), y], 1e-12))
 
+    def explained_output(self, network: Any) -> Any:
+        """The class probabilities."""
+        return lambda x: network(x).softmax(dim=1)
+
+    def explained_target(self, outputs: Any) -> Any:
+        """The class predicted on the unperturbed row."""
+        return outputs.argmax(dim=1)
+
+    def well_predicted(self, outputs: Any, y: np.ndarray) -> np.ndarray:
+        """The predicted class is the true one."""
+        return np.asarray(outputs.argmax(dim=1)) == np.asarray(y)
+
     def labels(
         self, outputs: Any, y: np.ndarray, classes: list[str] | None, row: int
     ) -> tuple[str, str]:
@@ -344,6 +375,8 @@ class Regression(Task):
              "scatter"),
     )  # fmt: skip
     has_classes = False
+    explained_as = "the predicted value"
+    outcomes = ("Errors up to the median", "Errors above the median")
 
     def output_size(self, classes: list[str] | None) -> int:
         return 1
@@ -477,6 +510,15 @@ class Regression(Task):
     def sample_losses(self, outputs: Any, y: np.ndarray) -> np.ndarray:
         """The squared error."""
         return (np.asarray(outputs, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2
+
+    def explained_output(self, network: Any) -> Any:
+        """The predicted values, one per row."""
+        return lambda x: network(x).squeeze(1)
+
+    def well_predicted(self, outputs: Any, y: np.ndarray) -> np.ndarray:
+        """The absolute error is at most the sample's median one."""
+        errors = np.abs(np.asarray(outputs, dtype=np.float64) - np.asarray(y, dtype=np.float64))
+        return errors <= np.median(errors) if len(errors) else errors.astype(bool)
 
     def labels(
         self, outputs: Any, y: np.ndarray, classes: list[str] | None, row: int

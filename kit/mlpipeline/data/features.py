@@ -391,6 +391,25 @@ def feature_names(preprocessor: Any) -> list[str]:
     return [str(n) for n in preprocessor.get_feature_names_out()]
 
 
+def feature_columns(preprocessor: Any) -> list[str]:
+    """The source column of each network input, in the inputs' order, from the fitted
+    ColumnTransformer's parts (not from parsing names): a numeric column's scaled value, its
+    missing indicator, a categorical column's one-hot slots."""
+    sources: list[str] = []
+    for name, transformer, columns in preprocessor.transformers_:
+        if transformer == "drop" or not len(columns):
+            continue
+        if name == "categorical":
+            encoder = transformer.named_steps["onehot"]
+            for column, slots in zip(columns, encoder.categories_, strict=True):
+                sources += [column] * len(slots)
+        else:  # numeric values and missing indicators: one input per column
+            sources += list(columns)
+    if len(sources) != len(feature_names(preprocessor)):
+        raise AssertionError("the preprocessor's parts do not account for its every output")
+    return sources
+
+
 def to_onnx(preprocessor: Any, columns: list[Column], opset: int) -> Any:
     """The fitted preprocessor as an ONNX graph: one input per raw column, a vector of the
     batch's values (float with NaN for missing, or strings with "" for missing), one output
@@ -577,6 +596,8 @@ def write_table_features(cfg: Config) -> tuple[dict[str, Any], str]:
             "input_shape": [len(names)],
             "columns": [{"name": c.name, "kind": c.kind, "type": c.type} for c in columns],
             "feature_names": names,
+            # the explain stage groups the inputs back into the columns they came from
+            "feature_columns": feature_columns(preprocessor),
             # the preprocessing standardises: the network's own normalisation is the identity
             "normalization": {"mean": [0.0] * len(names), "std": [1.0] * len(names)},
         }

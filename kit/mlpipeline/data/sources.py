@@ -49,6 +49,7 @@ from mlpipeline.data.splits import (
     write_prepared_table,
 )
 from mlpipeline.errors import PipelineError
+from mlpipeline.explain import ColumnAblation, Explainer, RegionOcclusion
 from mlpipeline.plots import LARGEST_LOSS, largest_loss_grid
 
 PARQUET_MAGIC = b"PAR1"
@@ -445,6 +446,11 @@ class Source:
         profile module (passed in, as for `profile_columns`)."""
         raise NotImplementedError
 
+    def explainer(self, meta: dict[str, Any]) -> Explainer:
+        """How the explain stage perturbs this kind's inputs and names their parts
+        (`meta`: features/meta.json)."""
+        raise NotImplementedError
+
     def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
         """The exported model's inputs for the prepared test split, in batches."""
         raise NotImplementedError
@@ -494,6 +500,11 @@ class ImageArrays(Source):
         return scans_of(
             cfg.paths.prepared, lambda d, split: image_scan(d, split, profile.image_statistics)
         )
+
+    def explainer(self, meta: dict[str, Any]) -> Explainer:
+        """Occlusion of square windows; attributions per region of a 3x3 grid."""
+        channels, height, width = meta["input_shape"]
+        return RegionOcclusion((channels, height, width))
 
     def draw_figures(self, x: Any, worst: list[tuple[int, str, str]], out_dir: Path) -> list[Path]:
         """The test images with the largest loss, labelled."""
@@ -699,6 +710,15 @@ class TableFile(Source):
         """The columns as prepared (those the features stage may drop too): numbers numeric,
         everything else categorical."""
         return scans_of(cfg.paths.prepared, lambda d, split: table_scan(d, split, batch_rows))
+
+    def explainer(self, meta: dict[str, Any]) -> Explainer:
+        """Ablation of whole source columns: their inputs grouped by features/meta.json."""
+        if "feature_columns" not in meta:
+            raise PipelineError(
+                "features/meta.json does not say which column each input came from (written "
+                "by an older kit): run the features stage again (dvc repro --force -s features)"
+            )
+        return ColumnAblation([c["name"] for c in meta["columns"]], meta["feature_columns"])
 
     def test_feeds(self, cfg: Config, card: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
         # the table features import scikit-learn (seconds); digits never need them

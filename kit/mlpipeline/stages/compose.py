@@ -31,7 +31,7 @@ from mlpipeline.config.schema import flatten
 from mlpipeline.config.tasks import task_for
 from mlpipeline.determinism import prepare_process
 from mlpipeline.errors import PipelineError, exit_on_error
-from mlpipeline.plots import write_definitions
+from mlpipeline.plots import IMPORTANCE, write_definitions
 
 STAMP_TEXT = "params.yaml is composed from conf/ by the `compose` stage of dvc.yaml\n"
 
@@ -68,7 +68,8 @@ def compose_stage(
             )
     # the paths are relative to the repository's root, where params.yaml lies
     paths = config.paths.rebased(output.parent)
-    write_definitions(task_for(config.task).plots, paths.history, paths.eval, paths.plots)
+    plots = [*task_for(config.task).plots, IMPORTANCE]  # the task's, and the explain stage's
+    write_definitions(plots, paths.history, paths.eval, paths.plots, paths.explain)
     write_text(stamp, STAMP_TEXT)
     return config
 

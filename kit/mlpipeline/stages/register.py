@@ -31,7 +31,8 @@ from mlpipeline.git import state
 def register(cfg: Config) -> dict[str, Any]:
     """Log the run and register the model; write `paths.registration`; return the receipt."""
     paths = cfg.paths
-    for needed in (paths.onnx, paths.card, paths.profile, paths.metrics, paths.history):
+    needed_files = (paths.onnx, paths.card, paths.profile, paths.metrics, paths.history)
+    for needed in (*needed_files, paths.attributions):
         if not needed.is_file():
             raise PipelineError(f"{needed} not found: run the stages before register (dvc repro)")
     card = read_json(cfg.paths.card)
@@ -65,6 +66,8 @@ def register(cfg: Config) -> dict[str, Any]:
         input_example=example,
         signature=signature,
         model_files=[cfg.paths.profile],
+        attributions=read_json(cfg.paths.attributions)["attribution"],
+        explain_figures=sorted(cfg.paths.explain.glob("*.png")),
     )
     receipt = {
         "registered_model": cfg.tracking.registered_model,
