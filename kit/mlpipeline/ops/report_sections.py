@@ -83,6 +83,7 @@ def _table(
 def _figure(path: Path, draw: Callable[[Any], None], panels: int, size=(4.2, 3.2)) -> None:
     """One PNG of `panels` side by side, drawn by `draw(axes)`, as kit/mlpipeline/plots.py
     draws its own: Agg, tight layout, no Software entry so the bytes follow from the data."""
+    # a second to import: only a report with a data report or attributions draws
     import matplotlib
 
     matplotlib.use("Agg")
