@@ -388,6 +388,7 @@ def test_a_base_without_the_files_shows_this_changes_figures_alone(tmp_path: Pat
     ]
     for name in ("data_shift.png", "data_label.png", "attributions.png"):
         assert (tmp_path / "out" / name).read_bytes().startswith(PNG), name
+    assert "![Attributions: this change](attributions.png)" in importance
 
     # no files in the working tree: run the pipeline
     commit(repo, "the stages' outputs")

@@ -113,6 +113,11 @@ def _base_note(base: Side, where: str) -> list[str]:
     ]
 
 
+def _sides(base: object) -> str:
+    """What a picture shows: both sides, or this change's alone."""
+    return "this change" if base is None else "base and this change"
+
+
 def _bad_format(where: str, err: BaseException) -> PipelineError:
     return PipelineError(
         f"{where} is not in the format the report reads ({type(err).__name__}: {err}): "
@@ -461,9 +466,9 @@ def _data_section(
 
         _figure(out_dir / DATA_SHIFT_PNG, draw, len(drawn))
         what = "the largest shifts" if old is not None else "the most associated columns"
-        lines += ["", f"![Data: {what}, base and this change]({DATA_SHIFT_PNG})"]
+        lines += ["", f"![Data: {what}, {_sides(old)}]({DATA_SHIFT_PNG})"]
     if (out_dir / DATA_LABEL_PNG).is_file():
-        lines += ["", f"![Data: label balance, base and this change]({DATA_LABEL_PNG})"]
+        lines += ["", f"![Data: label balance, {_sides(old)}]({DATA_LABEL_PNG})"]
     return "\n".join(lines)
 
 
@@ -533,9 +538,9 @@ def attributions_section(base: Side, head: Side, where: str, out_dir: Path) -> s
         )
         ax.set_yticks(y, [n[:30] for n in top], fontsize=8)
         ax.invert_yaxis()  # the most important on top, as the explain stage draws it
-        ax.set(xlabel="mean |attribution|", title="Attributions, base and this change")
+        ax.set(xlabel="mean |attribution|", title=f"Attributions, {_sides(old)}")
         ax.legend(fontsize=8)
 
     _figure(out_dir / ATTRIBUTIONS_PNG, draw, 1, size=(6.0, 0.3 * len(top) + 1.5))
-    lines += ["", f"![Attributions: base and this change]({ATTRIBUTIONS_PNG})"]
+    lines += ["", f"![Attributions: {_sides(old)}]({ATTRIBUTIONS_PNG})"]
     return "\n".join(lines)
