@@ -7,8 +7,10 @@
                                                    and its author, the workflow's bot)
 
 Neither place shows images from a run, so the pictures become a list that points at the run's
-artifact. A missing report (the pipeline failed before it) is published as a short notice, so a
-stale report never stays up. `comment` reads GITHUB_TOKEN, PR_NUMBER, COMMENT_AUTHOR (the login
+artifact. A report longer than a comment may be is cut before its first section (`## ` heading)
+that does not fit, or at a paragraph, never inside a table, and says where the rest is. A
+missing report (the pipeline failed before it) is published as a short notice, so a stale
+report never stays up. `comment` reads GITHUB_TOKEN, PR_NUMBER, COMMENT_AUTHOR (the login
 that posts the comment; default github-actions[bot], whose token the workflow uses: anyone can
 write the marker, only the bot's own comment is updated) and the variables GitHub Actions sets
 (GITHUB_REPOSITORY, GITHUB_API_URL, GITHUB_SERVER_URL, GITHUB_RUN_ID); it talks to the REST
@@ -34,6 +36,7 @@ BOT = "github-actions[bot]"
 # GitHub rejects comment bodies over 65,536 characters
 MAX_BODY = 65_000
 IMAGE = re.compile(r"^!\[(?P<alt>[^\]]*)\]\((?P<src>[^)\s]+)\)\s*$", re.MULTILINE)
+SECTION = re.compile(r"^## (?P<title>[^\n(]*)", re.MULTILINE)
 
 
 class PublishError(Exception):
@@ -63,9 +66,36 @@ def render(report_dir: Path, artifact: str) -> str:
     text = path.read_text(encoding="utf-8")
     text = IMAGE.sub(lambda m: f"- {m['alt']}: `{m['src']}`", text)
     text = f"{MARKER}\n{text.rstrip()}\n\nPlots and the full report: {where}.\n"
-    if len(text) > MAX_BODY:
-        text = text[:MAX_BODY] + f"\n\n… (cut; the full report is in {where})\n"
-    return text
+    return cut(text, where) if len(text) > MAX_BODY else text
+
+
+def cut(text: str, where: str, limit: int = MAX_BODY) -> str:
+    """`text` shortened to at most `limit` characters at a section heading (else at a blank
+    line, so never inside a table), with a last line naming the sections left out and where
+    the full report is."""
+
+    def note(rest: str) -> str:
+        titles = [m["title"].strip() for m in SECTION.finditer(rest)]
+        left_out = f" ({', '.join(titles)})" if titles else ""
+        return (
+            f"\n\n… Cut here to fit GitHub's comment limit: the rest of the report{left_out} "
+            f"is in {where}.\n"
+        )
+
+    # the longest head that fits with its note: a whole number of sections, else paragraphs
+    for boundaries in ([m.start() for m in SECTION.finditer(text)], _paragraphs(text)):
+        fitting = [i for i in boundaries if i > 0 and i + len(note(text[i:])) <= limit]
+        if fitting:
+            end = max(fitting)
+            return text[:end].rstrip() + note(text[end:])
+    # no blank line early enough: the last line that fits
+    end = text.rfind("\n", 0, limit - len(note("")))
+    return text[: max(end, 0)] + note("")
+
+
+def _paragraphs(text: str) -> list[int]:
+    """Where each paragraph after a blank line starts."""
+    return [m.end() for m in re.finditer(r"\n\n+", text)]
 
 
 def write_summary(report_dir: Path, artifact: str) -> Path:

@@ -454,3 +454,34 @@ def test_summary_appends_the_report(tmp_path: Path) -> None:
     assert "`pr-report` artifact" in text
     outside = publish(tmp_path, "summary", str(out), GITHUB_STEP_SUMMARY="")
     assert outside.returncode == 1 and "GITHUB_STEP_SUMMARY is not set" in outside.stderr
+
+
+def test_a_report_over_the_limit_is_cut_at_a_section(tmp_path: Path) -> None:
+    limit = int(re.search(r"^MAX_BODY = ([\d_]+)", (SCRIPTS / "publish_report.py").read_text(),
+                          re.MULTILINE)[1])  # fmt: skip
+    table = "\n".join(
+        ["| column | value |", "|---|---|"] + [f"| c{i} | {i} |" for i in range(2000)]
+    )
+    sections = [f"## Section {n} (`file{n}`)\n\n{table}\n" for n in range(6)]
+    out = report_dir(tmp_path, "# Report\n\nthe lock matches\n\n" + "\n".join(sections))
+    summary = tmp_path / "summary.md"
+    proc = publish(tmp_path, "summary", str(out), GITHUB_STEP_SUMMARY=str(summary))
+    assert proc.returncode == 0, proc.stderr
+    body = summary.read_text()
+    assert len(body) <= limit
+    kept, note = body.rsplit("\n\n… ", 1)
+    # whole sections: each one kept ends with its table's last row
+    whole = kept.count("## Section")
+    assert whole >= 1 and kept.count("| c1999 | 1999 |") == whole
+    assert kept.rstrip().endswith("| c1999 | 1999 |")
+    left_out = ", ".join(f"Section {n}" for n in range(whole, 6))
+    assert note.startswith(
+        f"Cut here to fit GitHub's comment limit: the rest of the report ({left_out}) is in "
+        "the `pr-report` artifact of [this run]"
+    )
+
+    # one section longer than the limit: cut before its table, never inside it
+    out = report_dir(tmp_path, "# Report\n\nthe lock matches\n\n## Huge\n\n" + table * 20)
+    proc = publish(tmp_path, "summary", str(out), GITHUB_STEP_SUMMARY=str(tmp_path / "s2.md"))
+    body = (tmp_path / "s2.md").read_text()
+    assert len(body) <= limit and "| c0 |" not in body and "Cut here" in body

@@ -1,6 +1,7 @@
 """Tables through the real `dvc repro` and `dvc exp run` in temporary copies of this
 repository: a generated table with every kind of column (a regression, served and sent
-records) and scikit-learn's diabetes regression with cross-validation. A classification of a
+records), scikit-learn's diabetes regression with cross-validation, and the pull-request
+report of a change to a table's data. A classification of a
 table, the Palmer penguins, runs end to end and is served with the README's own command in
 tests/test_readme.py."""
 
@@ -13,8 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from helpers import (
+    STAGES,
     assert_one_line_per_stage,
     commit_all,
+    make_command,
     mixed_table,
     plot_panels,
     run,
@@ -103,3 +106,44 @@ def test_diabetes_regression_with_cross_validation(repo_copy: Path) -> None:
     assert list(panels) == [p.title for p in Regression.plots]
     assert all(filled == rows > 0 for rows, filled in panels.values()), panels
     assert [p.name for p in (repo_copy / "reports/eval").iterdir()] == ["predictions.csv"]
+
+
+def test_the_pr_report_shows_what_a_change_to_the_data_did(repo_copy: Path) -> None:
+    missing = [name for name in ("data_report", "explain") if name not in STAGES]
+    if missing:
+        pytest.skip(
+            f"dvc.yaml has no {' or '.join(missing)} stage: the report's data and attributions "
+            "sections read what they write (issue 35)"
+        )
+    frame = mixed_table(400, "classification")
+    add_table(repo_copy, "table.csv", frame)
+    use_table(repo_copy, "table.csv", "target", "classification")
+    run(["dvc", "repro"], repo_copy)
+    commit_all(repo_copy, "the table's pipeline")
+
+    # a fifth of the rows dropped, and width moved by three of its standard deviations
+    changed = frame.iloc[:320].copy()
+    changed["width"] += 9
+    changed.to_csv(repo_copy / "data/raw/table.csv", index=False)
+    run(["dvc", "add", "data/raw/table.csv"], repo_copy)
+    run(["dvc", "repro"], repo_copy)
+    run(make_command("report", "BASE=HEAD"), repo_copy)
+    out = repo_copy / "reports/pr"
+    report = (out / "report.md").read_text()
+
+    data = report.split("\n## Data report")[1].split("\n## ")[0]
+    train = next(line for line in data.splitlines() if line.startswith("| train |"))
+    before, after = (int(cell.replace(",", "")) for cell in train.split(" | ")[1:3])
+    assert after < before, train
+    changed_rows = data.split("Changed statistics")[1].split("Distribution shift")[0]
+    assert "| `width` | mean |" in changed_rows
+    shifts = [line for line in data.split("Distribution shift")[1].splitlines() if "| `" in line]
+    assert shifts[0].startswith("| `width` | numeric |") and shifts[0].endswith("moved |")
+
+    importance = report.split("\n## Attributions")[1].split("\n## ")[0]
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in importance.splitlines()}
+    for column in ("width", "color", "flag", "count"):
+        base, head = rows[f"| `{column}`"][1:3]
+        assert float(base) >= 0 and float(head) >= 0, rows[f"| `{column}`"]
+    for name in ("data_shift.png", "data_label.png", "attributions.png"):
+        assert (out / name).read_bytes().startswith(b"\x89PNG"), name

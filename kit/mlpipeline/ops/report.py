@@ -5,15 +5,18 @@
 Run it after `dvc repro`. It writes `report.md` and the plots it shows into the output
 directory: `dvc params diff` and `dvc metrics diff` against the base as Markdown tables, the
 task's plots as PNGs (those the evaluate stage rendered into `paths.figures`, titled as the
-task declares them), the data and model hashes of the base and of this change
-(from `dvc.lock` and the model card), and whether the `dvc.lock` committed at HEAD matches what
-was reproduced.
+task declares them), the data report's and the attributions' changes against the base's (tables
+and PNGs, mlpipeline.ops.report_sections), the data and model hashes of the base and of this
+change (from `dvc.lock` and the model card), and whether the `dvc.lock` committed at HEAD
+matches what was reproduced. The base's files are read from git, this change's from the
+working tree.
 The directory is replaced as a whole, atomically, and ignores itself in git.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -27,9 +30,16 @@ from mlpipeline.artifacts import atomic_path, read_json
 from mlpipeline.config import Config, load_config, task_for
 from mlpipeline.errors import PipelineError, exit_on_error
 from mlpipeline.git import git
+from mlpipeline.ops.report_sections import Side, attributions_section, data_section
 
 REPORT_NAME = "report.md"
 CARD_HASHES = ("data", "model", "onnx")
+DATA_REPORT_FILE = "report.json"  # in paths.data_report, the data_report stage's JSON
+# the paths of the data_report and explain stages, where params.yaml does not declare them yet
+OPTIONAL_PATHS = {
+    "data_report": Path("reports/data"),
+    "attributions": Path("reports/attributions.json"),
+}
 
 
 @dataclass(frozen=True)
@@ -72,15 +82,20 @@ def resolve_base(repo: Path, base: str) -> str:
         ) from None
 
 
-def dvc_table(repo: Path, what: str, base: str) -> str | None:
-    """`dvc <what> diff <base> --md`: the Markdown table, or None when nothing changed."""
+def dvc_table(repo: Path, what: str, base: str, leave_out: str | None = None) -> str | None:
+    """`dvc <what> diff <base> --md`: the Markdown table, or None when nothing changed; rows
+    of the file `leave_out` (a section of their own shows them) are left out."""
     # the dvc of this interpreter, whatever PATH says
     cmd = [sys.executable, "-m", "dvc", what, "diff", base, "--md"]
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
         raise PipelineError(f"dvc {what} diff {base} failed: {lines[-1].strip()}")
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    rows = [
+        line
+        for line in proc.stdout.splitlines()
+        if line.startswith("|") and line.strip("| ").split(" ", 1)[0] != leave_out
+    ]
     # a header and its rule line alone mean no differences
     return "\n".join(rows) if len(rows) > 2 else None
 
@@ -128,6 +143,36 @@ def _config(repo: Path) -> Config:
         return load_config(repo / "params.yaml")
     except PipelineError as err:
         raise PipelineError(f"cannot read the pipeline's paths: {err}") from None
+
+
+def optional_path(config: Config, name: str) -> Path:
+    """`paths.<name>` as params.yaml declares it (relative to the repository), else its
+    default from OPTIONAL_PATHS."""
+    declared = getattr(config.paths, name, None)
+    return Path(declared) if declared is not None else OPTIONAL_PATHS[name]
+
+
+def read_side(repo: Path, rev: str | None, path: Path) -> Side:
+    """A JSON file of the working tree (`rev` None) or of commit `rev`; its data is None when
+    there is no such file. A commit's unreadable file counts as absent (the report of this
+    change must not fail for it); the working tree's is a PipelineError."""
+    if rev is not None:
+        text = _git_file(repo, rev, path.as_posix())
+        try:
+            data = json.loads(text) if text is not None else None
+        except ValueError:
+            data = None
+        return Side(data if isinstance(data, dict) else None, rev[:7])
+    full = repo / path
+    if not full.is_file():
+        return Side(None, "this change")
+    try:
+        data = read_json(full)
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"cannot read {full}: {_first_line(err)}; re-run dvc repro") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{full} is not a JSON object: re-run dvc repro")
+    return Side(data, "this change")
 
 
 def _first_line(err: BaseException) -> str:
@@ -200,8 +245,10 @@ def build_report(repo: Path, base: str, out_dir: Path) -> Path:
     paths = config.paths.rebased(repo)
     card = _read_card(paths.card)
     lock = check_lock(repo)
+    data_report = optional_path(config, "data_report") / DATA_REPORT_FILE
+    attributions = optional_path(config, "attributions")
     params = dvc_table(repo, "params", base)
-    metrics = dvc_table(repo, "metrics", base)
+    metrics = dvc_table(repo, "metrics", base, leave_out=attributions.as_posix())
     head_lock = (repo / "dvc.lock").read_text(encoding="utf-8")
     base_lock = _git_file(repo, base_commit, "dvc.lock")
 
@@ -215,6 +262,12 @@ def build_report(repo: Path, base: str, out_dir: Path) -> Path:
                 )
             shutil.copyfile(figure, tmp / figure.name)
             plots.append(f"![{plot.title}]({figure.name})")
+        sides = [
+            (read_side(repo, base_commit, p), read_side(repo, None, p))
+            for p in (data_report, attributions)
+        ]
+        data = data_section(*sides[0], data_report.as_posix(), tmp, config.monitoring.drift)
+        importance = attributions_section(*sides[1], attributions.as_posix(), tmp)
         text = "\n".join(
             [
                 f"# Pipeline report: `{head}` against `{base}` (`{base_commit[:7]}`)",
@@ -227,7 +280,11 @@ def build_report(repo: Path, base: str, out_dir: Path) -> Path:
                 "",
                 f"## Metrics (`dvc metrics diff {base}`)",
                 "",
-                metrics or f"No metric differs from `{base}`.",
+                metrics or f"No metric differs from `{base}` (attributions: their section).",
+                "",
+                data,
+                "",
+                importance,
                 "",
                 "## Data and model hashes",
                 "",
