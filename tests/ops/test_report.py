@@ -239,20 +239,10 @@ def report_on(repo: Path, base: dict | None, head: dict | None, attributions=(No
 
 
 @pytest.fixture
-def reported_repo(repo_copy: Path) -> Path:
-    """The repository with what the report reads besides the new sections' files: a model
-    card (the pipeline's figures are committed), attributions declared as DVC metrics as the
-    explain stage declares them."""
-    write_json(repo_copy / "models/model_card.json", {"version": "1", "hashes": {}})
-    dvc_yaml = repo_copy / "dvc.yaml"
-    declared = "      - ${paths.metrics}:\n          cache: false\n"
-    assert declared in dvc_yaml.read_text()
-    dvc_yaml.write_text(
-        dvc_yaml.read_text().replace(
-            declared, f"{declared}      - {ATTRIBUTIONS_JSON}:\n          cache: false\n"
-        )
-    )
-    return repo_copy
+def reported_repo(tiny_repo: Path) -> Path:
+    """A reproduced and committed repository (its model card, figures and dvc.lock are what
+    the report reads besides the new sections' files; a generated project commits none)."""
+    return tiny_repo
 
 
 def test_data_and_attribution_sections_show_the_changes_largest_first(

@@ -40,6 +40,7 @@ from mlpipeline.data.splits import SPLITS, read_meta
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 OTHER, MISSING = "(other)", "(missing)"
 IMAGE_CHUNK_BYTES = 16 << 20  # bytes of images read at a time
+REPORT_JSON = "report.json"  # in paths.data_report: what the pull-request report compares
 # a numeric column's PSI counts the training split's deciles (and the missing values), as the
 # drift profile bins it: the histogram's narrow bins would make a small split's PSI noise
 PSI_BINS = 10
@@ -665,7 +666,7 @@ def write_report(report: dict[str, Any], out: Path, max_plots: int) -> None:
     drawn = plotted(report, max_plots)
     files = safe_names(drawn)
     with atomic_path(out, is_dir=True) as tmp:
-        (tmp / "report.json").write_text(json_text(written), encoding="utf-8")
+        (tmp / REPORT_JSON).write_text(json_text(written), encoding="utf-8")
         draw_label(report, tmp / "label.png")
         if drawn:
             (tmp / "columns").mkdir()

@@ -28,18 +28,13 @@ import yaml
 
 from mlpipeline.artifacts import atomic_path, read_json
 from mlpipeline.config import Config, load_config, task_for
+from mlpipeline.data.report import REPORT_JSON
 from mlpipeline.errors import PipelineError, exit_on_error
 from mlpipeline.git import git
 from mlpipeline.ops.report_sections import Side, attributions_section, data_section
 
 REPORT_NAME = "report.md"
 CARD_HASHES = ("data", "model", "onnx")
-DATA_REPORT_FILE = "report.json"  # in paths.data_report, the data_report stage's JSON
-# the paths of the data_report and explain stages, where params.yaml does not declare them yet
-OPTIONAL_PATHS = {
-    "data_report": Path("reports/data"),
-    "attributions": Path("reports/attributions.json"),
-}
 
 
 @dataclass(frozen=True)
@@ -145,13 +140,6 @@ def _config(repo: Path) -> Config:
         raise PipelineError(f"cannot read the pipeline's paths: {err}") from None
 
 
-def optional_path(config: Config, name: str) -> Path:
-    """`paths.<name>` as params.yaml declares it (relative to the repository), else its
-    default from OPTIONAL_PATHS."""
-    declared = getattr(config.paths, name, None)
-    return Path(declared) if declared is not None else OPTIONAL_PATHS[name]
-
-
 def read_side(repo: Path, rev: str | None, path: Path) -> Side:
     """A JSON file of the working tree (`rev` None) or of commit `rev`; its data is None when
     there is no such file. A commit's unreadable file counts as absent (the report of this
@@ -245,8 +233,9 @@ def build_report(repo: Path, base: str, out_dir: Path) -> Path:
     paths = config.paths.rebased(repo)
     card = _read_card(paths.card)
     lock = check_lock(repo)
-    data_report = optional_path(config, "data_report") / DATA_REPORT_FILE
-    attributions = optional_path(config, "attributions")
+    # relative: the base's files are read from git
+    data_report = config.paths.data_report / REPORT_JSON
+    attributions = config.paths.attributions
     params = dvc_table(repo, "params", base)
     metrics = dvc_table(repo, "metrics", base, leave_out=attributions.as_posix())
     head_lock = (repo / "dvc.lock").read_text(encoding="utf-8")
