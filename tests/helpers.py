@@ -658,8 +658,9 @@ def export_image_model(base: Path, *overrides: str) -> Any:
 
 def run_stages_in_process(base: Path, *overrides: str) -> Any:
     """Compose conf/ with `overrides`, paths under `base`, and run the stages ingest to
-    export, explain and profile, in this process; returns the config."""
+    export, the data report, explain and profile, in this process; returns the config."""
     from mlpipeline.config import compose_config
+    from mlpipeline.stages.data_report import data_report
     from mlpipeline.stages.evaluate import evaluate
     from mlpipeline.stages.explain import explain
     from mlpipeline.stages.export import export
@@ -670,7 +671,8 @@ def run_stages_in_process(base: Path, *overrides: str) -> Any:
     from mlpipeline.stages.train import train
 
     cfg = tiny(compose_config(CONF, list(overrides))[1], base)
-    for stage in (ingest, prepare, features, train, evaluate, explain, export, profile):
+    stages = (ingest, prepare, data_report, features, train, evaluate, explain, export, profile)
+    for stage in stages:
         stage(cfg)
     return cfg
 

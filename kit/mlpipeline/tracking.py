@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ REGISTRY_NEWS = re.compile(
 )
 
 ATTRIBUTION_PREFIX = "attribution/"  # the explain stage's values, as MLflow metrics
-EXPLAIN_ARTIFACTS = "explain"  # the run's folder of the explain stage's PNGs
 # what MLflow allows in a metric's path part without resolving to another (`..`, `a/`): any
 # other character of a column's name becomes "_"
 METRIC_NAME_OUTSIDE = re.compile(r"[^\w\- ]")
@@ -143,13 +142,13 @@ def log_pipeline_run(
     signature: Any,
     model_files: Iterable[Path] = (),
     attributions: dict[str, float] | None = None,
-    explain_figures: Iterable[Path] = (),
+    folders: Mapping[str, Path] | None = None,
 ) -> dict[str, str]:
     """One MLflow run: params, per-epoch and test metrics, plots, the ONNX model registered
     as a new version of `registered_model` with its `signature` (an mlflow ModelSignature) and
     `input_example`; `model_files` (the drift profile) beside the card; the explain stage's
-    `attributions` as metrics `attribution/<name>` and its PNGs under `explain/`. Returns run
-    id and model version."""
+    `attributions` as metrics `attribution/<name>`; each of `folders` (the explain stage's and the
+    data report's) whole under its name. Returns run id and model version."""
     # only registration needs them, and the sweep's processes import this module too
     import onnx
     import onnxruntime
@@ -166,8 +165,8 @@ def log_pipeline_run(
         mlflow.set_tags(tags)
         for path in artifacts:
             mlflow.log_artifact(str(path), artifact_path="reports")
-        for path in explain_figures:
-            mlflow.log_artifact(str(path), artifact_path=EXPLAIN_ARTIFACTS)
+        for name, folder in (folders or {}).items():
+            mlflow.log_artifacts(str(folder), artifact_path=name)
         mlflow.log_dict(card, "model_card.json")
         for path in model_files:
             mlflow.log_artifact(str(path))

@@ -22,6 +22,7 @@ from mlpipeline.errors import PipelineError
 from mlpipeline.models.modelfile import load_model
 from mlpipeline.models.training import HISTORY_COLUMNS
 from mlpipeline.serving.profile import read_profile
+from mlpipeline.stages.data_report import data_report
 from mlpipeline.stages.evaluate import evaluate
 from mlpipeline.stages.explain import explain
 from mlpipeline.stages.export import export
@@ -108,6 +109,7 @@ def test_export_matches_pytorch_and_register_logs_a_version(trained) -> None:
     assert json.loads(cfg.paths.card.read_text()) == card
 
     profile(cfg)
+    data_report(cfg)
     attributions = explain(cfg)["attribution"]
     receipt = register(cfg)
     assert read_json(cfg.paths.registration) == receipt
@@ -125,13 +127,18 @@ def test_export_matches_pytorch_and_register_logs_a_version(trained) -> None:
         "reports/accuracy.png",
         "reports/largest_loss.png",
     } <= artifacts
-    # the explain stage's attributions as metrics, its PNGs under explain/
+    # the explain stage's attributions as metrics; its folder under explain/, the data
+    # report's under data_report/
     assert {k: v for k, v in run.data.metrics.items() if k.startswith("attribution/")} == {
         f"attribution/{name}": value for name, value in attributions.items()
     }
     assert {a.path for a in client.list_artifacts(run.info.run_id, "explain")} == {
-        "explain/heatmaps_correct.png", "explain/heatmaps_wrong.png", "explain/importance.png",
+        "explain/explain.json", "explain/importance.csv", "explain/importance.png",
+        "explain/heatmaps_correct.png", "explain/heatmaps_wrong.png",
     }  # fmt: skip
+    assert {"data_report/report.md", "data_report/report.json", "data_report/label.png"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id, "data_report")
+    }
     logged_card = client.download_artifacts(run.info.run_id, "model_card.json", str(cfg.paths.eval))
     check = json.loads(Path(logged_card).read_text())["export_check"]
     assert 0 <= check["max_abs_diff"] <= cfg.export.atol

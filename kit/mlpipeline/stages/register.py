@@ -1,6 +1,6 @@
 """Stage `register`: the pipeline's MLflow run (params, per-epoch and test metrics, plots, model
-card, drift profile) with the exported ONNX model registered as a new version of
-`tracking.registered_model`.
+card, drift profile, attributions, data report) with the exported ONNX model registered as a new
+version of `tracking.registered_model`.
 
 Its own stage, after export, so that editing plot or tracking code re-runs this alone. Its
 output is a receipt of what was registered, which only the pipeline's inputs determine (the
@@ -35,6 +35,9 @@ def register(cfg: Config) -> dict[str, Any]:
     for needed in (*needed_files, paths.attributions):
         if not needed.is_file():
             raise PipelineError(f"{needed} not found: run the stages before register (dvc repro)")
+    for folder in (paths.explain, paths.data_report):
+        if not folder.is_dir():
+            raise PipelineError(f"{folder} not found: run the stages before register (dvc repro)")
     card = read_json(cfg.paths.card)
     metrics = read_json(cfg.paths.metrics)
     git = state(tracking.repo_root())
@@ -67,7 +70,7 @@ def register(cfg: Config) -> dict[str, Any]:
         signature=signature,
         model_files=[cfg.paths.profile],
         attributions=read_json(cfg.paths.attributions)["attribution"],
-        explain_figures=sorted(cfg.paths.explain.glob("*.png")),
+        folders={"explain": cfg.paths.explain, "data_report": cfg.paths.data_report},
     )
     receipt = {
         "registered_model": cfg.tracking.registered_model,
