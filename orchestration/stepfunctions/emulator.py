@@ -3,6 +3,12 @@ running the compiled state machine on a machine without AWS (tests/ops/test_step
 
     .venv-sfn/bin/python orchestration/stepfunctions/emulator.py PORT
 
+Batch records each job and ends it as done (every job fails with MOTO_SIMPLE_BATCH_FAIL_AFTER=0)
+without running it. With EMULATOR_JOBS_WORKSPACE=DIR it runs each job's command instead, in a
+checkout at DIR standing in for the image's /workspace, with EMULATOR_JOBS_PYTHON (the
+pipeline environment's python) for `python`, and the job fails when the command does; each
+job's output goes to DIR/../jobs/<job name>.log.
+
 One fix to the emulator, not to the state machine: moto's port of the interpreter passes a
 service integration's parameters to boto as written (`JobName`) and its responses back as
 boto names them (`jobId`), where Step Functions maps both between its names and the API's;
@@ -10,8 +16,12 @@ this restores that mapping (moto keeps the methods that do it, and leaves them e
 
 from __future__ import annotations
 
+import datetime
 import os
+import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import botocore.session
 from botocore import xform_name
@@ -49,6 +59,33 @@ def normalise_response(
     self._from_boto_response(response, shape)
 
 
+def run_jobs_in(workspace: Path, python: str, endpoint: str) -> None:
+    """Make Batch run each job's command in `workspace` (see the module's docstring)."""
+    from moto.batch_simple.models import BatchSimpleBackend
+
+    logs = workspace.parent / "jobs"
+    logs.mkdir(exist_ok=True)
+
+    def finish(self: BatchSimpleBackend, include_start_attempt: bool, job: Any) -> None:
+        self.backend._jobs[job.job_id] = job
+        job.job_started_at = datetime.datetime.now()
+        job.log_stream_name = job._stream_name
+        if include_start_attempt:
+            job._start_attempt()
+        details = job._container_details()
+        command = [python if a == "python" else str(workspace) if a == "/workspace" else a
+                   for a in details["command"]]  # fmt: skip
+        env = {**os.environ, **{e["name"]: e["value"] for e in details["environment"]}}
+        # the job's AWS calls (the run store) go to this server, as a job's go to AWS
+        env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
+                   AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+        with (logs / f"{job.job_name}.log").open("w") as log:
+            done = subprocess.run(command, cwd=workspace, env=env, stdout=log, stderr=log)
+        job._mark_stopped(success=done.returncode == 0)
+
+    BatchSimpleBackend._mark_job_as_finished = finish
+
+
 def main() -> None:
     """Serve on 127.0.0.1:PORT until interrupted."""
     port = int(sys.argv[1])
@@ -56,6 +93,9 @@ def main() -> None:
     os.environ["MOTO_PORT"] = str(port)
     Service._normalise_parameters = normalise_parameters
     Service._normalise_response = normalise_response
+    if workspace := os.environ.get("EMULATOR_JOBS_WORKSPACE"):
+        python = os.environ.get("EMULATOR_JOBS_PYTHON", "python")
+        run_jobs_in(Path(workspace), python, f"http://127.0.0.1:{port}")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     print(f"emulator on http://127.0.0.1:{port}", flush=True)

@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
+import yaml
 from helpers import ROOT, free_port, one_line_error, run, stop, wait_for_server
 
 from mlpipeline.errors import PipelineError
@@ -282,3 +283,32 @@ def test_a_failing_stage_ends_the_execution_with_its_error(
     assert json.loads(failed[0]["stateEnteredEventDetails"]["input"])["failure"]
     assert unread["status"] == "FAILED"
     assert json.loads(unread["cause"])["Status"] == "FAILED"  # the job as Batch describes it
+
+
+@pytest.mark.slow
+def test_the_emulator_runs_the_real_stages_through_the_run_store(
+    tmp_path: Path, graph: list[Stage], repo_copy: Path
+) -> None:
+    # the first three stages: enough for real jobs that hand on through the run store (the
+    # whole graph would train for minutes); the checkout stands in for the image's /workspace
+    stages = graph[:3]
+    committed = yaml.safe_load((repo_copy / "dvc.lock").read_text())["stages"]
+    with emulator(tmp_path, EMULATOR_JOBS_WORKSPACE=str(repo_copy),
+                  EMULATOR_JOBS_PYTHON=sys.executable) as endpoint:  # fmt: skip
+        machine = deploy(endpoint, stages)
+        described = execute(endpoint, machine, "run-5", {"overrides": ["trainer.max_epochs=3"]})
+        logs = {p.name: p.read_text() for p in (repo_copy.parent / "jobs").glob("*.log")}
+        assert described["status"] == "SUCCEEDED", (described, logs)
+        order = [j["jobName"] for j in submitted(endpoint)]
+        keys = client(endpoint, "s3").list_objects_v2(Bucket=VALUES["RunBucket"])["Contents"]
+    print("stages in the order they ran:", " ".join(order))
+    assert order == [s.task_id for s in stages]
+    assert sorted(k["Key"] for k in keys) == sorted(
+        f"{VALUES['RunPrefix']}/run-5/{s.name}.json" for s in stages
+    )
+    # the stages' outputs are those a plain `dvc repro` gave (the committed dvc.lock's)
+    lock = yaml.safe_load((repo_copy / "dvc.lock").read_text())["stages"]
+    for stage in stages[1:]:
+        assert lock[stage.name]["outs"] == committed[stage.name]["outs"]
+    # the execution's overrides reached params.yaml through the first stage's job
+    assert yaml.safe_load((repo_copy / "params.yaml").read_text())["trainer"]["max_epochs"] == 3
