@@ -1,6 +1,7 @@
 """The pipeline compiled to an AWS Step Functions state machine (kit/mlpipeline/ops/orchestrate/
 stepfunctions.py), validated and executed by moto's Step Functions interpreter with moto's
-AWS Batch (jobs recorded, not run: `use_docker: False`), and the runner's run store."""
+AWS Batch (orchestration/stepfunctions/emulator.py: jobs recorded, or run in a checkout), and
+the runner's run store."""
 
 from __future__ import annotations
 
@@ -132,8 +133,9 @@ def test_the_runner_keeps_hand_offs_and_errors_in_the_run_store(repo_copy: Path)
 
 # The emulator: moto's server with its Step Functions interpreter, which runs the machine's
 # states, and its AWS Batch, which records each job and marks it done without running it
-# (`use_docker: False`; every job fails where MOTO_SIMPLE_BATCH_FAIL_AFTER=0). It has its own
-# environment: the interpreter needs an antlr4 runtime that Hydra's rules out of ours.
+# (`use_docker: False`; every job fails where MOTO_SIMPLE_BATCH_FAIL_AFTER=0; each runs in a
+# checkout with EMULATOR_JOBS_WORKSPACE). It has its own environment: the interpreter needs an
+# antlr4 runtime that Hydra's rules out of ours.
 EMULATOR_PYTHON = ROOT / ".venv-sfn" / "bin" / "python"
 EMULATOR = ROOT / "orchestration" / "stepfunctions" / "emulator.py"
 MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "batch": {"use_docker": False}}
