@@ -95,7 +95,7 @@ test: install-dev ## the fast tier (minutes): unit tests, refusals, the app in-p
 
 test-all: test test-slow ## everything: the fast tier, then the tests marked slow
 
-test-slow: install-dev airflow-install ## the second tier alone: Docker images, Airflow, Prometheus, every pipeline, the benchmarks
+test-slow: install-dev airflow-install sfn-emulator-install ## the second tier alone: Docker images, Airflow, Prometheus, every pipeline, the benchmarks
 	$(PYTEST) -m slow
 
 lint: install-dev audit ## ruff; the locks against their pyproject.toml; actionlint and zizmor over .github/
@@ -103,6 +103,7 @@ lint: install-dev audit ## ruff; the locks against their pyproject.toml; actionl
 	$(BIN)/ruff format --check .
 	$(UV) lock --check
 	$(UV) lock --check --project $(AIRFLOW_PROJECT)
+	$(UV) lock --check --project $(SFN_PROJECT)
 	scripts/lint-workflows.sh
 
 audit: install-dev ## known vulnerabilities in the locked set (pip-audit; exceptions in audit-ignore.txt)
@@ -125,7 +126,7 @@ bench: install-dev airflow-install ## run the benchmarks under bench/; they rewr
 	$(BIN)/python bench/startup.py
 
 clean: ## remove the venv, the MLflow store and Python caches (DVC outputs stay)
-	rm -rf $(VENV) $(AIRFLOW_VENV) mlflow.db mlruns mlartifacts mlflow-server.db mlartifacts-server outputs multirun \
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(SFN_VENV) mlflow.db mlruns mlartifacts mlflow-server.db mlartifacts-server outputs multirun \
 		.pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
@@ -150,6 +151,27 @@ airflow-lock: ## resolve orchestration/airflow/pyproject.toml into its uv.lock; 
 
 train-image: install ## build the training image the DAG's docker mode runs (env BASE_IMAGE, TORCH_INDEX, TRAIN_IMAGE_TAG)
 	$(BIN)/python -m mlpipeline.ops.train_image build
+
+# AWS Step Functions: the same graph as a state machine, one AWS Batch job per stage
+# (docs/orchestration-stepfunctions.md); its local emulator (moto) has its own environment
+SFN_PROJECT := orchestration/stepfunctions
+SFN_VENV ?= .venv-sfn
+SFN_STAMP := $(SFN_VENV)/.installed
+.PHONY: stepfunctions sfn-emulator-install sfn-lock
+
+stepfunctions: install ## write orchestration/stepfunctions/pipeline.asl.json, the pipeline as an AWS Step Functions state machine
+	$(BIN)/python -m mlpipeline.ops.orchestrate stepfunctions --output $(SFN_PROJECT)/pipeline.asl.json
+
+sfn-emulator-install: $(SFN_STAMP) ## create .venv-sfn: moto's Step Functions and Batch emulator, from its own lock
+
+$(SFN_STAMP): $(SFN_PROJECT)/uv.lock $(SFN_PROJECT)/pyproject.toml | $(STAMP)
+	@test -x $(SFN_VENV)/bin/python || $(PYTHON) -m venv $(SFN_VENV)
+	UV_PROJECT_ENVIRONMENT=$(abspath $(SFN_VENV)) $(UV) sync --locked --project $(SFN_PROJECT) \
+		--python $(SFN_VENV)/bin/python
+	@touch $@
+
+sfn-lock: ## resolve orchestration/stepfunctions/pyproject.toml into its uv.lock; commit both
+	$(UV) lock --project $(SFN_PROJECT)
 
 # Serving: the ONNX model behind FastAPI, locally and as a container image
 .PHONY: serve image smoke check-image
