@@ -4,15 +4,18 @@
     python -m mlpipeline.ops.orchestrate run STAGE [--repo DIR] ...  # one stage as one task
     python -m mlpipeline.ops.orchestrate hash PATH [--repo DIR]      # DVC's hash of a path
 
-`run` reads the upstream tasks' hand-offs, one a line, from --upstream (a file) or the
-environment variable MLPIPELINE_UPSTREAM, and prints its own hand-off as its last line (or
-writes it to --output). An expected failure is one `error:` line and exit status 1."""
+`run` reads the upstream tasks' hand-offs, one a line, from --upstream (a file; repeated, one
+file per upstream task as Kubeflow passes them) or the environment variable
+MLPIPELINE_UPSTREAM, and prints its own hand-off as its last line (or writes it to --output).
+An expected failure is one `error:` line and exit status 1."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from mlpipeline.artifacts import atomic_path
@@ -24,16 +27,30 @@ from mlpipeline.ops.orchestrate.runner import dvc_hash, run_stage
 UPSTREAM_ENV = "MLPIPELINE_UPSTREAM"
 
 
-def upstream_lines(path: Path | None) -> list[str]:
-    """The upstream hand-offs: the lines of `path`, else of MLPIPELINE_UPSTREAM."""
-    if path is not None:
+def upstream_lines(paths: Sequence[Path]) -> list[str]:
+    """The upstream hand-offs: the lines of the files `paths`, else of MLPIPELINE_UPSTREAM."""
+    texts = []
+    for path in paths:
         try:
-            text = path.read_text(encoding="utf-8")
+            texts.append(path.read_text(encoding="utf-8"))
         except OSError as err:
             raise PipelineError(f"cannot read the upstream hand-offs {path}: {err}") from None
-    else:
-        text = os.environ.get(UPSTREAM_ENV, "")
-    return [line for line in text.splitlines() if line.strip()]
+    if not paths:
+        texts.append(os.environ.get(UPSTREAM_ENV, ""))
+    return [line for text in texts for line in text.splitlines() if line.strip()]
+
+
+def json_overrides(text: str | None) -> list[str]:
+    """The overrides in a JSON list of strings (a workflow engine's list parameter)."""
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise PipelineError(f'--overrides is not JSON ({err}): give a list, ["a.b=1"]') from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PipelineError(f'--overrides {text}: give a JSON list of strings, ["a.b=1"]')
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,10 +67,14 @@ def main(argv: list[str] | None = None) -> None:
     graph_cmd.add_argument("--output", type=Path, help="write it here instead")
     run_cmd = commands.add_parser("run", parents=[common], help="run one stage as a task")
     run_cmd.add_argument("stage", help="the stage's DVC address (see `graph`)")
-    run_cmd.add_argument("--upstream", type=Path, help="upstream hand-offs, one a line")
+    run_cmd.add_argument(
+        "--upstream", type=Path, action="append", default=[],
+        help="a file of upstream hand-offs, one a line (repeat it for more files)",
+    )  # fmt: skip
     run_cmd.add_argument(
         "--override", action="append", default=[], help="a Hydra override, as dvc exp run -S"
     )
+    run_cmd.add_argument("--overrides", help="more overrides, as a JSON list of strings")
     run_cmd.add_argument("--experiment", help="the run's name for the stages (DVC_EXP_NAME)")
     run_cmd.add_argument("--output", type=Path, help="write the hand-off here, not to stdout")
     hash_cmd = commands.add_parser("hash", parents=[common], help="DVC's hash of paths")
@@ -77,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.repo,
                 args.stage,
                 upstream,
-                args.override,
+                [*args.override, *json_overrides(args.overrides)],
                 args.experiment,
                 echo=lambda line: print(line, flush=True),
             )
