@@ -134,6 +134,8 @@ def test_the_compiled_pipeline_runs_each_stage_after_its_upstream_in_the_image(
         assert command.count("--upstream") == len(stage.upstream)
         assert command[-2:] == ["--output", "{{$.outputs.artifacts['handoff'].path}}"]
         assert command[command.index("--overrides") + 1] == "{{$.inputs.parameters['overrides']}}"
+        # the run's name, so that compose keeps the overrides (as under dvc exp run)
+        assert command[command.index("--experiment") + 1] == "{{$.pipeline_job_name}}"
         # the DVC remote's credentials come from the secret, as AWS_* variables
         secrets = kubernetes["deploymentSpec"]["executors"][
             task["componentRef"]["name"].replace("comp-", "exec-")

@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         "--override", action="append", default=[], help="a Hydra override, as dvc exp run -S"
     )
     run_cmd.add_argument("--overrides", help="more overrides, as a JSON list of strings")
-    run_cmd.add_argument("--experiment", help="the run's name for the stages (DVC_EXP_NAME)")
+    run_cmd.add_argument(
+        "--experiment", help="the run's name for the stages (DVC_EXP_NAME) if it has overrides"
+    )
     run_cmd.add_argument("--output", type=Path, help="write the hand-off here, not to stdout")
     hash_cmd = commands.add_parser("hash", parents=[common], help="DVC's hash of paths")
     hash_cmd.add_argument("paths", nargs="+", help="paths in the repository")
@@ -94,12 +96,15 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{dvc_hash(args.repo, path)}  {path}")
         else:
             upstream = [Handoff.decode(line) for line in upstream_lines(args.upstream)]
+            overrides = [*args.override, *json_overrides(args.overrides)]
             handoff = run_stage(
                 args.repo,
                 args.stage,
                 upstream,
-                [*args.override, *json_overrides(args.overrides)],
-                args.experiment,
+                overrides,
+                # the run's name only with overrides: compose then keeps them, as under `dvc
+                # exp run`; without, it composes conf/ (an engine may pass it on every run)
+                args.experiment if overrides else None,
                 echo=lambda line: print(line, flush=True),
             )
             if args.output:

@@ -44,6 +44,8 @@ WORKSPACE = "/workspace"
 SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 OPTIONAL_SECRET_KEYS = ("AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
 GPU_RESOURCE = "nvidia.com/gpu"
+# the run's name, which Kubeflow fills in (the SDK's dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+PIPELINE_JOB_NAME = "{{$.pipeline_job_name}}"
 HANDOFF = "handoff"
 _NOT_IN_NAME = re.compile(r"[^a-z0-9]+")
 _COLOUR = re.compile(r"\x1b\[[0-9;]*m")
@@ -92,7 +94,7 @@ def component_spec(stage: Stage, image: str) -> dict[str, Any]:
     upstream = [f"upstream_{i}" for i in range(len(stage.upstream))]
     command: list[Any] = [
         "python", "-m", "mlpipeline.ops.orchestrate", "run", stage.name, "--repo", WORKSPACE,
-        "--overrides", {"inputValue": "overrides"},
+        "--overrides", {"inputValue": "overrides"}, "--experiment", PIPELINE_JOB_NAME,
     ]  # fmt: skip
     for name in upstream:
         command += ["--upstream", {"inputPath": name}]
