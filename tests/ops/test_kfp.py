@@ -231,10 +231,13 @@ def test_the_compiled_pipeline_run_locally_gives_dvc_repros_lock_and_stops_at_a_
         proc = local_run(pipeline, tmp_path / "run-2", tmp_path, env, "optimizer.weight_decay=-1")
         out = proc.stdout + proc.stderr
         (tmp_path / "run-2.log").write_text(out)
-        failed = one_line_error(proc, "Inner task failed")
-        stage = re.search(r"Inner task failed: '([^']+)'", failed).group(1)
+        # run-local's own error is one line; the failing stage's log is the stage's to keep
+        assert proc.returncode != 0
+        failed = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        assert len(failed) == 1 and "Inner task failed" in failed[0], proc.stderr[-3000:]
+        stage = re.search(r"Inner task failed: '([^']+)'", failed[0]).group(1)
         assert stage in ("train", "crossval"), failed
-        assert re.search(rf"error: stage {stage} failed: .*weight_decay", out), out[-5000:]
+        assert f"error: stage {stage} failed" in out and "weight_decay" in out, out[-5000:]
         started = executed(out)
         assert started[-1] == stage and {"compose", "ingest", "prepare", "features"} <= set(started)
         assert not {"evaluate", "profile", "export", "register"} & set(started)
