@@ -90,12 +90,12 @@ PYTEST_ARGS ?=
 # each tier ends with its ten slowest tests, so that every log says where the time goes
 PYTEST = $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=10 $(PYTEST_ARGS)
 
-test: install-dev ## the fast tier (minutes): unit tests, refusals, the app in-process, one tiny real `dvc repro`
+test: install-dev kfp-install ## the fast tier (minutes): unit tests, refusals, the app in-process, one tiny real `dvc repro`
 	$(PYTEST) -m "not slow"
 
 test-all: test test-slow ## everything: the fast tier, then the tests marked slow
 
-test-slow: install-dev airflow-install sfn-emulator-install ## the second tier alone: Docker images, Airflow, Prometheus, every pipeline, the benchmarks
+test-slow: install-dev airflow-install sfn-emulator-install kfp-install ## the second tier alone: Docker images, Airflow, Prometheus, every pipeline, the benchmarks
 	$(PYTEST) -m slow
 
 lint: install-dev audit ## ruff; the locks against their pyproject.toml; actionlint and zizmor over .github/
@@ -104,6 +104,7 @@ lint: install-dev audit ## ruff; the locks against their pyproject.toml; actionl
 	$(UV) lock --check
 	$(UV) lock --check --project $(AIRFLOW_PROJECT)
 	$(UV) lock --check --project $(SFN_PROJECT)
+	$(UV) lock --check --project $(KFP_PROJECT)
 	scripts/lint-workflows.sh
 
 audit: install-dev ## known vulnerabilities in the locked set (pip-audit; exceptions in audit-ignore.txt)
@@ -126,7 +127,7 @@ bench: install-dev airflow-install ## run the benchmarks under bench/; they rewr
 	$(BIN)/python bench/startup.py
 
 clean: ## remove the venv, the MLflow store and Python caches (DVC outputs stay)
-	rm -rf $(VENV) $(AIRFLOW_VENV) $(SFN_VENV) mlflow.db mlruns mlartifacts mlflow-server.db mlartifacts-server outputs multirun \
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(SFN_VENV) $(KFP_VENV) mlflow.db mlruns mlartifacts mlflow-server.db mlartifacts-server outputs multirun \
 		.pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
@@ -148,6 +149,31 @@ $(AIRFLOW_STAMP): $(AIRFLOW_PROJECT)/uv.lock $(AIRFLOW_PROJECT)/pyproject.toml |
 
 airflow-lock: ## resolve orchestration/airflow/pyproject.toml into its uv.lock; commit both
 	$(UV) lock --project $(AIRFLOW_PROJECT)
+
+# Kubeflow Pipelines: the same graph compiled to a pipeline (docs/orchestration-kfp.md). The
+# SDK has its own environment and lock: it caps protobuf below the pipeline's.
+KFP_PROJECT := orchestration/kfp
+KFP_VENV ?= .venv-kfp
+KFP_STAMP := $(KFP_VENV)/.installed
+KFP_OUT ?= orchestration/kfp/pipeline.yaml
+KFP_PLAN := orchestration/kfp/plan.json
+.PHONY: kfp kfp-install kfp-lock
+
+kfp: install kfp-install ## write the Kubeflow pipeline (KFP_OUT, default orchestration/kfp/pipeline.yaml) from the DVC graph
+	$(BIN)/python -m mlpipeline.ops.orchestrate.kfp plan --params params.yaml --output $(KFP_PLAN)
+	$(KFP_VENV)/bin/python -m mlpipeline.ops.orchestrate.kfp compile $(KFP_PLAN) --output $(KFP_OUT)
+
+kfp-install: $(KFP_STAMP) ## create .venv-kfp: the Kubeflow Pipelines SDK from its own lock, and mlpipeline (no deps)
+
+$(KFP_STAMP): $(KFP_PROJECT)/uv.lock $(KFP_PROJECT)/pyproject.toml | $(STAMP)
+	@test -x $(KFP_VENV)/bin/python || $(PYTHON) -m venv $(KFP_VENV)
+	UV_PROJECT_ENVIRONMENT=$(abspath $(KFP_VENV)) $(UV) sync --quiet --locked --project $(KFP_PROJECT) \
+		--python $(KFP_VENV)/bin/python
+	$(UV) pip install --quiet --python $(KFP_VENV)/bin/python --no-deps --editable .
+	@touch $@
+
+kfp-lock: ## resolve orchestration/kfp/pyproject.toml into its uv.lock; commit both
+	$(UV) lock --project $(KFP_PROJECT)
 
 train-image: install ## build the training image the DAG's docker mode runs (env BASE_IMAGE, TORCH_INDEX, TRAIN_IMAGE_TAG)
 	$(BIN)/python -m mlpipeline.ops.train_image build

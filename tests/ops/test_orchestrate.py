@@ -154,3 +154,24 @@ def test_a_second_task_in_one_workspace_waits_for_the_first(repo_copy: Path) -> 
     assert proc.returncode == 0, out
     assert "Running stage 'compose'" in out
     assert Handoff.decode(out.splitlines()[-1]).stages["compose"]["cmd"]
+
+
+def test_the_runner_takes_a_json_list_of_overrides_and_a_file_per_upstream_task(
+    repo_copy: Path, tmp_path: Path
+) -> None:
+    # how Kubeflow Pipelines passes them: one list parameter, one artifact per upstream task
+    from mlpipeline.ops.orchestrate.__main__ import upstream_lines
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.write_text("one\n")
+    second.write_text("two\n\n")
+    assert upstream_lines([first, second]) == ["one", "two"]
+    cmd = [sys.executable, "-m", "mlpipeline.ops.orchestrate", "run", "compose", "--repo", "."]
+    proc = run([*cmd, "--overrides", '["tracking.experiment=${oc.env:HOME}"]'], repo_copy,
+               check=False)  # fmt: skip
+    one_line_error(proc, "calls the resolver oc.env")
+    one_line_error(run([*cmd, "--overrides", "a=1"], repo_copy, check=False),
+                   "--overrides is not JSON")  # fmt: skip
+    first.write_text("{}")
+    proc = run([*cmd, "--upstream", str(first), "--upstream", str(second)], repo_copy, check=False)
+    one_line_error(proc, "not a hand-off")

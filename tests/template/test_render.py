@@ -137,6 +137,9 @@ AIRFLOW = [
     "docker/train.Dockerfile",
     "docs/orchestration.md",
     "tests/ops/test_airflow.py",
+    "orchestration/kfp/pyproject.toml",
+    "docs/orchestration-kfp.md",
+    "tests/ops/test_kfp.py",
 ]
 IMAGE = ["Dockerfile", "tests/ops/test_image.py", ".github/workflows/deploy.yml"]
 STACK = [

@@ -332,6 +332,41 @@ class Sweep(Section):
     direction: Literal["minimize", "maximize"]
 
 
+# a Kubernetes quantity of memory (512Mi, 16Gi, 4G) and a Kubernetes object's name
+MEMORY = r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?)?$"
+K8S_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+class Resources(Section):
+    """What one stage's container asks of the cluster: CPU cores, memory, GPUs."""
+
+    cpu: float = Field(gt=0)
+    memory: str = Field(pattern=MEMORY)
+    gpu: int = Field(default=0, ge=0)
+
+
+class Orchestration(Section):
+    """The pipeline on a workflow engine (docs/orchestration.md): the training image its
+    tasks run, the Kubernetes secret with the DVC remote's credentials, and each stage's
+    resources (`default` for the stages not named)."""
+
+    image: str = Field(default="mlpipeline-train:latest", min_length=1)
+    remote_secret: str = Field(default="dvc-remote", pattern=K8S_NAME)
+    resources: dict[str, Resources] = Field(
+        default_factory=lambda: {"default": Resources(cpu=1, memory="4Gi")}
+    )
+
+    @model_validator(mode="after")
+    def _has_a_default(self) -> Orchestration:
+        if "default" not in self.resources:
+            raise ValueError("orchestration.resources needs a `default` entry for other stages")
+        return self
+
+    def resources_for(self, stage: str) -> Resources:
+        """The stage's resources: its own entry, else `default`."""
+        return self.resources.get(stage, self.resources["default"])
+
+
 class Config(Section):
     """The whole resolved configuration, as in params.yaml."""
 
@@ -361,6 +396,7 @@ class Config(Section):
     tracking: Tracking
     sweep: Sweep
     monitoring: Monitoring
+    orchestration: Orchestration = Orchestration()
 
     @model_validator(mode="before")
     @classmethod

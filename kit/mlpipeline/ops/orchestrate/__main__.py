@@ -5,13 +5,14 @@
     python -m mlpipeline.ops.orchestrate hash PATH [--repo DIR]      # DVC's hash of a path
     python -m mlpipeline.ops.orchestrate stepfunctions [--output F]  # AWS Step Functions ASL
 
-`run` reads the upstream tasks' hand-offs, one a line, from --upstream (a file) or the
-environment variable MLPIPELINE_UPSTREAM, and prints its own hand-off as its last line (or
-writes it to --output). With --store URL (a run prefix, e.g. s3://bucket/runs) it reads
-them from the run's store instead, for each --after stage, and writes its hand-off, or its
-one-line error, there (runstore.py); --experiment then names the run. Overrides may also come
-as a JSON list in MLPIPELINE_OVERRIDES (what a state machine can pass from its input). An
-expected failure is one `error:` line and exit status 1."""
+`run` reads the upstream tasks' hand-offs, one a line, from --upstream (a file; repeated, one
+file per upstream task as Kubeflow passes them) or the environment variable
+MLPIPELINE_UPSTREAM, and prints its own hand-off as its last line (or writes it to --output).
+With --store URL (a run prefix, e.g. s3://bucket/runs) it reads them from the run's store
+instead, for each --after stage, and writes its hand-off, or its one-line error, there
+(runstore.py); --experiment then names the run. Overrides come from --override, and as a JSON
+list from --overrides (a workflow engine's list parameter) or MLPIPELINE_OVERRIDES (what a state
+machine can pass from its input). An expected failure is one `error:` line and exit status 1."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from mlpipeline.artifacts import atomic_path
@@ -39,21 +41,17 @@ UPSTREAM_ENV = "MLPIPELINE_UPSTREAM"
 OVERRIDES_ENV = "MLPIPELINE_OVERRIDES"
 
 
-def env_overrides() -> list[str]:
-    """The overrides in MLPIPELINE_OVERRIDES, a JSON list of strings (none if unset)."""
-    text = os.environ.get(OVERRIDES_ENV, "").strip()
-    if not text:
+def json_overrides(text: str | None, given_as: str) -> list[str]:
+    """The overrides in a JSON list of strings (a workflow engine's list parameter, or its
+    input through the environment); `given_as` names where, for the error."""
+    if not (text or "").strip():
         return []
     try:
         value = json.loads(text)
     except ValueError as err:
-        raise PipelineError(
-            f"{OVERRIDES_ENV} is not JSON ({err}): give a list of strings"
-        ) from None
+        raise PipelineError(f'{given_as} is not JSON ({err}): give a list, ["a.b=1"]') from None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise PipelineError(
-            f'{OVERRIDES_ENV} must be a JSON list of strings: ["optimizer.lr=0.01"]'
-        )
+        raise PipelineError(f'{given_as} {text}: give a JSON list of strings, ["a.b=1"]')
     return value
 
 
@@ -69,12 +67,19 @@ def run_command(args: argparse.Namespace) -> None:
         else:
             lines = upstream_lines(args.upstream)
         upstream = [Handoff.decode(line) for line in lines]
+        overrides = [
+            *args.override,
+            *json_overrides(args.overrides, "--overrides"),
+            *json_overrides(os.environ.get(OVERRIDES_ENV), OVERRIDES_ENV),
+        ]
         handoff = run_stage(
             args.repo,
             args.stage,
             upstream,
-            [*args.override, *env_overrides()],
-            args.experiment,
+            overrides,
+            # the run's name only with overrides: compose then keeps them, as under `dvc exp
+            # run`; without, it composes conf/ (an engine may pass it on every run)
+            args.experiment if overrides else None,
             echo=lambda line: print(line, flush=True),
         )
     except PipelineError as err:
@@ -92,16 +97,17 @@ def run_command(args: argparse.Namespace) -> None:
         print(handoff.encode(), flush=True)
 
 
-def upstream_lines(path: Path | None) -> list[str]:
-    """The upstream hand-offs: the lines of `path`, else of MLPIPELINE_UPSTREAM."""
-    if path is not None:
+def upstream_lines(paths: Sequence[Path]) -> list[str]:
+    """The upstream hand-offs: the lines of the files `paths`, else of MLPIPELINE_UPSTREAM."""
+    texts = []
+    for path in paths:
         try:
-            text = path.read_text(encoding="utf-8")
+            texts.append(path.read_text(encoding="utf-8"))
         except OSError as err:
             raise PipelineError(f"cannot read the upstream hand-offs {path}: {err}") from None
-    else:
-        text = os.environ.get(UPSTREAM_ENV, "")
-    return [line for line in text.splitlines() if line.strip()]
+    if not paths:
+        texts.append(os.environ.get(UPSTREAM_ENV, ""))
+    return [line for text in texts for line in text.splitlines() if line.strip()]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,11 +124,17 @@ def main(argv: list[str] | None = None) -> None:
     graph_cmd.add_argument("--output", type=Path, help="write it here instead")
     run_cmd = commands.add_parser("run", parents=[common], help="run one stage as a task")
     run_cmd.add_argument("stage", help="the stage's DVC address (see `graph`)")
-    run_cmd.add_argument("--upstream", type=Path, help="upstream hand-offs, one a line")
+    run_cmd.add_argument(
+        "--upstream", type=Path, action="append", default=[],
+        help="a file of upstream hand-offs, one a line (repeat it for more files)",
+    )  # fmt: skip
     run_cmd.add_argument(
         "--override", action="append", default=[], help="a Hydra override, as dvc exp run -S"
     )
-    run_cmd.add_argument("--experiment", help="the run's name for the stages (DVC_EXP_NAME)")
+    run_cmd.add_argument("--overrides", help="more overrides, as a JSON list of strings")
+    run_cmd.add_argument(
+        "--experiment", help="the run's name for the stages (DVC_EXP_NAME) if it has overrides"
+    )
     run_cmd.add_argument("--output", type=Path, help="write the hand-off here, not to stdout")
     run_cmd.add_argument("--store", help="a run prefix (s3://bucket/runs): hand-offs go there")
     run_cmd.add_argument(
