@@ -54,6 +54,16 @@ def test_train_writes_model_and_epoch_history(trained) -> None:
     assert len(rows) == result.epochs == 2
 
 
+def test_an_optimizer_value_its_class_refuses_is_one_line(make_cfg) -> None:
+    cfg = make_cfg("optimizer.weight_decay=-1")
+    ingest(cfg)
+    prepare(cfg)
+    features(cfg)
+    with pytest.raises(PipelineError, match=r"^optimizer or scheduler: .*weight_decay") as err:
+        train(cfg)
+    assert "\n" not in str(err.value)
+
+
 def test_training_twice_gives_identical_bytes(trained) -> None:
     cfg, _ = trained
     first = md5_file(cfg.paths.model)

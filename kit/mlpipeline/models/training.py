@@ -20,6 +20,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 
 from mlpipeline.artifacts import scratch_dir, write_csv
 from mlpipeline.config import Config, check_targets, instantiate
@@ -150,7 +151,15 @@ def fit(cfg: Config, callbacks: list[Any] | None = None, splits: Any = None) -> 
             default_root_dir=str(ckpt_dir),
             enable_checkpointing=True,
         )
-        trainer.fit(module, datamodule=data)
+        try:
+            trainer.fit(module, datamodule=data)
+        except InstantiationException as err:
+            # the module builds its optimizer and scheduler from their specs inside fit: a value
+            # their class refuses (a negative weight decay) is a config error, said in one line
+            raise PipelineError(
+                f"optimizer or scheduler: {' '.join(str(err).split())}; fix it in conf/ or the "
+                "override"
+            ) from None
         # debug presets (fast_dev_run, overfit_batches) save no checkpoint: keep the last weights.
         # Only rank 0 reads the best checkpoint: it lives in rank 0's temporary directory
         # (Lightning broadcasts its path), gone once rank 0 leaves this block.
