@@ -113,6 +113,7 @@ def component_spec(stage: Stage, image: str) -> dict[str, Any]:
 
 def build_pipeline(spec: dict[str, Any]) -> Any:
     """The Kubeflow pipeline function for a `plan` (imports the SDK)."""
+    # the SDK's own environment has it; the pipeline's, which imports this module too, has not
     from kfp import components, dsl, kubernetes
 
     stages = [Stage(s["name"], s["task_id"], tuple(s["upstream"])) for s in spec["stages"]]
@@ -155,7 +156,7 @@ def build_pipeline(spec: dict[str, Any]) -> Any:
 
 def compile_pipeline(spec: dict[str, Any], output: Path) -> None:
     """Compile a `plan` into Kubeflow's pipeline YAML at `output` (whole, or not at all)."""
-    from kfp import compiler
+    from kfp import compiler  # as in build_pipeline: only the SDK's environment has it
 
     pipeline = build_pipeline(spec)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +171,7 @@ def collect_container_artifacts(collect: Callable[..., dict[str, Any]]) -> Calla
     """The local runner's collection of a task's outputs, plus the output artifacts that a
     container component wrote: the SDK's own reads only the executor output file, which
     only its Python components write (on a cluster the launcher uploads them)."""
-    from kfp.local import executor_output_utils
+    from kfp.local import executor_output_utils  # as in build_pipeline
 
     def collect_all(executor_input: Any, component_spec: Any) -> dict[str, Any]:
         outputs = collect(executor_input=executor_input, component_spec=component_spec)
@@ -187,7 +188,7 @@ def run_local(pipeline: Path, root: Path, overrides: list[str], network: str) ->
     """Run a compiled pipeline with the SDK's local runner, its tasks' outputs under `root`;
     PipelineError names the task that failed (the tasks after it do not run)."""
     from kfp import components, local
-    from kfp.local import executor_output_utils
+    from kfp.local import executor_output_utils  # as in build_pipeline
 
     if not pipeline.is_file():
         raise PipelineError(f"{pipeline} not found: write it with make kfp")
