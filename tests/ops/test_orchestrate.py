@@ -91,7 +91,7 @@ def test_the_graph_is_dvcs_own(repo_copy: Path) -> None:
     assert stages["audit@train"].upstream == ("prepare",)
     assert stages["audit@train"].task_id == "audit_train"
     assert stages["register"].upstream == (
-        "evaluate", "explain", "export", "prepare", "profile", "train",
+        "data_report", "evaluate", "explain", "export", "prepare", "profile", "train",
     )  # fmt: skip
     assert from_json(to_json(list(stages.values()))) == list(stages.values())
     assert task_id("sub/dvc.yaml:train") == "sub_dvc.yaml_train"
