@@ -8,6 +8,8 @@ import os
 import platform
 from pathlib import Path
 
+import numpy as np
+
 # What torch and MKL read once, on first use, to choose their CPU kernels; a value already set
 # wins. MKL honours a fixed branch other than COMPATIBLE on Intel CPUs only (elsewhere it falls
 # back to its CPU-dependent AUTO branch without a word), so COMPATIBLE is the one branch that
@@ -63,3 +65,11 @@ def use_portable_kernels(threads: int | None) -> None:
         torch.set_num_threads(threads)
     torch.backends.mkldnn.enabled = False
     torch.backends.nnpack.set_flags(False)
+
+
+def sample_rows(total: int, limit: int, seed: int) -> np.ndarray:
+    """Every row index, or a seeded sorted sample of `limit` of them: the rows a stage
+    samples (to fit, profile, plot, explain, report) follow from the seed alone."""
+    if total <= limit:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))

@@ -45,13 +45,6 @@ def rounded(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def sample_rows(total: int, limit: int, seed: int) -> np.ndarray:
-    """Every row index, or a seeded sorted sample of `limit` of them."""
-    if total <= limit:
-        return np.arange(total)
-    return np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))
-
-
 def training_mean(x: Any, axes: tuple[int, ...]) -> np.ndarray:
     """The mean of `x` (an array or memory map, rows first) over the rows and `axes`, kept as
     size-1 axes, in float64 sums over chunks of rows: the whole split is never in memory."""

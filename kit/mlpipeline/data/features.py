@@ -31,6 +31,7 @@ from mlpipeline.artifacts import atomic_path, json_text, save_arrays, write_json
 from mlpipeline.config import Config
 from mlpipeline.config.schema import Features
 from mlpipeline.data.splits import SPLITS, read_meta, read_rows, split_table
+from mlpipeline.determinism import sample_rows
 from mlpipeline.errors import PipelineError
 
 OTHER, MISSING = "(other)", "(missing)"
@@ -364,10 +365,7 @@ def onnx_feeds(data: Any, columns: list[Column] | list[dict[str, Any]]) -> dict[
 def fit(train: Any, columns: list[Column], cfg: Features, seed: int) -> Any:
     """The preprocessor fitted on the training split (a pyarrow.parquet.ParquetFile), or on a
     seeded sample of at most `cfg.fit_rows` of its rows."""
-    total = train.metadata.num_rows
-    rows = np.arange(total)
-    if total > cfg.fit_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(total, cfg.fit_rows, replace=False))
+    rows = sample_rows(train.metadata.num_rows, cfg.fit_rows, seed)
     sample = read_rows(train, rows, [c.name for c in columns])
     return build_preprocessor(columns, cfg).fit(frame(sample, columns))
 

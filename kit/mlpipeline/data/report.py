@@ -36,6 +36,7 @@ from mlpipeline.artifacts import (
 )
 from mlpipeline.config.tasks import Task, quantiles
 from mlpipeline.data.splits import SPLITS, read_meta
+from mlpipeline.determinism import sample_rows
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 OTHER, MISSING = "(other)", "(missing)"
@@ -227,13 +228,6 @@ class CategoricalCounts:
         """Counts of `values`, then of every other value, then of the missing ones."""
         kept = [self.counts.get(v, 0) for v in values]
         return np.array([*kept, self.present - sum(kept), self.missing], dtype=np.float64)
-
-
-def sample_rows(total: int, limit: int, seed: int) -> np.ndarray:
-    """Every row index, or a seeded sorted sample of `limit` of them."""
-    if total <= limit:
-        return np.arange(total)
-    return np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))
 
 
 @dataclass

@@ -15,26 +15,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mlpipeline.artifacts import atomic_path, read_json, write_csv, write_json
 from mlpipeline.cli import run_stage
 from mlpipeline.config import Config
 from mlpipeline.config.tasks import task_for
 from mlpipeline.data.sources import source_for
 from mlpipeline.data.splits import read_meta, read_split
-from mlpipeline.determinism import use_portable_kernels
+from mlpipeline.determinism import sample_rows, use_portable_kernels
 from mlpipeline.plots import EVAL_COLUMNS, EVAL_PLOTS, LARGEST_LOSS_IMAGES, render_plots
 
 PLOTTED_ROWS = 10_000  # test rows in the per-sample plot files at most
-
-
-def plotted(rows: int, limit: int, seed: int) -> Any:
-    """The test rows the per-sample plots show: all of them, or a seeded sample of `limit`
-    (a plot file is committed: it must stay small)."""
-    if rows <= limit:
-        return np.arange(rows)
-    return np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
 
 
 def cv_metrics(path: Path) -> dict[str, float]:
@@ -64,7 +54,8 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     meta = read_meta(cfg.paths.features)
     x, y = read_split(cfg.paths.features, "test", mmap=True)
     outputs = task.predict(network, x, cfg.evaluate.batch_size)
-    shown = plotted(len(y), PLOTTED_ROWS, cfg.seed)
+    # a plot file is committed: it must stay small
+    shown = sample_rows(len(y), PLOTTED_ROWS, cfg.seed)
     scalars, filled = task.evaluate(outputs, y, meta["classes"], cfg.evaluate, shown)
     files = {name: filled[name] for name in task.files}
     scalars |= cv_metrics(cfg.paths.cv)

@@ -21,9 +21,9 @@ from mlpipeline.config import Config
 from mlpipeline.config.tasks import task_for
 from mlpipeline.data.sources import source_for
 from mlpipeline.data.splits import read_meta, read_split
-from mlpipeline.determinism import use_portable_kernels
+from mlpipeline.determinism import sample_rows, use_portable_kernels
 from mlpipeline.errors import PipelineError
-from mlpipeline.explain import explain_rows, importance_rows, picked_rows, sample_rows
+from mlpipeline.explain import explain_rows, importance_rows, picked_rows
 from mlpipeline.plots import EXPLAIN_COLUMNS, EXPLAIN_PLOTS, IMPORTANCE, render_plots
 
 SHOWN_IN_LINE = 3  # the largest attributions the stage's line names

@@ -23,16 +23,9 @@ from mlpipeline.config import Config
 from mlpipeline.config.tasks import task_for
 from mlpipeline.data.sources import source_for
 from mlpipeline.data.splits import read_meta, read_split
-from mlpipeline.determinism import use_portable_kernels
+from mlpipeline.determinism import sample_rows, use_portable_kernels
 from mlpipeline.errors import PipelineError
 from mlpipeline.serving import profile as bins
-
-
-def sample_rows(total: int, limit: int, seed: int) -> np.ndarray:
-    """Every row index, or a seeded sorted sample of `limit` of them."""
-    if total <= limit:
-        return np.arange(total)
-    return np.sort(np.random.default_rng(seed).choice(total, limit, replace=False))
 
 
 def build_profile(cfg: Config) -> bins.Profile:
