@@ -42,8 +42,10 @@ def test_dvc_repro_trains_exports_registers_and_the_app_answers(
     in MLflow, and left nothing stale; the real app then answers as the export stage did."""
     log = (tiny_baseline.parent / "dvc-repro.log").read_text()
     # an image's features are its prepared arrays as they are: where the copy has the demo's
-    # dvc.lock DVC restores them from the cache, else the stage runs (a project on its own data)
-    assert set(STAGES) - {"features"} <= set(stages_run(log)), log
+    # dvc.lock DVC restores them from the cache, else the stage runs (a project on its own
+    # data); the data report reads the prepared splits alone, which the demo's committed
+    # report already describes
+    assert set(STAGES) - {"features", "data_report"} <= set(stages_run(log)), log
     assert run(["dvc", "status"], tiny_repo).stdout == UP_TO_DATE
     params = (tiny_repo / "params.yaml").read_text()
     assert "max_epochs: 2" in params and "_target_: myproject.models.nets.CNN" in params
@@ -75,12 +77,14 @@ def test_dvc_repro_prints_one_line_per_stage_and_no_warning(tiny_baseline: Path)
 
 
 def test_dvc_plots_show_the_tasks_plots_titled_and_none_empty(tiny_repo: Path) -> None:
-    """A classification's panels alone, each titled and drawn from rows; none of a
-    regression's (empty), none untitled (a plot file drawn against the row number)."""
+    """A classification's panels and the explain stage's, each titled and drawn from rows;
+    none of a regression's (empty), none untitled (a plot file drawn against the row number)."""
     from mlpipeline.config.tasks import Classification
+    from mlpipeline.plots import IMPORTANCE
 
+    plots = [*Classification.plots, IMPORTANCE]
     panels = plot_panels(tiny_repo)
-    assert list(panels) == [p.title for p in Classification.plots]
+    assert list(panels) == [p.title for p in plots]
     assert all(filled == rows > 0 for rows, filled in panels.values()), panels
     assert sorted(p.name for p in (tiny_repo / "reports/eval").iterdir()) == [
         "confusion.csv",
@@ -90,7 +94,7 @@ def test_dvc_plots_show_the_tasks_plots_titled_and_none_empty(tiny_repo: Path) -
     ]
     # against a revision, each plot shows both, with no error for the unchanged files
     diff = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], tiny_repo).stdout)
-    assert list(diff["data"]) == [p.name for p in Classification.plots]
+    assert list(diff["data"]) == [p.name for p in plots]
     assert not diff.get("errors"), diff.get("errors")
 
 
