@@ -143,13 +143,14 @@ def test_the_dag_in_two_clones_that_share_only_the_remote_reproduces_dvc_repro(
     # parameters, which are `dvc exp run -S` overrides on top of conf/; DVC's hashes decide
     # which tasks run their stage: two drift-profile values rerun the profile and what
     # registers it, every other task skips its stage (the training image's test retrains).
-    # Across two clones train and evaluate run again too: their uncached outputs (the history,
-    # the task's plot folders) are the revision's in the second clone when the run starts, not
-    # the last run's, and the DVC remote holds no copy to restore them from (known, see
-    # issue 32's note); their results are the same bytes, so export skips
+    # Across two clones train, explain and evaluate run again too: their uncached outputs (the
+    # history, the attributions, the task's plot folders) are the revision's in the second
+    # clone when the run starts, not the last run's, and the DVC remote holds no copy to
+    # restore them from (known, see issue 32's note); their results are the same bytes, so
+    # export skips
     set_in_conf(first, "monitoring/default.yaml", "profile.bins", 8)
     out = airflow.dags_test(conf={"overrides": ["monitoring.profile.top_values=15"]}).stdout
-    rerun = [*AFTER_PROFILE, "train", "evaluate"]
+    rerun = [*AFTER_PROFILE, "train", "explain", "evaluate"]
     assert sorted(ran(out)) == sorted(rerun)
     assert re.search(r"Stage 'export' didn't change", out)
     for stage in set(STAGES) - set(rerun):
