@@ -76,8 +76,9 @@ pipeline: install ## reproduce the pipeline (dvc repro) on the data conf/ names
 	@$(BIN)/dvc metrics show
 
 # plain `dvc exp show` has a column per parameter, dependency hash and metric (over a hundred);
-# this keeps the parameters that differ between the experiments and the metrics
-EXPS_DROP := .*/|conf$$|params\.yaml$$|Created$$|.*\._target_$$
+# this keeps the parameters that differ between the experiments and the test metrics (the
+# attributions, a column per input, are for `dvc metrics diff`)
+EXPS_DROP := .*/|conf$$|params\.yaml$$|Created$$|.*\._target_$$|attribution\..*
 exps: install ## compare your experiments: the parameters that differ, and the metrics
 	@$(BIN)/dvc exp show --only-changed --drop '$(EXPS_DROP)'
 
