@@ -19,7 +19,7 @@ import boto3
 import pytest
 import requests
 import yaml
-from helpers import ROOT, free_port, one_line_error, run, stop, wait_for_server
+from helpers import ROOT, copy_tracked_files, free_port, one_line_error, run, stop, wait_for_server
 
 from mlpipeline.errors import PipelineError
 from mlpipeline.ops.orchestrate import stepfunctions as sfn
@@ -37,8 +37,15 @@ RESOURCES = {
 
 
 @pytest.fixture(scope="module")
-def graph() -> list[Stage]:
-    return read_graph(ROOT)
+def composed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository with a params.yaml, which dvc.yaml's paths need (a generated project
+    commits none: its first `make pipeline` composes it)."""
+    return copy_tracked_files(tmp_path_factory.mktemp("composed") / "repo", demo=True)
+
+
+@pytest.fixture(scope="module")
+def graph(composed: Path) -> list[Stage]:
+    return read_graph(composed)
 
 
 def jobs(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -94,7 +101,7 @@ def test_bad_resources_and_missing_values_are_one_line(graph: list[Stage]) -> No
             k: v for k, v in VALUES.items() if k not in ("JobQueue", "JobDefinition")})  # fmt: skip
 
 
-def test_make_stepfunctions_writes_the_machine(tmp_path: Path) -> None:
+def test_make_stepfunctions_writes_the_machine(composed: Path, tmp_path: Path) -> None:
     out = tmp_path / "pipeline.asl.json"
     cmd = [
         sys.executable,
@@ -104,7 +111,7 @@ def test_make_stepfunctions_writes_the_machine(tmp_path: Path) -> None:
         "--output",
         str(out),
     ]
-    run(cmd, ROOT)
+    run(cmd, composed)
     assert json.loads(out.read_text())["StartAt"] == "Run parameters"
 
 

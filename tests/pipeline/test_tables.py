@@ -95,7 +95,8 @@ def test_diabetes_regression_with_cross_validation(repo_copy: Path) -> None:
     run(command.split(), repo_copy)
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo_copy).stdout)
     files = next(iter(shown.values()))["data"]
-    assert list(files) == ["reports/metrics.json"]  # one row: cross-validation's is in it
+    # the test metrics in one row, cross-validation's among them; the attributions their own
+    assert list(files) == ["reports/attributions.json", "reports/metrics.json"]
     scores = files["reports/metrics.json"]["data"]
     cv = json.loads((repo_copy / "reports/cv.json").read_text())
     assert scores["r2"] >= 0.35 and scores["cv_folds"] == 5

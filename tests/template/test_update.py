@@ -182,7 +182,9 @@ def added_lines(before: bytes | None, after: bytes) -> list[bytes]:
     old = (before or b"").splitlines(keepends=True)
     return [
         line[1:]
-        for line in difflib.unified_diff(old, after.splitlines(keepends=True), n=0)
+        for line in difflib.diff_bytes(
+            difflib.unified_diff, old, after.splitlines(keepends=True), n=0
+        )
         if line.startswith(b"+") and not line.startswith(b"+++")
     ]
 
