@@ -26,6 +26,7 @@ from helpers import (
 )
 
 from mlpipeline.config.tasks import Regression
+from mlpipeline.plots import IMPORTANCE
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +105,7 @@ def test_diabetes_regression_with_cross_validation(repo_copy: Path) -> None:
     assert cv["folds"] == 5 and len(cv["scores"]) == 5 and cv["metric"] == "val_loss"
     # a regression's panels alone, titled and filled; no classification file, not even empty
     panels = plot_panels(repo_copy)
-    assert list(panels) == [p.title for p in Regression.plots]
+    assert list(panels) == [p.title for p in (*Regression.plots, IMPORTANCE)]
     assert all(filled == rows > 0 for rows, filled in panels.values()), panels
     assert [p.name for p in (repo_copy / "reports/eval").iterdir()] == ["predictions.csv"]
 
