@@ -154,29 +154,28 @@ def read_side(repo: Path, rev: str | None, path: Path) -> Side:
     full = repo / path
     if not full.is_file():
         return Side(None, "this change")
-    try:
-        data = read_json(full)
-    except (OSError, ValueError) as err:
-        raise PipelineError(f"cannot read {full}: {_first_line(err)}; re-run dvc repro") from None
-    if not isinstance(data, dict):
-        raise PipelineError(f"{full} is not a JSON object: re-run dvc repro")
-    return Side(data, "this change")
+    return Side(_json_object(full, "a JSON object"), "this change")
 
 
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
+def _json_object(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in the pipeline's output `path` (`what` it should be, for the error)."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"cannot read {path}: {_first_line(err)}; re-run dvc repro") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path} is not {what}: re-run dvc repro")
+    return data
+
+
 def _read_card(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PipelineError(f"{path} not found: run the pipeline (dvc repro) first")
-    try:
-        card = read_json(path)
-    except (OSError, ValueError) as err:
-        raise PipelineError(f"cannot read {path}: {_first_line(err)}") from None
-    if not isinstance(card, dict):
-        raise PipelineError(f"{path} is not a model card (a JSON object): re-run dvc repro")
-    return card
+    return _json_object(path, "a model card (a JSON object)")
 
 
 def _hash_table(base: str, base_lock: str | None, head_lock: str, card: dict[str, Any]) -> str:
