@@ -18,6 +18,7 @@ import io
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +55,21 @@ INTEGER = r"^[ \t]*-?[0-9]+[ \t]*$"
 FLOAT = r"^[ \t]*[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|(?i:inf|infinity))[ \t]*$"
 TRUE, FALSE = ("1", "True", "TRUE", "true"), ("0", "False", "FALSE", "false")
 ROW = "_mlpipeline_row"  # each row's index in source order
+# Spark's log on this process's stderr: warnings only, without the start-up banner and the
+# warnings every local start gives (loopback host name, no native Hadoop library)
+LOG4J2 = """\
+rootLogger.level = warn
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
+logger.utils.name = org.apache.spark.util.Utils
+logger.utils.level = error
+logger.native.name = org.apache.hadoop.util.NativeCodeLoader
+logger.native.level = error
+"""
 JAVA_HINT = (
     "engine: spark needs Java 17 or newer: install openjdk-17-jre-headless (Debian/Ubuntu) "
     "or set JAVA_HOME"
@@ -75,11 +91,19 @@ def spark_session(settings: Spark) -> Any:
         _check_java()
     builder = SparkSession.builder.appName(settings.app_name)
     builder = builder.remote(settings.master) if remote else builder.master(settings.master)
+    log_conf = Path(tempfile.gettempdir()) / "mlpipeline-spark-log4j2.properties"
+    log_conf.write_text(LOG4J2, encoding="utf-8")
     defaults = {
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={log_conf.as_uri()}",
         "spark.ui.showConsoleProgress": "false",
+        # a wide table's plan is logged truncated, with a warning, past 25 columns
+        "spark.sql.debug.maxToStringFields": "10000",
         "spark.log.level": "WARN",
         "spark.sql.session.timeZone": "UTC",
     }
+    if settings.master.startswith("local"):
+        # the executors are this machine's processes: this Python, with the kit's packages
+        defaults |= {"spark.pyspark.python": sys.executable}
     for key, value in {**defaults, **settings.conf}.items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else value)
     try:
