@@ -92,6 +92,7 @@ BENCHES = {
     ),
     "pipeline": Bench("pipeline.py", section="pipeline"),
     "tables": Bench("tables.py", section="tables"),
+    "spark": Bench("spark.py", section="spark"),
     "images": Bench("images.py", section="images"),
     # --baseline: the copy's own commit as "before", to keep the side-by-side path working
     "serve": Bench(
