@@ -3,10 +3,12 @@
 #   prometheus   prometheus and promtool (tests/monitoring; promtool in the fast tier too)
 #   wrk          the load generator of the serving and drift benchmarks (make test-all)
 #   qemu-user    qemu-x86_64, the cross-CPU benchmark's emulator (make test-all)
-# Usage: scripts/install-test-tools.sh [PACKAGE...]   (default: all three). Needs root or sudo.
+#   openjdk-17-jre-headless   java, which the Spark engine's tests run Spark on (make test-all)
+# Usage: scripts/install-test-tools.sh [PACKAGE...]   (default: all four). Needs root or sudo.
 set -euo pipefail
-declare -A commands=([prometheus]="prometheus promtool" [wrk]="wrk" [qemu-user]="qemu-x86_64")
-(($#)) || set -- prometheus wrk qemu-user
+declare -A commands=([prometheus]="prometheus promtool" [wrk]="wrk" [qemu-user]="qemu-x86_64"
+  [openjdk-17-jre-headless]="java")
+(($#)) || set -- prometheus wrk qemu-user openjdk-17-jre-headless
 missing=()
 for package in "$@"; do
   [[ -v "commands[$package]" ]] || { echo "error: unknown package '$package': one of ${!commands[*]}" >&2; exit 2; }

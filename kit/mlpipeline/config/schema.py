@@ -207,6 +207,18 @@ class Data(Section):
     num_workers: int = Field(ge=0)
 
 
+class Spark(Section):
+    """Where and how the Spark engine runs the table data stages (engine: spark, docs/spark.md)."""
+
+    # local[*], or a cluster: spark://host:7077, yarn, k8s://https://..., sc://... (Spark Connect)
+    master: str = Field(min_length=1)
+    app_name: str = Field(min_length=1)
+    # any Spark setting, passed as it is: spark.driver.memory, spark.hadoop.fs.s3a.* ...
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # a table too large to land on this machine: a seeded sample of this many rows at ingest
+    sample_rows: int | None = Field(default=None, ge=1)
+
+
 class Optimizer(Target):
     lr: float = Field(gt=0)
 
@@ -377,6 +389,9 @@ class Config(Section):
     loss: Literal["cross_entropy", "mse", "huber"] | None = None
     seed: int = Field(ge=0)
     cpu_threads: int | None = Field(ge=1)
+    # the table data stages (ingest, prepare, features): in this process, or on Spark
+    engine: Literal["local", "spark"] = "local"
+    spark: Spark = Spark(master="local[*]", app_name="mlpipeline")
     # the packages `_target_`s may name (mlpipeline.config.guard)
     allowed_targets: list[Annotated[str, Field(pattern=DOTTED.pattern)]]
     paths: Paths

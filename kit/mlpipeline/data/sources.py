@@ -176,9 +176,24 @@ def load_table(source: TableFile, raw_dir: Path) -> Table:
             f"data.source.path {path} not found: put your {source.kind.upper()} file there "
             "or point data.source.path at it"
         )
-    delimiter = csv_delimiter(source)
-    table = _open_table(path, source.kind, delimiter)
+    table = _open_table(path, source.kind, csv_delimiter(source))
     columns = table.column_names if isinstance(table, pa.Table) else table.schema_arrow.names
+    features = table_features(source, path, columns)
+    data = Table(table, path, source.label, list(features), 0)
+    rows = table.num_rows if isinstance(table, pa.Table) else table.metadata.num_rows
+    unlabelled = data.column(source.label).null_count
+    if unlabelled and not source.drop_missing_label:
+        raise PipelineError(
+            f"{unlabelled} of {rows} rows of {path} have no '{source.label}': fill "
+            "them, or drop them with data.source.drop_missing_label=true"
+        )
+    return Table(table, path, source.label, list(features), rows - unlabelled, unlabelled > 0)
+
+
+def table_features(source: TableFile, path: Path, columns: list[str]) -> list[str]:
+    """The feature columns of a table with `columns` (both engines' check): PipelineError
+    when the label or a configured feature column is not among them."""
+    delimiter = csv_delimiter(source)
     if source.label not in columns:
         if source.kind == "csv" and (other := _header_delimiter(columns, delimiter)):
             raise PipelineError(
@@ -199,15 +214,7 @@ def load_table(source: TableFile, raw_dir: Path) -> Table:
         )
     if not features:
         raise PipelineError(f"{path} has no feature columns besides '{source.label}'")
-    data = Table(table, path, source.label, list(features), 0)
-    rows = table.num_rows if isinstance(table, pa.Table) else table.metadata.num_rows
-    unlabelled = data.column(source.label).null_count
-    if unlabelled and not source.drop_missing_label:
-        raise PipelineError(
-            f"{unlabelled} of {rows} rows of {path} have no '{source.label}': fill "
-            "them, or drop them with data.source.drop_missing_label=true"
-        )
-    return Table(table, path, source.label, list(features), rows - unlabelled, unlabelled > 0)
+    return list(features)
 
 
 def _files_in(folder: Path) -> list[str]:
@@ -570,6 +577,39 @@ class Digits(ImageArrays):
         }
 
 
+class LocalTables:
+    """The table data stages in this process (`engine: local`): pyarrow and scikit-learn."""
+
+    def ingest(self, source: TableFile, raw_dir: Path, directory: Path) -> tuple[Table, str]:
+        data = nonempty(load_table(source, raw_dir))
+        write_ingested(data, directory, source.kind)
+        return data, source.describe(data)
+
+    def prepare(self, source: TableFile, cfg: Config, task: Any) -> tuple[Any, str]:
+        data, ingested = read_ingested(cfg.paths.ingested)
+        result = prepare_table(data, task, cfg.data.split, cfg.seed)
+        result = replace(result, meta={**result.meta, "file_columns": ingested["file_columns"]})
+        write_prepared_table(result, cfg.paths.prepared)
+        classes = result.meta["classes"]
+        return result, f"{len(classes)} classes" if classes else "a target"
+
+    def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
+        # the table features import scikit-learn (seconds); digits never need them
+        from mlpipeline.data.features import write_table_features
+
+        return write_table_features(cfg)
+
+
+def engine_for(cfg: Config) -> Any:
+    """The engine of the table data stages that `cfg.engine` names."""
+    if cfg.engine == "spark":
+        # pyspark takes seconds to import: only the Spark engine's module imports it
+        from mlpipeline.data.spark import SparkTables
+
+        return SparkTables(cfg.spark, cfg.seed)
+    return LocalTables()
+
+
 class TableFile(Source):
     """A CSV or Parquet table under `paths.raw`: a label column and feature columns of
     numbers, text and booleans, with missing values. The exported model takes named records
@@ -589,6 +629,8 @@ class TableFile(Source):
         delimiter: Annotated[str, Field(min_length=1)] = ",",
     ) -> None:
         self.path, self.label, self.kind = Path(path), label, kind
+        self.location = str(path)  # as written: a URL the Spark engine reads (s3a://...)
+        self.engine: Any = LocalTables()  # source_for sets the configured one
         self.features = None if features is None else list(features)
         # rows without a label are dropped instead of refused
         self.drop_missing_label = drop_missing_label
@@ -598,6 +640,10 @@ class TableFile(Source):
     def load(self, raw_dir: Path) -> Table:
         return load_table(self, raw_dir)
 
+    def ingest(self, raw_dir: Path, directory: Path) -> tuple[Table, str]:
+        """Read and land the table with the configured engine (`engine`)."""
+        return self.engine.ingest(self, raw_dir, directory)
+
     def describe(self, data: Table) -> str:
         return (
             f"{data.num_rows} rows, {len(data.features)} feature columns and label "
@@ -606,20 +652,11 @@ class TableFile(Source):
 
     def prepare(self, cfg: Config, task: Any) -> tuple[Any, str]:
         """Encode the label as the task says and split the rows; the columns stay as read."""
-
-        data, ingested = read_ingested(cfg.paths.ingested)
-        result = prepare_table(data, task, cfg.data.split, cfg.seed)
-        result = replace(result, meta={**result.meta, "file_columns": ingested["file_columns"]})
-        write_prepared_table(result, cfg.paths.prepared)
-        classes = result.meta["classes"]
-        return result, f"{len(classes)} classes" if classes else "a target"
+        return self.engine.prepare(self, cfg, task)
 
     def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
         """Column kinds, the preprocessing fitted on train (also as ONNX), the feature rows."""
-        # the table features import scikit-learn (seconds); digits never need them
-        from mlpipeline.data.features import write_table_features
-
-        return write_table_features(cfg)
+        return self.engine.write_features(cfg)
 
     def model_input(self, meta: dict[str, Any]) -> dict[str, Any]:
         """The columns the model takes, and the file's others (the label, the columns dropped
@@ -775,5 +812,12 @@ def source_for(cfg: Config) -> Source:
             f"task {cfg.task} needs a data source that feeds it ({type(source).__name__} "
             f"feeds {', '.join(source.tasks)}): for a numeric label set data=tabular and "
             "data.source.label"
+        )
+    if isinstance(source, TableFile):
+        source.engine = engine_for(cfg)
+    elif cfg.engine != "local":
+        raise PipelineError(
+            f"engine: {cfg.engine} runs the table data stages only, and data.source is "
+            f"{type(source).__name__} ({source.report_kind}): set engine=local"
         )
     return source
