@@ -13,8 +13,9 @@ stages; train and the rest do not run). Per stage: wall time, the peak of the st
 process tree's memory (for Spark the driver JVM and the Python workers are child processes of
 the stage), sampled every 0.2 s as the sum of the tree's proportional set sizes (PSS, from
 /proc/<pid>/smaps_rollup: a page shared by several processes counts once, split between them),
-and the largest single process's max RSS (os.wait4, as bench/pipeline.py measures it). The
-bench doubles as an equality check at scale: each Spark run's data/features/<split>/x.npy and
+and the stage process's own max RSS (os.wait4, as bench/pipeline.py measures it; for Spark
+without the JVM, which the stage does not wait for). The bench doubles as an equality check
+at scale: each Spark run's data/features/<split>/x.npy and
 y.npy must be byte-identical to the local engine's, and the script fails when one is not.
 """
 
@@ -53,7 +54,7 @@ class Run:
     engine: str  # "local" or "spark"
     master: str = ""  # spark.master, for Spark
     others_cores: float = 0.0
-    # per stage: wall_s, tree_mib (peak PSS sum of its process tree), rss_mib (largest process)
+    # per stage: wall_s, tree_mib (peak PSS sum of its process tree), rss_mib (its own process)
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
     digests: dict[str, str] = field(default_factory=dict)  # "<split>/<file>": sha256
 
@@ -256,8 +257,9 @@ def report(sizes: list[Size]) -> str:
         "(each stage starts its own session). Tree peak: the peak, sampled every "
         f"{SAMPLE_S} s, of the summed proportional set size (PSS) of the stage's process and "
         "every process below it (for Spark: the driver's JVM and the Python workers), so "
-        "shared pages count once; largest process: the max RSS of the largest single process "
-        "(os.wait4). Features: whether `data/features/<split>/x.npy` and `y.npy` of every "
+        "shared pages count once; own process: the stage's Python process's max RSS "
+        "(os.wait4; for Spark without the JVM, which it does not wait for). Features: "
+        "whether `data/features/<split>/x.npy` and `y.npy` of every "
         "split are byte-identical to the local engine's."
         + ("" if quiet else " Other processes kept the CPU busy during some runs (see below)."),
         "",
@@ -269,7 +271,7 @@ def report(sizes: list[Size]) -> str:
             f"as a float32 array: {size.array_mib:.0f} MiB)",
             "",
             "| engine | "
-            + " | ".join(f"{s}: wall s, tree peak MiB, largest process MiB" for s in DATA_STAGES)
+            + " | ".join(f"{s}: wall s, tree peak MiB, own process MiB" for s in DATA_STAGES)
             + " | data stages s | features | other processes' CPU |",
             "|---|" + "---:|" * (len(DATA_STAGES) + 1) + "---|---:|",
         ]
