@@ -15,8 +15,8 @@ the stage), sampled every 0.2 s as the sum of the tree's proportional set sizes 
 /proc/<pid>/smaps_rollup: a page shared by several processes counts once, split between them),
 and the stage process's own max RSS (os.wait4, as bench/pipeline.py measures it; for Spark
 without the JVM, which the stage does not wait for). The bench doubles as an equality check
-at scale: each Spark run's data/features/<split>/x.npy and
-y.npy must be byte-identical to the local engine's, and the script fails when one is not.
+at scale: each Spark run's data/features/<split>/x.npy and y.npy must be byte-identical to the
+local engine's, and the script fails when one is not.
 """
 
 from __future__ import annotations
