@@ -289,10 +289,10 @@ def report(sizes: list[Size]) -> str:
             one, most = sparks[0], sparks[-1]
             lines += [
                 "",
-                f"Spark from {one.master} to {most.master}: the data stages in "
-                f"{one.total_s:.1f} s and {most.total_s:.1f} s, "
-                f"{one.total_s / most.total_s:.2f}x faster; against the local engine "
-                f"({local.total_s:.1f} s): {local.total_s / most.total_s:.2f}x.",
+                f"Spark's data stages took {one.total_s:.1f} s on {one.master} and "
+                f"{most.total_s:.1f} s on {most.master} (speed-up "
+                f"{one.total_s / most.total_s:.2f}x); on {most.master}, "
+                f"{most.total_s / local.total_s:.1f}x the local engine's {local.total_s:.1f} s.",
             ]
         lines.append("")
     return "\n".join(lines) + "\n"
