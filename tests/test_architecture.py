@@ -273,6 +273,7 @@ HEAVY = {
     "timm": "seconds to import; only a timm network needs it, and the project imports the api",
     "torchvision": "a second to import; only augmentation needs it",
     "safetensors": "torch's companion: only reading a pretrained weights file needs it",
+    "pyspark": "seconds to import, an optional extra: only the Spark engine (engine: spark)",
     # the kit's modules that import one of the above at their top
     "mlpipeline.data.features": "scikit-learn",
     "mlpipeline.models.modelfile": "torch",

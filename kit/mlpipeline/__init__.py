@@ -7,4 +7,4 @@ Importing it changes nothing in the process: each entry point (a stage's CLI, th
 service) calls `mlpipeline.determinism.prepare_process` first, before torch first computes.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

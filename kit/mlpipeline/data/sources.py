@@ -37,6 +37,7 @@ from mlpipeline.artifacts import (
 from mlpipeline.config import Config, locate
 from mlpipeline.config.schema import suggest
 from mlpipeline.data.report import Scan, image_scan, scans_of, table_scan
+from mlpipeline.data.spark import SparkTables
 from mlpipeline.data.splits import (
     SPLITS,
     prepare_arrays,
@@ -580,18 +581,16 @@ class Digits(ImageArrays):
 class LocalTables:
     """The table data stages in this process (`engine: local`): pyarrow and scikit-learn."""
 
-    def ingest(self, source: TableFile, raw_dir: Path, directory: Path) -> tuple[Table, str]:
+    def ingest(self, source: TableFile, raw_dir: Path, directory: Path) -> Table:
         data = nonempty(load_table(source, raw_dir))
         write_ingested(data, directory, source.kind)
-        return data, source.describe(data)
+        return data
 
-    def prepare(self, source: TableFile, cfg: Config, task: Any) -> tuple[Any, str]:
-        data, ingested = read_ingested(cfg.paths.ingested)
+    def prepare(self, data: Table, ingested: dict[str, Any], cfg: Config, task: Any) -> Any:
         result = prepare_table(data, task, cfg.data.split, cfg.seed)
         result = replace(result, meta={**result.meta, "file_columns": ingested["file_columns"]})
         write_prepared_table(result, cfg.paths.prepared)
-        classes = result.meta["classes"]
-        return result, f"{len(classes)} classes" if classes else "a target"
+        return result
 
     def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
         # the table features import scikit-learn (seconds); digits never need them
@@ -603,9 +602,6 @@ class LocalTables:
 def engine_for(cfg: Config) -> Any:
     """The engine of the table data stages that `cfg.engine` names."""
     if cfg.engine == "spark":
-        # pyspark takes seconds to import: only the Spark engine's module imports it
-        from mlpipeline.data.spark import SparkTables
-
         return SparkTables(cfg.spark, cfg.seed)
     return LocalTables()
 
@@ -641,8 +637,20 @@ class TableFile(Source):
         return load_table(self, raw_dir)
 
     def ingest(self, raw_dir: Path, directory: Path) -> tuple[Table, str]:
-        """Read and land the table with the configured engine (`engine`)."""
-        return self.engine.ingest(self, raw_dir, directory)
+        """Read and land the table with the configured engine (`engine`); the Spark engine's
+        table is then read where it landed."""
+        data = self.engine.ingest(self, raw_dir, directory) or read_ingested(directory)[0]
+        return data, self.describe(data)
+
+    def separator(self) -> str:
+        """The CSV field separator, checked (`csv_delimiter`)."""
+        return csv_delimiter(self)
+
+    def check_columns(self, columns: list[str]) -> list[str]:
+        """The feature columns of a table with `columns` (the header), refused in one line
+        when names repeat or are empty, or the label or a configured feature is missing."""
+        check_column_names(columns, self.path)
+        return table_features(self, self.path, columns)
 
     def describe(self, data: Table) -> str:
         return (
@@ -652,7 +660,10 @@ class TableFile(Source):
 
     def prepare(self, cfg: Config, task: Any) -> tuple[Any, str]:
         """Encode the label as the task says and split the rows; the columns stay as read."""
-        return self.engine.prepare(self, cfg, task)
+        data, ingested = read_ingested(cfg.paths.ingested)
+        result = self.engine.prepare(data, ingested, cfg, task)
+        classes = result.meta["classes"]
+        return result, f"{len(classes)} classes" if classes else "a target"
 
     def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
         """Column kinds, the preprocessing fitted on train (also as ONNX), the feature rows."""

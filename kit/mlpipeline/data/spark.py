@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -80,6 +81,7 @@ def spark_session(settings: Spark) -> Any:
     """The Spark session `settings` describe (one per process, reused), its log kept to
     warnings; PipelineError when pyspark or Java is missing or Spark does not start."""
     try:
+        # pyspark: seconds to import, and an optional extra; the local engine never needs it
         from pyspark.sql import SparkSession
     except ImportError:
         raise PipelineError(
@@ -103,7 +105,8 @@ def spark_session(settings: Spark) -> Any:
     }
     if settings.master.startswith("local"):
         # the executors are this machine's processes: this Python, with the kit's packages
-        defaults |= {"spark.pyspark.python": sys.executable}
+        # (PySpark reads the variable when the session starts; a cluster sets its own)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in {**defaults, **settings.conf}.items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else value)
     try:
@@ -116,8 +119,6 @@ def spark_session(settings: Spark) -> Any:
 
 def _check_java() -> None:
     """Refuse a machine without Java 17 or newer, before Spark fails with a long trace."""
-    import os
-
     home = os.environ.get("JAVA_HOME")
     java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
     if not java or not Path(java).exists():
@@ -170,6 +171,7 @@ def with_row_index(frame: Any) -> Any:
     source order (files by path, rows in file order), without a global sort: within a task,
     the rows of one block of a file come in order and `monotonically_increasing_id` counts
     them; the blocks' row counts give each block's first index."""
+    # pyspark: seconds to import; SparkSession's import above has started the engine
     from pyspark.sql import functions as F
 
     frame = frame.select(
@@ -208,6 +210,7 @@ def csv_header(spark: Any, path: str, delimiter: str) -> list[str]:
 def read_csv(spark: Any, path: str, delimiter: str) -> Any:
     """A CSV file or folder as the local engine reads it (pyarrow): the spellings of missing
     values null, each column typed integer, float, boolean or text by pyarrow's rules."""
+    # pyspark: seconds to import; SparkSession's import above has started the engine
     from pyspark.sql import functions as F
 
     raw = spark.read.csv(
@@ -257,32 +260,23 @@ class SparkTables:
     settings: Spark
     seed: int
 
-    def ingest(self, source: Any, raw_dir: Path, directory: Path) -> tuple[Any, str]:
+    def ingest(self, source: Any, raw_dir: Path, directory: Path) -> None:
         """Read the source with Spark, check its columns as the local engine does, number its
         rows, sample them when `spark.sample_rows` says, and land `directory` (table.parquet,
         meta.json) as the local engine writes it."""
-        from mlpipeline.data.sources import (
-            Table,
-            check_column_names,
-            csv_delimiter,
-            read_ingested,
-            table_features,
-        )
-
         path = location(source)
         if not is_url(path):
             _check_local(source, raw_dir)
         spark = spark_session(self.settings)
         with spark_errors():
             if source.kind == "csv":
-                delimiter = csv_delimiter(source)
-                check_column_names(csv_header(spark, path, delimiter), source.path)
+                delimiter = source.separator()
+                source.check_columns(csv_header(spark, path, delimiter))
                 frame = read_csv(spark, path, delimiter)
             else:
                 frame = spark.read.parquet(path).select("*", "_metadata")
             columns = [c for c in frame.columns if c != "_metadata"]
-            check_column_names(columns, source.path)
-            features = table_features(source, source.path, columns)
+            features = source.check_columns(columns)
             frame = with_row_index(frame)
             total = frame.count()
             label = frame[f"`{source.label}`"]
@@ -304,7 +298,7 @@ class SparkTables:
             rows = len(keep)
             order = [*features, source.label]
             with atomic_path(directory, is_dir=True) as out:
-                schema = _land(frame.select(*(f"`{c}`" for c in order), ROW), out / "table.parquet")
+                _land(frame.select(*(f"`{c}`" for c in order), ROW), out / "table.parquet")
                 meta = {
                     "source": source.kind,
                     "label": source.label,
@@ -315,16 +309,11 @@ class SparkTables:
                 write_json(out / "meta.json", meta)
         if not rows:
             raise PipelineError("the source has no rows; point data.source at a non-empty file")
-        data, _ = read_ingested(directory)
-        assert isinstance(data, Table) and schema is not None
-        return data, source.describe(data) + f" on Spark ({self.settings.master})"
 
-    def prepare(self, source: Any, cfg: Config, task: Any) -> tuple[Any, str]:
-        """The labels encoded, checked and split on the driver by the kit's own functions (one
+    def prepare(self, data: Any, ingested: dict[str, Any], cfg: Config, task: Any) -> Any:
+        """The labels of the landed table `data` (mlpipeline.data.sources.Table; `ingested`:
+        its meta.json) encoded, checked and split on the driver by the kit's own functions (one
         column); Spark applies the split to the rows and the driver lands each split."""
-        from mlpipeline.data.sources import read_ingested
-
-        data, ingested = read_ingested(cfg.paths.ingested)
         result = prepare_table(data, task, cfg.data.split, cfg.seed)
         result = replace(result, meta={**result.meta, "file_columns": ingested["file_columns"]})
         spark = spark_session(self.settings)
@@ -339,13 +328,13 @@ class SparkTables:
                 _land(split_rows, out / name / "x.parquet", schema)
                 save_arrays(out / name, y=result.labels[name])
             write_json(out / "meta.json", result.meta)
-        classes = result.meta["classes"]
-        return result, (f"{len(classes)} classes" if classes else "a target") + " on Spark"
+        return result
 
     def write_features(self, cfg: Config) -> tuple[dict[str, Any], str]:
         """Column kinds and the preprocessing fitted on the driver by the kit's own functions
         (on a sample of at most `features.fit_rows` training rows); Spark runs the fitted
         preprocessing on every split's rows and the driver lands them as x.npy."""
+        # the table features import scikit-learn (seconds), as the local engine's do
         from mlpipeline.data import features as table
 
         source = cfg.paths.prepared
@@ -433,6 +422,7 @@ def _take(frame: Any, keep: np.ndarray) -> Any:
 def _transform(preprocessor: Any, columns: list[Any]) -> Any:
     """A mapInArrow function: each batch's rows through the fitted preprocessing (which
     travels with the function to the executors), as float32 vectors beside their ROW."""
+    # as write_features: scikit-learn, seconds to import
     from mlpipeline.data.features import transform
 
     def run(batches: Iterator[Any]) -> Iterator[Any]:
