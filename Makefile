@@ -114,6 +114,9 @@ audit: install-dev ## known vulnerabilities in the locked set (pip-audit; except
 # bench/tables.py's sizes for `make bench`, smaller than the issue's 1M and 10M rows, which
 # take long on a small machine: make bench TABLE_ROWS="1000000 10000000" runs those
 TABLE_ROWS ?= 100000 1000000
+# bench/spark.py's sizes for `make bench` (the data stages, local engine against local Spark):
+# make bench SPARK_ROWS="1000000 10000000" runs the issue's
+SPARK_ROWS ?= 20000 200000
 
 bench: install-dev airflow-install ## run the benchmarks under bench/; they rewrite docs/performance.md
 	$(BIN)/python bench/pipeline.py
@@ -122,6 +125,7 @@ bench: install-dev airflow-install ## run the benchmarks under bench/; they rewr
 	$(BIN)/python bench/kernels.py
 	$(BIN)/python bench/throughput.py --table
 	$(BIN)/python bench/tables.py --rows $(TABLE_ROWS)
+	$(BIN)/python bench/spark.py --rows $(SPARK_ROWS)
 	$(BIN)/python bench/images.py
 	$(BIN)/python bench/orchestration.py
 	$(BIN)/python bench/suite.py

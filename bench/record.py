@@ -21,7 +21,8 @@ HEADER = """# Performance
 
 Every figure here is written by a benchmark under `bench/` (`make bench` runs the pipeline,
 sweep, kernel, tabular-throughput, large-table, image, orchestration, test-suite and start-up
-benchmarks, the large tables at 100k and 1M rows unless told `TABLE_ROWS="1000000 10000000"`;
+benchmarks, the large tables at 100k and 1M rows unless told `TABLE_ROWS="1000000 10000000"`,
+the table data stages on Spark at 20k and 200k rows unless told `SPARK_ROWS="1000000 10000000"`;
 `bench/serve.py`, `bench/serve.py --table`, `bench/drift.py` and `bench/cross_cpu.py` run on
 their own), with the date, the machine and the command that produced it. Each benchmark
 rewrites its own section and leaves the others. Timings that compare two things are interleaved

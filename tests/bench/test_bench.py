@@ -5,8 +5,9 @@ the script's ROOT is then that copy, never this working tree, and TMPDIR is a sh
 own. Only the exit status and the printed section are checked: a busy test machine's figures
 mean nothing.
 
-Without a tool a benchmark needs (wrk, qemu-user, the Airflow environment) its test skips, saying
-how to install it; where MLPIPELINE_REQUIRE_BENCH_TOOLS=1 (as in .ci/run) it fails instead."""
+Without a tool a benchmark needs (wrk, qemu-user, Java, the Airflow environment) its test skips,
+saying how to install it; where MLPIPELINE_REQUIRE_BENCH_TOOLS=1 (as in .ci/run)
+it fails instead."""
 
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ TOOLS: dict[str, tuple[Callable[[], bool], str]] = {
     "qemu-x86_64": (
         lambda: shutil.which("qemu-x86_64") is not None,
         "scripts/install-test-tools.sh qemu-user (Debian's qemu-user package)",
+    ),
+    "java": (
+        lambda: shutil.which("java") is not None,
+        "scripts/install-test-tools.sh openjdk-17-jre-headless (Debian's Java 17)",
     ),
     "airflow": (
         (AIRFLOW_VENV / "bin" / "airflow").is_file,
@@ -92,6 +97,8 @@ BENCHES = {
     ),
     "pipeline": Bench("pipeline.py", section="pipeline"),
     "tables": Bench("tables.py", section="tables"),
+    # the data stages on a real local Spark, which runs on Java
+    "spark": Bench("spark.py", section="spark", tools=("java",)),
     "images": Bench("images.py", section="images"),
     # --baseline: the copy's own commit as "before", to keep the side-by-side path working
     "serve": Bench(
