@@ -3,7 +3,7 @@ synthetic Parquet table (bench/synthetic.py: 50 columns, 5 classes) at one or mo
 `engine: local` and with `engine: spark` on local Spark (`spark.master: local[N]` for each N of
 --cores), in temporary copies of the repository. Writes its section of docs/performance.md.
 
-    .venv/bin/python bench/spark.py [--rows 1000000 10000000] [--cores 1 2]
+    .venv/bin/python bench/spark.py [--rows 1000000 10000000] [--cores 1 2] [--sweep-rows N]
 
 (`make bench` runs it at smaller sizes unless told SPARK_ROWS="1000000 10000000"; --smoke: one
 size of 2,000 rows, Spark on every core only.)
@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import subprocess
 import tempfile
 import threading
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import smoke
 from pipeline import DVC, copy_repo, git_commit_all, make_env, run
-from quiet import BUSY_CORES, cpu_snapshot, others_cores, wait_for_idle
+from quiet import BUSY_CORES, cpu_snapshot, wait_for_idle
 from record import stamp, write_section
 from synthetic import CATEGORICAL, MISSING_RATE, WITH_MISSING, float32_bytes, write_table
 from tables import TABLE, short, use_table
@@ -119,6 +120,16 @@ def pss_kib(pid: int) -> int:
     return int(line.split()[1])
 
 
+def cpu_s(pid: int) -> float | None:
+    """A live process's CPU seconds so far, user and system (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # utime and stime: the 14th and 15th fields of stat, the 12th and 13th after the name
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -126,11 +137,18 @@ def cmdline(pid: int) -> list[str]:
         return []
 
 
-def sample_stages(root: int, peaks: dict[str, float]) -> None:
+def sample_stages(root: int, peaks: dict[str, float], cpu: dict[int, float]) -> None:
     """One sample: for each stage running under `root` (the `dvc repro` process), the summed
     PSS of the processes below its timing shim (pipeline.SHIM, whose own few MiB are left out),
-    its peak kept in `peaks` (MiB)."""
+    its peak kept in `peaks` (MiB); and every process's CPU seconds under `root` in `cpu`, as
+    Spark's JVM is not a child the stage waits for, so getrusage never counts it."""
     children = proc_tree()
+    tree = [root]
+    while tree:
+        pid = tree.pop()
+        if (seconds := cpu_s(pid)) is not None:
+            cpu[pid] = seconds
+        tree.extend(children.get(pid, []))
     stack = [root]
     while stack:
         pid = stack.pop()
@@ -165,7 +183,10 @@ def data_stages(repo: Path, env: dict[str, str], result: Run) -> None:
     stage_log = Path(env["BENCH_STAGE_LOG"])
     stage_log.unlink(missing_ok=True)
     peaks: dict[str, float] = {}
+    cpu: dict[int, float] = {}
     since = cpu_snapshot()
+    start = resource.getrusage(resource.RUSAGE_SELF)
+    since_self = start.ru_utime + start.ru_stime
     cmd = [DVC, "repro", "--force", "--no-run-cache", "features"]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=out, stderr=out)
@@ -173,14 +194,19 @@ def data_stages(repo: Path, env: dict[str, str], result: Run) -> None:
 
     def sample() -> None:
         while not done.wait(SAMPLE_S):
-            sample_stages(proc.pid, peaks)
+            sample_stages(proc.pid, peaks, cpu)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     code = proc.wait()
     done.set()
     sampler.join()
-    result.others_cores = others_cores(since)
+    # the machine's CPU less this process's and its tree's, as last sampled (others_cores counts
+    # only waited-for children, and would count Spark's JVM as another process)
+    wall, machine, _ = (now - then for now, then in zip(cpu_snapshot(), since, strict=True))
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    own_s = own.ru_utime + own.ru_stime - since_self
+    result.others_cores = max(machine - own_s - sum(cpu.values()), 0.0) / wall
     text = log.read_text()
     if code:
         raise SystemExit(f"dvc repro failed in {repo} ({code}):\n{text[-4000:]}")
@@ -285,15 +311,18 @@ def report(sizes: list[Size]) -> str:
                 f"| {r.others_cores:.2f} cores |"
             )
         sparks = [r for r in size.runs if r.engine == "spark"]
-        if len(sparks) > 1:
-            one, most = sparks[0], sparks[-1]
-            lines += [
-                "",
-                f"Spark's data stages took {one.total_s:.1f} s on {one.master} and "
-                f"{most.total_s:.1f} s on {most.master} (speed-up "
-                f"{one.total_s / most.total_s:.2f}x); on {most.master}, "
-                f"{most.total_s / local.total_s:.1f}x the local engine's {local.total_s:.1f} s.",
-            ]
+        one, most = sparks[0], sparks[-1]
+        scaling = (
+            f"Spark's data stages took {one.total_s:.1f} s on {one.master} and "
+            f"{most.total_s:.1f} s on {most.master} (speed-up {one.total_s / most.total_s:.2f}x); "
+            if len(sparks) > 1
+            else f"Spark's data stages took {most.total_s:.1f} s; "
+        )
+        lines += [
+            "",
+            scaling + f"on {most.master}, {most.total_s / local.total_s:.1f}x the local "
+            f"engine's {local.total_s:.1f} s.",
+        ]
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -311,6 +340,12 @@ def main() -> None:
         help=f"Spark's local[N] for each N (default: 1 and every core, {every})",
     )
     parser.add_argument(
+        "--sweep-rows",
+        type=int,
+        help="run the --cores sweep at sizes up to this many rows only, and Spark on the most "
+        "cores above it (default: the sweep at every size)",
+    )
+    parser.add_argument(
         "--wait", type=float, default=120, help="seconds to wait for an idle CPU before a run"
     )
     parser.add_argument("--json", type=Path, help="write the measurements here too")
@@ -320,7 +355,9 @@ def main() -> None:
     sizes = []
     for rows in sorted(args.rows):
         with tempfile.TemporaryDirectory(prefix="mlpipeline-bench-spark-") as tmp:
-            sizes.append(measure(rows, args.features, args.cores, args.wait, Path(tmp)))
+            sweep = args.sweep_rows is None or rows <= args.sweep_rows
+            cores = args.cores if sweep else [max(args.cores)]
+            sizes.append(measure(rows, args.features, cores, args.wait, Path(tmp)))
     text = report(sizes)
     span = short(sizes[0].rows) + (f" to {short(sizes[-1].rows)}" if len(sizes) > 1 else "")
     write_section(
