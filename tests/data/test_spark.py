@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -201,3 +207,78 @@ def test_spark_without_java_says_what_to_install(
         "engine: spark needs Java 17 or newer: install openjdk-17-jre-headless (Debian/Ubuntu) "
         "or set JAVA_HOME"
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def standalone_cluster(spark: None, tmp_path: Path) -> Iterator[str]:
+    """A real Spark standalone cluster on this machine (a master and a one-core worker, started
+    with pyspark's own spark-class): its `spark://` URL."""
+    from pyspark.find_spark_home import _find_spark_home
+    from pyspark.sql import SparkSession
+
+    if (session := SparkSession.getActiveSession()) is not None:
+        session.stop()  # the module's local session: a session's master is fixed
+    spark_class = str(Path(_find_spark_home()) / "bin" / "spark-class")
+    port, ui = free_port(), free_port()
+    url = f"spark://127.0.0.1:{port}"
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+    log = (tmp_path / "cluster.log").open("w")
+    deploy = "org.apache.spark.deploy"
+    master = subprocess.Popen(
+        [spark_class, f"{deploy}.master.Master", "--host", "127.0.0.1", "--port", str(port),
+         "--webui-port", str(ui)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [spark_class, f"{deploy}.worker.Worker", "--cores", "1", "--memory", "2g",
+         "--webui-port", str(free_port()), "--work-dir", str(tmp_path / "work"), url],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        for _ in range(120):  # the master's web UI lists the worker once it registered
+            try:
+                state = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/").read())
+                if state.get("aliveworkers", 0) >= 1:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail(f"the standalone cluster did not start: {tmp_path / 'cluster.log'}")
+        yield url
+    finally:
+        if (session := SparkSession.getActiveSession()) is not None:
+            session.stop()
+        for process in (worker, master):
+            process.terminate()
+            process.wait(timeout=60)
+        log.close()
+
+
+@pytest.mark.slow
+def test_a_standalone_cluster_gives_the_local_engines_bytes(
+    standalone_cluster: str, tmp_path: Path
+) -> None:
+    source = messy_csv(tmp_path / "raw" / "messy.csv")
+    # a cluster's executors run the Python that spark.pyspark.python names (docs/spark.md)
+    conf = {"spark.pyspark.python": sys.executable, "spark.driver.host": "127.0.0.1"}
+    local, remote, _ = through_both(
+        tmp_path,
+        source,
+        "target",
+        f"spark.master='{standalone_cluster}'",
+        "features.categorical.integer_levels=10",
+        conf=conf,
+    )
+    assert remote == local
+    from pyspark.sql import SparkSession
+
+    # the stages ran on the cluster, not on a local session left from another test
+    session = SparkSession.getActiveSession()
+    assert session is not None and session.sparkContext.master == standalone_cluster
