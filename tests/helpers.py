@@ -716,3 +716,24 @@ def plot_panels(repo: Path) -> dict[str, tuple[int, int]]:
             ]
             panels[title] = (len(rows), len(filled))
     return panels
+
+
+def delta_table(path: Path) -> None:
+    """Four versions of a table with missing values: 300 rows (0), 300 more (1), 200 more with
+    a new column `weight` (2), the rows with id < 100 deleted (3), which rewrites their file and
+    leaves the old one in the folder, as Delta does until VACUUM."""
+    import deltalake
+    import pyarrow as pa
+
+    frame = mixed_table(600)
+    frame.insert(0, "id", range(600))
+    first = pa.Table.from_pandas(frame.iloc[:300], preserve_index=False)
+    deltalake.write_deltalake(path, first)
+    deltalake.write_deltalake(path, pa.Table.from_pandas(frame.iloc[300:], preserve_index=False),
+                              mode="append")  # fmt: skip
+    later = mixed_table(200, seed=1)
+    later.insert(0, "id", range(600, 800))
+    later["weight"] = [(i % 40) / 4 for i in range(200)]
+    deltalake.write_deltalake(path, pa.Table.from_pandas(later, preserve_index=False),
+                              mode="append", schema_mode="merge")  # fmt: skip
+    deltalake.DeltaTable(path).delete("id < 100")

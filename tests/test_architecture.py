@@ -274,6 +274,7 @@ HEAVY = {
     "torchvision": "a second to import; only augmentation needs it",
     "safetensors": "torch's companion: only reading a pretrained weights file needs it",
     "pyspark": "seconds to import, an optional extra: only the Spark engine (engine: spark)",
+    "deltalake": "an optional extra (a Rust extension): only a Delta source (kind: delta)",
     # the kit's modules that import one of the above at their top
     "mlpipeline.data.features": "scikit-learn",
     "mlpipeline.models.modelfile": "torch",

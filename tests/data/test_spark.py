@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import CONF, mixed_table, tiny
+from helpers import CONF, delta_table, mixed_table, tiny
 
 from mlpipeline.config import compose_config
 from mlpipeline.data.sources import source_for
@@ -163,6 +163,30 @@ def test_a_folder_of_parquet_files_is_read_in_path_then_row_order(
     landed = pq.read_table(cfg.paths.ingested / "table.parquet").to_pandas()
     expected = frame[[*landed.columns]].astype(object).where(frame.notna(), None)
     assert landed.astype(object).where(landed.notna(), None).equals(expected)
+
+
+@pytest.mark.slow
+def test_both_engines_read_a_delta_tables_snapshot_to_the_same_bytes(
+    spark: None, tmp_path: Path
+) -> None:
+    pytest.importorskip("deltalake", reason="deltalake is not installed: make install-dev")
+    folder = tmp_path / "raw" / "events"
+    delta_table(folder)  # four versions: appends, a new column, deleted rows (stale files)
+    for version in ("null", "1"):
+        local, remote, cfg = through_both(
+            tmp_path / version,
+            folder,
+            "target",
+            "data.source.kind=delta",
+            f"data.source.version={version}",
+            "+features.columns.id.kind=drop",
+            "features.categorical.integer_levels=10",
+            conf={"spark.sql.files.maxPartitionBytes": "2048"},
+        )
+        assert remote == local
+        ids = pq.read_table(cfg.paths.ingested / "table.parquet", columns=["id"]).column(0)
+        expected = range(100, 800) if version == "null" else range(600)
+        assert sorted(ids.to_pylist()) == list(expected)
 
 
 @pytest.mark.slow

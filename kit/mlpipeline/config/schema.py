@@ -97,6 +97,7 @@ SOURCE_KINDS = {
     "digits": "mlpipeline.data.sources.Digits",
     "csv": "mlpipeline.data.sources.TableFile",
     "parquet": "mlpipeline.data.sources.TableFile",
+    "delta": "mlpipeline.data.sources.TableFile",
     "images": "mlpipeline.data.images.ImageFolder",
 }
 

@@ -4,8 +4,9 @@ that object holds everything that differs by kind of data: how ingest reads and 
 prepare splits, how the features are built, the exported model's input and its checks, what
 the profile bins, and the registered model's signature. The stages call its methods and never
 test which kind they run (tests/test_architecture.py). The kit's kinds: image arrays
-(`Digits`, scikit-learn's bundled digits) and tables (`TableFile`, a CSV or Parquet file). A
-new kind is one `Source` subclass (in any package of `allowed_targets`) and one conf/data/ file.
+(`Digits`, scikit-learn's bundled digits) and tables (`TableFile`, a CSV or Parquet file, a
+Delta table). A new kind is one `Source` subclass (in any package of `allowed_targets`) and
+one conf/data/ file.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from mlpipeline.artifacts import (
 )
 from mlpipeline.config import Config, locate
 from mlpipeline.config.schema import suggest
+from mlpipeline.data.delta import read_local, snapshot
 from mlpipeline.data.report import Scan, image_scan, scans_of, table_scan
 from mlpipeline.data.spark import SparkTables
 from mlpipeline.data.splits import (
@@ -156,28 +158,31 @@ def load_digits(_source: Any, _raw_dir: Path) -> Dataset:
 
 
 def load_table(source: TableFile, raw_dir: Path) -> Table:
-    """A CSV or Parquet file: the label column and the feature columns, read column by column
-    into Arrow (no row objects, no pandas copy); Parquet is read in batches of rows as it is
-    used, never whole. Rows without a label are refused, or dropped with
-    data.source.drop_missing_label."""
+    """A CSV or Parquet file, or a Delta table's snapshot: the label column and the feature
+    columns, read column by column into Arrow (no row objects, no pandas copy); a Parquet file
+    is read in batches of rows as it is used, never whole. Rows without a label are refused, or
+    dropped with data.source.drop_missing_label."""
     path = source.path
     if not path.resolve().is_relative_to(raw_dir.resolve()):
         raise PipelineError(
             f"data.source.path {path} is outside {raw_dir}/: move the file there "
             f"(and `dvc add` it) so DVC tracks it as a dependency of ingest"
         )
-    if path.is_dir():
+    if source.kind == "delta":
+        table = read_local(snapshot(str(path), source.version))
+    elif path.is_dir():
         raise PipelineError(
             f"data.source.path {path} is a folder, not a file: a table source reads one "
             f"{source.kind.upper()} file; point data.source.path at it"
             + (f", e.g. {path / held[0]}" if (held := _files_in(path)) else "")
         )
-    if not path.is_file():
+    elif not path.is_file():
         raise PipelineError(
             f"data.source.path {path} not found: put your {source.kind.upper()} file there "
             "or point data.source.path at it"
         )
-    table = _open_table(path, source.kind, csv_delimiter(source))
+    else:
+        table = _open_table(path, source.kind, csv_delimiter(source))
     columns = table.column_names if isinstance(table, pa.Table) else table.schema_arrow.names
     features = table_features(source, path, columns)
     data = Table(table, path, source.label, list(features), 0)
@@ -607,9 +612,9 @@ def engine_for(cfg: Config) -> Any:
 
 
 class TableFile(Source):
-    """A CSV or Parquet table under `paths.raw`: a label column and feature columns of
-    numbers, text and booleans, with missing values. The exported model takes named records
-    and runs the preprocessing fitted on the training split itself."""
+    """A CSV or Parquet file or a Delta table under `paths.raw`: a label column and feature
+    columns of numbers, text and booleans, with missing values. The exported model takes named
+    records and runs the preprocessing fitted on the training split itself."""
 
     input_kind = "records"
     network_input = "features"  # mlpipeline.data.features.OUTPUT
@@ -619,10 +624,11 @@ class TableFile(Source):
         self,
         path: Path,
         label: Annotated[str, Field(min_length=1)],
-        kind: Literal["csv", "parquet"] = "csv",
+        kind: Literal["csv", "parquet", "delta"] = "csv",
         features: list[str] | None = None,
         drop_missing_label: bool = False,
         delimiter: Annotated[str, Field(min_length=1)] = ",",
+        version: Annotated[int, Field(ge=0)] | None = None,
     ) -> None:
         self.path, self.label, self.kind = Path(path), label, kind
         self.location = str(path)  # as written: a URL the Spark engine reads (s3a://...)
@@ -632,6 +638,8 @@ class TableFile(Source):
         self.drop_missing_label = drop_missing_label
         # CSV: the one character between fields; `\t`, as a command line spells it, is a tab
         self.delimiter = delimiter
+        # delta: the table's version to read (Delta's time travel); None reads the latest
+        self.version = version
 
     def load(self, raw_dir: Path) -> Table:
         return load_table(self, raw_dir)

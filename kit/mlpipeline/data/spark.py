@@ -3,12 +3,13 @@ and features run on Apache Spark (PySpark) and land the same outputs as the loca
 (`mlpipeline.data.sources.LocalTables`) on the machine that runs the stage, so that every later
 stage reads them unchanged.
 
-Spark reads the source (any path or URL it reads: a CSV or Parquet file or folder, `s3a://`),
-checks its columns, numbers its rows in source order, applies the split and runs the fitted
-preprocessing on its executors. The driver makes the decisions the local engine makes with the
-kit's own functions on bounded data (the labels, a sample of at most `features.fit_rows` rows),
-so the splits and the fitted preprocessing are the same by construction. pyspark is imported
-here only: the local engine never pays for it.
+Spark reads the source (any path or URL it reads: a CSV or Parquet file or folder, `s3a://`, a
+Delta table's snapshot as `mlpipeline.data.delta` lists its files), checks its columns, numbers
+its rows in source order, applies the split and runs the fitted preprocessing on its executors.
+The driver makes the decisions the local engine makes with the kit's own functions on bounded
+data (the labels, a sample of at most `features.fit_rows` rows), so the splits and the fitted
+preprocessing are the same by construction. pyspark is imported here only: the local engine
+never pays for it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from mlpipeline.artifacts import (
 )
 from mlpipeline.config import Config
 from mlpipeline.config.schema import Spark
+from mlpipeline.data.delta import snapshot
 from mlpipeline.data.splits import SPLITS, prepare_table, read_meta, read_rows, split_table
 from mlpipeline.determinism import sample_rows
 from mlpipeline.errors import PipelineError
@@ -273,6 +275,8 @@ class SparkTables:
                 delimiter = source.separator()
                 source.check_columns(csv_header(spark, path, delimiter))
                 frame = read_csv(spark, path, delimiter)
+            elif source.kind == "delta":
+                frame = read_delta(spark, source, path)
             else:
                 frame = spark.read.parquet(path).select("*", "_metadata")
             columns = [c for c in frame.columns if c != "_metadata"]
@@ -380,6 +384,20 @@ class SparkTables:
             f"{len(names)} inputs, fitted on {fitted} training rows, transformed on Spark -> "
             f"{cfg.paths.features}"
         )
+
+
+def read_delta(spark: Any, source: Any, path: str) -> Any:
+    """The snapshot of the Delta table at `path` (`data.source.version`, else the latest): its
+    files as delta-rs lists them, read as Parquet in the table's column order; a column that
+    some files lack (added later) is null in their rows, as the local engine reads it."""
+    snap = snapshot(path, source.version)
+    source.check_columns(snap.columns)
+    if not snap.files:
+        raise PipelineError("the source has no rows; point data.source at a non-empty file")
+    # delta-rs names S3 objects s3://, which Spark's Hadoop connector reads as s3a://
+    files = [re.sub(r"^s3://", "s3a://", f) for f in snap.files]
+    frame = spark.read.option("mergeSchema", "true").parquet(*files)
+    return frame.select(*(f"`{c}`" for c in snap.columns), "_metadata")
 
 
 def _check_local(source: Any, raw_dir: Path) -> None:
