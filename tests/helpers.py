@@ -737,3 +737,17 @@ def delta_table(path: Path) -> None:
     deltalake.write_deltalake(path, pa.Table.from_pandas(later, preserve_index=False),
                               mode="append", schema_mode="merge")  # fmt: skip
     deltalake.DeltaTable(path).delete("id < 100")
+
+
+def partitioned_delta_table(path: Path, rows: int = 400) -> None:
+    """A Delta table partitioned by `color` (missing in some rows) and `code`, text whose values
+    need escaping in folder names or look like numbers ("007", "x y", "a/b", "é", missing)."""
+    import deltalake
+    import pyarrow as pa
+
+    frame = mixed_table(rows)
+    frame.insert(0, "id", range(rows))
+    codes = np.array(["007", "x y", "a/b", "é", None], dtype=object)
+    frame["code"] = codes[np.arange(rows) % len(codes)]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    deltalake.write_deltalake(path, table, partition_by=["color", "code"])

@@ -1,6 +1,7 @@
 """A Delta Lake table as the source (`data.source.kind: delta`), on the local engine: the snapshot
-Delta's log names, not every Parquet file in the folder; a version pinned; what the kit cannot
-read refused in one line. tests/data/test_spark.py runs the same table through Spark."""
+Delta's log names, not every Parquet file in the folder; a version pinned; a partitioned table's
+values from its log; what the kit cannot read refused in one line. tests/data/test_spark.py runs
+the same tables through Spark."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import delta_table, mixed_table
+from helpers import delta_table, mixed_table, partitioned_delta_table
 
 from mlpipeline.errors import PipelineError
 from mlpipeline.stages.ingest import ingest
@@ -58,6 +59,17 @@ def test_a_pinned_version_is_read_as_it_was(make_cfg, tmp_path) -> None:
     assert list(rows["id"]) == list(range(600)) and "weight" not in rows.columns
 
 
+def test_a_partitioned_tables_columns_come_from_its_log(make_cfg, tmp_path) -> None:
+    folder = tmp_path / "raw" / "events"
+    partitioned_delta_table(folder)
+    cfg = delta_cfg(make_cfg, tmp_path)
+    ingest(cfg)
+    rows = landed(cfg).reset_index(drop=True)
+    expected = deltalake.DeltaTable(folder).to_pandas().sort_values("id").reset_index(drop=True)
+    assert rows["code"].tolist()[:5] == ["007", "x y", "a/b", "é", None]
+    pd.testing.assert_frame_equal(rows, expected[list(rows.columns)], check_dtype=False)
+
+
 @pytest.mark.parametrize(
     ("make", "override", "expected"),
     [
@@ -66,9 +78,6 @@ def test_a_pinned_version_is_read_as_it_was(make_cfg, tmp_path) -> None:
         ("parquet", None, "{path} is not a Delta table (no _delta_log/ there): point "
          "data.source.path at the table's folder, or set data.source.kind: parquet for plain "
          "Parquet files"),
-        ("partitioned", None, "the Delta table {path} is partitioned by color, whose values are "
-         "not in its files: write an unpartitioned copy for training and point data.source.path "
-         "at it"),
     ],
 )  # fmt: skip
 def test_what_cannot_be_read_is_refused_in_one_line(
@@ -79,8 +88,6 @@ def test_what_cannot_be_read_is_refused_in_one_line(
     if make == "parquet":
         path.mkdir(parents=True)
         pq.write_table(frame, path / "part-0.parquet")
-    elif make == "partitioned":
-        deltalake.write_deltalake(path, frame, partition_by=["color"])
     cfg = delta_cfg(make_cfg, tmp_path, *([override] if override else []))
     with pytest.raises(PipelineError) as refusal:
         ingest(cfg)

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import CONF, delta_table, mixed_table, tiny
+from helpers import CONF, delta_table, mixed_table, partitioned_delta_table, tiny
 
 from mlpipeline.config import compose_config
 from mlpipeline.data.sources import source_for
@@ -187,6 +187,27 @@ def test_both_engines_read_a_delta_tables_snapshot_to_the_same_bytes(
         ids = pq.read_table(cfg.paths.ingested / "table.parquet", columns=["id"]).column(0)
         expected = range(100, 800) if version == "null" else range(600)
         assert sorted(ids.to_pylist()) == list(expected)
+
+
+@pytest.mark.slow
+def test_both_engines_read_a_partitioned_delta_table_to_the_same_bytes(
+    spark: None, tmp_path: Path
+) -> None:
+    pytest.importorskip("deltalake", reason="deltalake is not installed: make install-dev")
+    folder = tmp_path / "raw" / "events"
+    partitioned_delta_table(folder)  # values escaped in folder names, "007" as text, missing
+    local, remote, cfg = through_both(
+        tmp_path,
+        folder,
+        "target",
+        "data.source.kind=delta",
+        "+features.columns.id.kind=drop",
+        "+features.columns.code.kind=categorical",
+        "features.categorical.integer_levels=10",
+    )
+    assert remote == local
+    codes = pq.read_table(cfg.paths.ingested / "table.parquet", columns=["code"]).column(0)
+    assert set(codes.to_pylist()) == {"007", "x y", "a/b", "é", None}
 
 
 @pytest.mark.slow

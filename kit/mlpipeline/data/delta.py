@@ -6,8 +6,10 @@ plain Parquet would also read the files that later versions removed."""
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,15 +29,19 @@ class Snapshot:
     """The data files of a Delta table at one version, and its columns."""
 
     version: int
-    files: list[str]  # paths or URLs as delta-rs gives them, sorted: the tables' row order
+    root: str  # the table's folder: a path, or a URL
+    files: list[str]  # sorted by path, the rows' order on both engines
     columns: list[str]  # in the table's schema order
     schema: Any  # pyarrow.Schema of the table
+    # a partitioned table: each partition column's Delta type, and each file's values
+    partitions: dict[str, str] = field(default_factory=dict)
+    values: list[dict[str, Any]] = field(default_factory=list)  # as `files`
 
 
 def snapshot(location: str, version: int | None = None) -> Snapshot:
     """The snapshot of the Delta table at `location` at `version` (the latest when None), or
     PipelineError in one line: deltalake missing, no Delta table there, no such version, or
-    files that do not hold the rows as read (partitions, deletion vectors, column mapping)."""
+    files that do not hold the rows as read (deletion vectors, column mapping)."""
     if importlib.util.find_spec("deltalake") is None:
         raise PipelineError(
             "reading a Delta table needs deltalake: run `uv sync --extra delta` "
@@ -80,36 +86,85 @@ def snapshot(location: str, version: int | None = None) -> Snapshot:
             "read: write a copy without them (e.g. Spark's REORG TABLE ... APPLY (PURGE)) and "
             "point data.source.path at it"
         )
-    if partitions := table.metadata().partition_columns:
-        raise PipelineError(
-            f"the Delta table {location} is partitioned by {', '.join(partitions)}, whose values "
-            "are not in its files: write an unpartitioned copy for training and point "
-            "data.source.path at it"
-        )
     # nullable as Spark reads every column, so that both engines land the same schema
     schema = pa.schema([f.with_nullable(True) for f in pa.schema(table.schema().to_arrow())])
-    return Snapshot(table.version(), sorted(table.file_uris()), list(schema.names), schema)
+    partitioned = table.metadata().partition_columns
+    types = {f.name: f.type.type for f in table.schema().fields if f.name in partitioned}
+    root = _folder(table.table_uri)
+    # the log's paths are URL-encoded relative paths (absolute URLs for a shallow clone's)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    files = [p if "://" in p else root + unquote(p) for p in actions.column("path").to_pylist()]
+    values = [
+        dict(zip(partitioned, row, strict=True))
+        for row in zip(
+            *(actions.column(f"partition.{c}").to_pylist() for c in partitioned), strict=True
+        )
+    ] or [{} for _ in files]
+    order = sorted(range(len(files)), key=files.__getitem__)
+    return Snapshot(
+        table.version(),
+        root,
+        [files[i] for i in order],
+        list(schema.names),
+        schema,
+        types,
+        [values[i] for i in order],
+    )
 
 
 def read_local(snap: Snapshot) -> Any:
     """The snapshot's rows as one pyarrow.Table in the table's column order, its files read in
-    order; a column a file lacks (added to the table later) is null in that file's rows."""
+    order; a column a file lacks (added to the table later) is null in that file's rows, and a
+    partition column holds its file's value."""
     parts = []
-    for path in snap.files:
+    for path, values in zip(snap.files, snap.values, strict=True):
         part = pq.read_table(path)
-        parts.append(
-            pa.table(
-                {
-                    field.name: part.column(field.name).cast(field.type)
-                    if field.name in part.column_names
-                    else pa.nulls(part.num_rows, field.type)
-                    for field in snap.schema
-                },
-                schema=snap.schema,
-            )
-        )
+        rows = part.num_rows
+        columns = {}
+        for column in snap.schema:
+            if column.name in values:
+                value = values[column.name]
+                columns[column.name] = (
+                    pa.nulls(rows, column.type)
+                    if value is None
+                    else pa.repeat(pa.scalar(value, column.type), rows)
+                )
+            elif column.name in part.column_names:
+                columns[column.name] = part.column(column.name).cast(column.type)
+            else:
+                columns[column.name] = pa.nulls(rows, column.type)
+        parts.append(pa.table(columns, schema=snap.schema))
     # one chunk: the landed file's row groups are then those the Spark engine writes
     return pa.concat_tables(parts).combine_chunks() if parts else snap.schema.empty_table()
+
+
+def values_by_path(snap: Snapshot, paths: list[str]) -> list[dict[str, Any]]:
+    """The partition values of the files another reader names by `paths` (URLs whose percent
+    escapes decode to the files' own paths, as Spark's `_metadata.file_path`), in that order;
+    PipelineError for a path that is none of the snapshot's files."""
+    by_relative = {
+        path[len(snap.root) :]: values
+        for path, values in zip(snap.files, snap.values, strict=True)
+        if path.startswith(snap.root)
+    }
+    found = []
+    for path in paths:
+        parts = unquote(path).split("/")
+        # the table's files lie at some depth below its folder: the longest known tail
+        tails = ("/".join(parts[i:]) for i in range(len(parts)))
+        value = next((by_relative[t] for t in tails if t in by_relative), None)
+        if value is None:
+            raise PipelineError(f"{path} is not a file of the Delta table {snap.root}")
+        found.append(value)
+    return found
+
+
+def _folder(uri: str) -> str:
+    """The table's folder from delta-rs's table URI: a local path for `file://`, else the URL;
+    ending in `/`."""
+    parsed = urlparse(uri)
+    folder = url2pathname(parsed.path) if parsed.scheme == "file" else uri
+    return folder if folder.endswith("/") else folder + "/"
 
 
 def _line(err: Exception) -> str:

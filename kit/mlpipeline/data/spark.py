@@ -43,7 +43,7 @@ from mlpipeline.artifacts import (
 )
 from mlpipeline.config import Config
 from mlpipeline.config.schema import Spark
-from mlpipeline.data.delta import snapshot
+from mlpipeline.data.delta import snapshot, values_by_path
 from mlpipeline.data.splits import SPLITS, prepare_table, read_meta, read_rows, split_table
 from mlpipeline.determinism import sample_rows
 from mlpipeline.errors import PipelineError
@@ -389,14 +389,31 @@ class SparkTables:
 def read_delta(spark: Any, source: Any, path: str) -> Any:
     """The snapshot of the Delta table at `path` (`data.source.version`, else the latest): its
     files as delta-rs lists them, read as Parquet in the table's column order; a column that
-    some files lack (added later) is null in their rows, as the local engine reads it."""
+    some files lack (added later) is null in their rows, and a partition column holds its
+    file's value from the table's log, as the local engine reads them."""
+    # pyspark: seconds to import; SparkSession's import above has started the engine
+    from pyspark.sql import functions as F
+
     snap = snapshot(path, source.version)
     source.check_columns(snap.columns)
     if not snap.files:
         raise PipelineError("the source has no rows; point data.source at a non-empty file")
     # delta-rs names S3 objects s3://, which Spark's Hadoop connector reads as s3a://
     files = [re.sub(r"^s3://", "s3a://", f) for f in snap.files]
-    frame = spark.read.option("mergeSchema", "true").parquet(*files)
+    frame = spark.read.option("mergeSchema", "true").parquet(*files).select("*", "_metadata")
+    if snap.partitions:
+        # the values from the log, not from the folders' names, whose escaping writers differ on
+        names = [r[0] for r in frame.select("_metadata.file_path").distinct().collect()]
+        values = values_by_path(snap, names)
+        columns = ", ".join(f"`{c}` {kind}" for c, kind in snap.partitions.items())
+        table = spark.createDataFrame(
+            [(n, *(v.get(c) for c in snap.partitions)) for n, v in zip(names, values, strict=True)],
+            f"_file string, {columns}",
+        )
+        file = F.col("_metadata.file_path")
+        # a writer may also have kept a partition column in the files: the log's value wins
+        frame = frame.drop(*(c for c in snap.partitions if c in frame.columns))
+        frame = frame.join(F.broadcast(table), file == table["_file"]).drop("_file")
     return frame.select(*(f"`{c}`" for c in snap.columns), "_metadata")
 
 
