@@ -32,6 +32,13 @@ class PipelineError(Exception):
     """An expected failure caused by input (data, config, arguments): say what and how to fix."""
 
 
+def first_line(err: BaseException) -> str:
+    """A library's error message cut to its first line (at most 300 characters), for a
+    PipelineError that quotes it."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(err).__name__
+
+
 def storage_error(err: OSError, path: Path | str | None = None) -> PipelineError | None:
     """The one-line error for an OSError that says a place cannot be written (or read) for
     want of permission or space, naming `path` (else the file the error names) and the fix;

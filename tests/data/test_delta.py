@@ -71,24 +71,31 @@ def test_a_partitioned_tables_columns_come_from_its_log(make_cfg, tmp_path) -> N
 
 
 @pytest.mark.parametrize(
-    ("make", "override", "expected"),
+    ("make", "overrides", "expected"),
     [
-        (None, "data.source.version=9", "data.source.version 9 is not a version of the Delta "
+        (None, ["data.source.version=9"], "data.source.version 9 is not a version of the Delta "
          "table {path}, whose versions run from 0 to 3: set one of those, or null for the latest"),
-        ("parquet", None, "{path} is not a Delta table (no _delta_log/ there): point "
+        ("parquet", [], "{path} is not a Delta table (no _delta_log/ there): point "
          "data.source.path at the table's folder, or set data.source.kind: parquet for plain "
          "Parquet files"),
+        ("parquet", ["data.source.kind=parquet", "data.source.version=1"],
+         "data.source.version is a Delta table's version, and data.source.kind is parquet: "
+         "set data.source.kind=delta, or data.source.version=null"),
+        ("empty", [], "the Delta table {path} has no rows at version 0: point "
+         "data.source.version or data.source.path at one that has"),
     ],
 )  # fmt: skip
 def test_what_cannot_be_read_is_refused_in_one_line(
-    make_cfg, tmp_path, make: str | None, override: str | None, expected: str
+    make_cfg, tmp_path, make: str | None, overrides: list[str], expected: str
 ) -> None:
     path = tmp_path / "raw" / "events"
     frame = pa.Table.from_pandas(mixed_table(50), preserve_index=False)
     if make == "parquet":
         path.mkdir(parents=True)
         pq.write_table(frame, path / "part-0.parquet")
-    cfg = delta_cfg(make_cfg, tmp_path, *([override] if override else []))
+    elif make == "empty":
+        deltalake.write_deltalake(path, frame.slice(0, 0))
+    cfg = delta_cfg(make_cfg, tmp_path, *overrides)
     with pytest.raises(PipelineError) as refusal:
         ingest(cfg)
     assert str(refusal.value) == expected.format(path=path)

@@ -14,7 +14,7 @@ from urllib.request import url2pathname
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlpipeline.errors import PipelineError
+from mlpipeline.errors import PipelineError, first_line
 
 # reader features whose files do not hold the rows as the snapshot has them: deleted rows
 # still there (deletion vectors), columns stored under other names (column mapping)
@@ -28,11 +28,9 @@ UNREADABLE = {
 class Snapshot:
     """The data files of a Delta table at one version, and its columns."""
 
-    version: int
     root: str  # the table's folder: a path, or a URL
     files: list[str]  # sorted by path, the rows' order on both engines
-    columns: list[str]  # in the table's schema order
-    schema: Any  # pyarrow.Schema of the table
+    schema: Any  # pyarrow.Schema of the table, its columns in the table's order
     # a partitioned table: each partition column's Delta type, and each file's values
     partitions: dict[str, str] = field(default_factory=dict)
     values: list[dict[str, Any]] = field(default_factory=list)  # as `files`
@@ -40,8 +38,8 @@ class Snapshot:
 
 def snapshot(location: str, version: int | None = None) -> Snapshot:
     """The snapshot of the Delta table at `location` at `version` (the latest when None), or
-    PipelineError in one line: deltalake missing, no Delta table there, no such version, or
-    files that do not hold the rows as read (deletion vectors, column mapping)."""
+    PipelineError in one line: deltalake missing, no Delta table there, no such version, no
+    rows, or files that do not hold the rows as read (deletion vectors, column mapping)."""
     if importlib.util.find_spec("deltalake") is None:
         raise PipelineError(
             "reading a Delta table needs deltalake: run `uv sync --extra delta` "
@@ -52,30 +50,14 @@ def snapshot(location: str, version: int | None = None) -> Snapshot:
     from deltalake.exceptions import DeltaError, TableNotFoundError
 
     try:
-        latest = DeltaTable(location)
+        table = DeltaTable(location, version=version)
     except TableNotFoundError:
         raise PipelineError(
             f"{location} is not a Delta table (no _delta_log/ there): point data.source.path at "
             "the table's folder, or set data.source.kind: parquet for plain Parquet files"
         ) from None
     except (DeltaError, OSError) as err:
-        raise PipelineError(f"cannot read the Delta table {location}: {_line(err)}") from None
-    if version is not None and version != latest.version():
-        if not 0 <= version <= latest.version():
-            raise PipelineError(
-                f"data.source.version {version} is not a version of the Delta table {location}, "
-                f"whose versions run from 0 to {latest.version()}: set one of those, or null "
-                "for the latest"
-            )
-        try:
-            table = DeltaTable(location, version=version)
-        except (DeltaError, OSError) as err:
-            raise PipelineError(
-                f"cannot read version {version} of the Delta table {location} (its log may have "
-                f"been cleaned up by VACUUM or checkpointing): {_line(err)}"
-            ) from None
-    else:
-        table = latest
+        raise PipelineError(_unreadable(location, version, err)) from None
     protocol = table.protocol()
     features = set(protocol.reader_features or [])
     if protocol.min_reader_version == 2:
@@ -94,6 +76,11 @@ def snapshot(location: str, version: int | None = None) -> Snapshot:
     # the log's paths are URL-encoded relative paths (absolute URLs for a shallow clone's)
     actions = pa.table(table.get_add_actions(flatten=True))
     files = [p if "://" in p else root + unquote(p) for p in actions.column("path").to_pylist()]
+    if not files:
+        raise PipelineError(
+            f"the Delta table {location} has no rows at version {table.version()}: point "
+            "data.source.version or data.source.path at one that has"
+        )
     values = [
         dict(zip(partitioned, row, strict=True))
         for row in zip(
@@ -101,15 +88,7 @@ def snapshot(location: str, version: int | None = None) -> Snapshot:
         )
     ] or [{} for _ in files]
     order = sorted(range(len(files)), key=files.__getitem__)
-    return Snapshot(
-        table.version(),
-        root,
-        [files[i] for i in order],
-        list(schema.names),
-        schema,
-        types,
-        [values[i] for i in order],
-    )
+    return Snapshot(root, [files[i] for i in order], schema, types, [values[i] for i in order])
 
 
 def read_local(snap: Snapshot) -> Any:
@@ -135,7 +114,7 @@ def read_local(snap: Snapshot) -> Any:
                 columns[column.name] = pa.nulls(rows, column.type)
         parts.append(pa.table(columns, schema=snap.schema))
     # one chunk: the landed file's row groups are then those the Spark engine writes
-    return pa.concat_tables(parts).combine_chunks() if parts else snap.schema.empty_table()
+    return pa.concat_tables(parts).combine_chunks()
 
 
 def values_by_path(snap: Snapshot, paths: list[str]) -> list[dict[str, Any]]:
@@ -167,5 +146,26 @@ def _folder(uri: str) -> str:
     return folder if folder.endswith("/") else folder + "/"
 
 
-def _line(err: Exception) -> str:
-    return " ".join(str(err).split())[:300]
+def _unreadable(location: str, version: int | None, err: Exception) -> str:
+    """Why the Delta table at `location` cannot be read at `version`: a version it does not
+    have (its range named), else delta-rs's own first line."""
+    # deltalake: loaded by `snapshot` already, which failed
+    from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError
+
+    if version is not None:
+        try:
+            latest = DeltaTable(location).version()
+        except (DeltaError, OSError):  # the table itself is unreadable: delta-rs's line says why
+            latest = None
+        if latest is not None and not 0 <= version <= latest:
+            return (
+                f"data.source.version {version} is not a version of the Delta table {location}, "
+                f"whose versions run from 0 to {latest}: set one of those, or null for the latest"
+            )
+        if latest is not None:
+            return (
+                f"cannot read version {version} of the Delta table {location} (its log may have "
+                f"been cleaned up by VACUUM or checkpointing): {first_line(err)}"
+            )
+    return f"cannot read the Delta table {location}: {first_line(err)}"

@@ -647,6 +647,11 @@ class TableFile(Source):
     def ingest(self, raw_dir: Path, directory: Path) -> tuple[Table, str]:
         """Read and land the table with the configured engine (`engine`); the Spark engine's
         table is then read where it landed."""
+        if self.version is not None and self.kind != "delta":
+            raise PipelineError(
+                f"data.source.version is a Delta table's version, and data.source.kind is "
+                f"{self.kind}: set data.source.kind=delta, or data.source.version=null"
+            )
         data = self.engine.ingest(self, raw_dir, directory) or read_ingested(directory)[0]
         return data, self.describe(data)
 

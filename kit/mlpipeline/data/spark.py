@@ -46,7 +46,7 @@ from mlpipeline.config.schema import Spark
 from mlpipeline.data.delta import snapshot, values_by_path
 from mlpipeline.data.splits import SPLITS, prepare_table, read_meta, read_rows, split_table
 from mlpipeline.determinism import sample_rows
-from mlpipeline.errors import PipelineError
+from mlpipeline.errors import PipelineError, first_line
 
 # pyarrow's CSV reader: these spellings are missing values (pyarrow.csv.ConvertOptions())
 NULL_VALUES = (
@@ -105,9 +105,12 @@ def spark_session(settings: Spark) -> Any:
         "spark.log.level": "WARN",
         "spark.sql.session.timeZone": "UTC",
     }
-    if settings.master.startswith("local"):
-        # the executors are this machine's processes: this Python, with the kit's packages
-        # (PySpark reads the variable when the session starts; a cluster sets its own)
+    # the executors' Python: PySpark takes it from PYSPARK_PYTHON when the session starts, and
+    # reads spark.pyspark.python only under spark-submit, so the setting is passed on here;
+    # local executors are this machine's processes: this Python, with the kit's packages
+    if python := settings.conf.get("spark.pyspark.python"):
+        os.environ["PYSPARK_PYTHON"] = str(python)
+    elif settings.master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in {**defaults, **settings.conf}.items():
         builder = builder.config(key, str(value).lower() if isinstance(value, bool) else value)
@@ -137,11 +140,9 @@ def _check_java() -> None:
 def _first_line(err: Exception) -> str:
     """An error from Spark or an executor as one line: a PipelineError raised in a task is
     its own message."""
-    text = str(err)
-    if found := re.search(r"PipelineError: (.*)", text):
+    if found := re.search(r"PipelineError: (.*)", str(err)):
         return found.group(1).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(err).__name__
+    return first_line(err)
 
 
 @contextmanager
@@ -300,6 +301,8 @@ class SparkTables:
             if len(keep) < total:
                 frame = _take(frame, keep)
             rows = len(keep)
+            if not rows:
+                raise PipelineError("the source has no rows; point data.source at a non-empty file")
             order = [*features, source.label]
             with atomic_path(directory, is_dir=True) as out:
                 _land(frame.select(*(f"`{c}`" for c in order), ROW), out / "table.parquet")
@@ -311,8 +314,6 @@ class SparkTables:
                     "rows": rows,
                 }
                 write_json(out / "meta.json", meta)
-        if not rows:
-            raise PipelineError("the source has no rows; point data.source at a non-empty file")
 
     def prepare(self, data: Any, ingested: dict[str, Any], cfg: Config, task: Any) -> Any:
         """The labels of the landed table `data` (mlpipeline.data.sources.Table; `ingested`:
@@ -395,9 +396,6 @@ def read_delta(spark: Any, source: Any, path: str) -> Any:
     from pyspark.sql import functions as F
 
     snap = snapshot(path, source.version)
-    source.check_columns(snap.columns)
-    if not snap.files:
-        raise PipelineError("the source has no rows; point data.source at a non-empty file")
     # delta-rs names S3 objects s3://, which Spark's Hadoop connector reads as s3a://
     files = [re.sub(r"^s3://", "s3a://", f) for f in snap.files]
     frame = spark.read.option("mergeSchema", "true").parquet(*files).select("*", "_metadata")
@@ -414,7 +412,7 @@ def read_delta(spark: Any, source: Any, path: str) -> Any:
         # a writer may also have kept a partition column in the files: the log's value wins
         frame = frame.drop(*(c for c in snap.partitions if c in frame.columns))
         frame = frame.join(F.broadcast(table), file == table["_file"]).drop("_file")
-    return frame.select(*(f"`{c}`" for c in snap.columns), "_metadata")
+    return frame.select(*(f"`{c}`" for c in snap.schema.names), "_metadata")
 
 
 def _check_local(source: Any, raw_dir: Path) -> None:

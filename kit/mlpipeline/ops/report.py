@@ -29,7 +29,7 @@ import yaml
 from mlpipeline.artifacts import atomic_path, read_json
 from mlpipeline.config import Config, load_config, task_for
 from mlpipeline.data.report import REPORT_JSON
-from mlpipeline.errors import PipelineError, exit_on_error
+from mlpipeline.errors import PipelineError, exit_on_error, first_line
 from mlpipeline.git import git
 from mlpipeline.ops.report_sections import Side, attributions_section, data_section
 
@@ -157,16 +157,12 @@ def read_side(repo: Path, rev: str | None, path: Path) -> Side:
     return Side(_json_object(full, "a JSON object"), "this change")
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
 def _json_object(path: Path, what: str) -> dict[str, Any]:
     """The JSON object in the pipeline's output `path` (`what` it should be, for the error)."""
     try:
         data = read_json(path)
     except (OSError, ValueError) as err:
-        raise PipelineError(f"cannot read {path}: {_first_line(err)}; re-run dvc repro") from None
+        raise PipelineError(f"cannot read {path}: {first_line(err)}; re-run dvc repro") from None
     if not isinstance(data, dict):
         raise PipelineError(f"{path} is not {what}: re-run dvc repro")
     return data
