@@ -29,6 +29,7 @@ from helpers import CONF, delta_table, mixed_table, partitioned_delta_table, tin
 
 from mlpipeline.config import compose_config
 from mlpipeline.data.sources import source_for
+from mlpipeline.determinism import sample_rows
 from mlpipeline.errors import PipelineError
 from mlpipeline.stages.features import features
 from mlpipeline.stages.ingest import ingest
@@ -196,6 +197,22 @@ def test_both_engines_read_a_delta_tables_snapshot_to_the_same_bytes(
     assert remote == local
     landed = pq.read_table(cfg.paths.ingested / "table.parquet", columns=["id"]).column(0)
     assert sorted(landed.to_pylist()) == list(ids)
+
+
+@pytest.mark.slow
+def test_spark_sample_rows_lands_the_seeded_sample_of_the_local_engines_rows(
+    spark: None, tmp_path: Path
+) -> None:
+    source = messy_csv(tmp_path / "raw" / "messy.csv")
+    local = config(tmp_path / "local", source, "target", "engine=local")
+    ingest(local)
+    whole = pq.read_table(local.paths.ingested / "table.parquet")
+    cfg = config(tmp_path / "spark", source, "target", "engine=spark", "spark.sample_rows=200")
+    ingest(cfg)
+    landed = pq.read_table(cfg.paths.ingested / "table.parquet")
+    # the kit's seeded sampler picks the row indices; the rows keep the source's order
+    expected = whole.take(sample_rows(whole.num_rows, 200, cfg.seed))
+    assert landed.num_rows == 200 and landed.equals(expected)
 
 
 @pytest.mark.slow
